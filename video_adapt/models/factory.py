@@ -1,0 +1,36 @@
+"""`create_model`: a preset, architecture overrides and a tuning method in one call."""
+from __future__ import annotations
+
+from dataclasses import fields
+from typing import Any
+
+from video_adapt.models.tuning import TuningConfig, apply_tuning
+from video_adapt.models.vit import VisionTransformer, vit_config
+
+TUNING_KEYS = {f.name for f in fields(TuningConfig)} - {"method", "extra"}
+
+
+def create_model(name: str, num_classes: int = 400, num_frames: int | None = None, img_size: int | None = None,
+                 tuning: str = "full", **kwargs: Any) -> VisionTransformer:
+    """Build a VideoMAE ViT preset with a tuning method attached.
+
+    Keyword arguments are architecture overrides (`embed_dim`, `depth`, `head_bn`, ...) or tuning options
+    (`bottleneck`, `adapter_scale`, `vpt_tokens`, ...). `model.build_args` records the call, so a
+    checkpoint can rebuild the same model.
+    """
+    tuning_kwargs = {k: kwargs.pop(k) for k in list(kwargs) if k in TUNING_KEYS}
+    arch = dict(kwargs, num_classes=num_classes)
+    if num_frames is not None:
+        arch["num_frames"] = num_frames
+    if img_size is not None:
+        arch["img_size"] = img_size
+    model = VisionTransformer(vit_config(name, **arch))
+    apply_tuning(model, TuningConfig(method=tuning, **tuning_kwargs))
+    model.build_args = dict(name=name, tuning=tuning, **arch, **tuning_kwargs)
+    return model
+
+
+def model_from_build_args(build_args: dict[str, Any]) -> VisionTransformer:
+    """Rebuild a model from the `build_args` stored in a checkpoint or adapter file."""
+    args = dict(build_args)
+    return create_model(args.pop("name"), **args)

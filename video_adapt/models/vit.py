@@ -1,0 +1,302 @@
+"""The VideoMAE spatiotemporal ViT, weight-compatible with the official `modeling_finetune.py`.
+
+Parameter names follow the official fine-tune checkpoints (`patch_embed.proj`, `blocks.N.attn.qkv`,
+`blocks.N.attn.q_bias` ...), so those files load without renaming. The backbone knows nothing about
+tuning methods; it offers two explicit extension points that `tuning.py` fills:
+
+- `Block.mlp_adapter(residual, normed, mlp_out) -> mlp_out'`: rewrites the MLP branch of one block
+  (AdaptFormer's AdaptMLP, parallel or sequential);
+- `VisionTransformer.token_prompts`: `before_block(x, i)` / `after_block(x, i)` add and remove
+  extra tokens around block i (VPT).
+"""
+from __future__ import annotations
+
+import functools
+from dataclasses import asdict, dataclass, replace
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from timm.layers import DropPath, Mlp, trunc_normal_
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass(frozen=True)
+class ViTConfig:
+    """Architecture numbers of a VideoMAE ViT. Presets below; every field can be overridden."""
+
+    img_size: int = 224
+    patch_size: int = 16
+    tubelet_size: int = 2
+    num_frames: int = 16
+    in_chans: int = 3
+    num_classes: int = 400
+    embed_dim: int = 768
+    depth: int = 12
+    num_heads: int = 12
+    mlp_ratio: float = 4.0
+    qkv_bias: bool = True
+    drop_rate: float = 0.0  # dropout before the head (VideoMAE's fc_drop_rate)
+    attn_drop_rate: float = 0.0
+    drop_path_rate: float = 0.0
+    init_values: float = 0.0  # layer scale; 0 disables it as in the released ViT-S/B/L/H
+    use_mean_pooling: bool = True
+    init_scale: float = 0.001  # VideoMAE scales the fresh head by this
+    norm_eps: float = 1e-6
+    head_bn: bool = False  # BatchNorm1d(affine=False) before the head (MAE / AdaptFormer linear probing)
+    use_checkpoint: bool = False  # activation checkpointing per block
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+PRESETS: dict[str, dict[str, Any]] = {
+    # official VideoMAE sizes (patch 16, tubelet 2, 224 px, 16 frames)
+    "vit_small_patch16_224": dict(embed_dim=384, depth=12, num_heads=6),
+    "vit_base_patch16_224": dict(embed_dim=768, depth=12, num_heads=12),
+    "vit_large_patch16_224": dict(embed_dim=1024, depth=24, num_heads=16),
+    "vit_huge_patch16_224": dict(embed_dim=1280, depth=32, num_heads=16),
+    # small backbones for the embedded demo and the tests: 32 px, 8 px patches
+    "vit_tiny_patch8_32": dict(img_size=32, patch_size=8, num_frames=8, embed_dim=64, depth=4, num_heads=4),
+    "vit_nano_patch8_32": dict(img_size=32, patch_size=8, num_frames=4, embed_dim=32, depth=2, num_heads=2),
+}
+
+
+def vit_config(name: str, **overrides: Any) -> ViTConfig:
+    """Preset `name` with keyword overrides; unknown names and keys raise a one-line error."""
+    if name not in PRESETS:
+        raise ValueError(f"unknown model {name!r}; choose one of: {', '.join(PRESETS)}")
+    fields = ViTConfig.__dataclass_fields__
+    unknown = sorted(k for k in overrides if k not in fields)
+    if unknown:
+        raise ValueError(f"unknown architecture option(s) {unknown} for {name}")
+    return replace(ViTConfig(**PRESETS[name]), **overrides)
+
+
+@functools.lru_cache(maxsize=32)
+def _sinusoid_table_cpu(num_positions: int, dim: int) -> torch.Tensor:
+    position = torch.arange(num_positions, dtype=torch.float64).unsqueeze(1)
+    channel = torch.arange(dim, dtype=torch.float64)
+    angle = position / torch.pow(10000.0, 2 * torch.div(channel, 2, rounding_mode="floor") / dim)
+    table = torch.empty_like(angle)
+    table[:, 0::2] = torch.sin(angle[:, 0::2])
+    table[:, 1::2] = torch.cos(angle[:, 1::2])
+    return table.float()
+
+
+def sinusoid_position_table(num_positions: int, dim: int) -> torch.Tensor:
+    """VideoMAE's fixed 1-D table over all tokens (t-major): sin on even channels, cos on odd.
+
+    It is not a weight, so one checkpoint serves any number of frames and any image size.
+    """
+    return _sinusoid_table_cpu(num_positions, dim)
+
+
+class PatchEmbed(nn.Module):
+    """Tubelet embedding: Conv3d with kernel = stride = (tubelet, patch, patch); tokens t-major."""
+
+    def __init__(self, patch_size: int, tubelet_size: int, in_chans: int, embed_dim: int):
+        super().__init__()
+        self.patch_size = patch_size
+        self.tubelet_size = tubelet_size
+        self.proj = nn.Conv3d(
+            in_chans, embed_dim, kernel_size=(tubelet_size, patch_size, patch_size),
+            stride=(tubelet_size, patch_size, patch_size),
+        )
+
+    def grid(self, num_frames: int, height: int, width: int) -> tuple[int, int, int]:
+        return num_frames // self.tubelet_size, height // self.patch_size, width // self.patch_size
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        _, _, t, h, w = x.shape
+        if t % self.tubelet_size or h % self.patch_size or w % self.patch_size:
+            raise ValueError(
+                f"clip of {t} frames x {h}x{w} px does not divide into tubelets of "
+                f"{self.tubelet_size} frames x {self.patch_size}x{self.patch_size} px"
+            )
+        return self.proj(x).flatten(2).transpose(1, 2)
+
+
+class Attention(nn.Module):
+    """Multi-head self-attention through SDPA, with VideoMAE's q/v biases and no k bias.
+
+    `qkv` is called as a module (its own bias is None) and the biases are added after, so wrappers
+    around `qkv` such as LoRA are not bypassed.
+    """
+
+    def __init__(self, dim: int, num_heads: int, qkv_bias: bool, attn_drop: float = 0.0):
+        super().__init__()
+        if dim % num_heads:
+            raise ValueError(f"embed_dim {dim} is not divisible by num_heads {num_heads}")
+        self.num_heads = num_heads
+        self.head_dim = dim // num_heads
+        self.qkv = nn.Linear(dim, dim * 3, bias=False)
+        if qkv_bias:
+            self.q_bias = nn.Parameter(torch.zeros(dim))
+            self.v_bias = nn.Parameter(torch.zeros(dim))
+        else:
+            self.q_bias = None
+            self.v_bias = None
+        self.attn_drop = attn_drop
+        self.proj = nn.Linear(dim, dim)
+
+    def qkv_bias(self) -> torch.Tensor | None:
+        if self.q_bias is None:
+            return None
+        return torch.cat((self.q_bias, torch.zeros_like(self.q_bias), self.v_bias))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, n, c = x.shape
+        qkv = self.qkv(x)
+        bias = self.qkv_bias()
+        if bias is not None:
+            qkv = qkv + bias.to(qkv.dtype)
+        q, k, v = qkv.view(b, n, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
+        dropout = self.attn_drop if self.training else 0.0
+        x = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout)
+        return self.proj(x.transpose(1, 2).reshape(b, n, c))
+
+
+class LayerScale(nn.Module):
+    def __init__(self, dim: int, init_values: float):
+        super().__init__()
+        self.gamma = nn.Parameter(init_values * torch.ones(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.gamma
+
+
+class Block(nn.Module):
+    """Pre-norm transformer block. Official layer-scale names are `gamma_1` / `gamma_2`."""
+
+    def __init__(self, cfg: ViTConfig, drop_path: float):
+        super().__init__()
+        dim = cfg.embed_dim
+        self.norm1 = nn.LayerNorm(dim, eps=cfg.norm_eps)
+        self.attn = Attention(dim, cfg.num_heads, cfg.qkv_bias, cfg.attn_drop_rate)
+        self.norm2 = nn.LayerNorm(dim, eps=cfg.norm_eps)
+        self.mlp = Mlp(dim, int(dim * cfg.mlp_ratio), act_layer=nn.GELU)
+        self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
+        if cfg.init_values > 0:
+            self.gamma_1 = nn.Parameter(cfg.init_values * torch.ones(dim))
+            self.gamma_2 = nn.Parameter(cfg.init_values * torch.ones(dim))
+        else:
+            self.gamma_1 = None
+            self.gamma_2 = None
+        self.mlp_adapter: nn.Module | None = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        branch = self.attn(self.norm1(x))
+        if self.gamma_1 is not None:
+            branch = branch * self.gamma_1
+        x = x + self.drop_path(branch)
+        normed = self.norm2(x)
+        branch = self.mlp(normed)
+        if self.gamma_2 is not None:
+            branch = branch * self.gamma_2
+        branch = self.drop_path(branch)
+        if self.mlp_adapter is not None:
+            branch = self.mlp_adapter(residual=x, normed=normed, mlp_out=branch)
+        return x + branch
+
+
+class VisionTransformer(nn.Module):
+    """VideoMAE ViT: tubelets + sinusoid table -> blocks -> mean pool -> fc_norm -> (head_bn) -> head."""
+
+    def __init__(self, cfg: ViTConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.num_classes = cfg.num_classes
+        self.embed_dim = cfg.embed_dim
+        self.patch_embed = PatchEmbed(cfg.patch_size, cfg.tubelet_size, cfg.in_chans, cfg.embed_dim)
+        rates = torch.linspace(0, cfg.drop_path_rate, cfg.depth).tolist()
+        self.blocks = nn.ModuleList([Block(cfg, rate) for rate in rates])
+        if cfg.use_mean_pooling:
+            self.norm = nn.Identity()
+            self.fc_norm = nn.LayerNorm(cfg.embed_dim, eps=cfg.norm_eps)
+        else:
+            self.norm = nn.LayerNorm(cfg.embed_dim, eps=cfg.norm_eps)
+            self.fc_norm = None
+        self.head_bn = nn.BatchNorm1d(cfg.embed_dim, affine=False, eps=1e-6) if cfg.head_bn else None
+        self.head_drop = nn.Dropout(cfg.drop_rate)
+        self.head = nn.Linear(cfg.embed_dim, cfg.num_classes) if cfg.num_classes > 0 else nn.Identity()
+        self.token_prompts: nn.Module | None = None
+        self._pos_cache: dict[tuple, torch.Tensor] = {}
+        self.apply(self._init_weights)
+        if isinstance(self.head, nn.Linear):
+            with torch.no_grad():
+                self.head.weight.mul_(cfg.init_scale)
+                self.head.bias.mul_(cfg.init_scale)
+
+    @staticmethod
+    def _init_weights(m: nn.Module) -> None:
+        if isinstance(m, nn.Linear):
+            trunc_normal_(m.weight, std=0.02)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.LayerNorm):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+
+    def position_table(self, num_tokens: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+        key = (num_tokens, device, dtype)
+        table = self._pos_cache.get(key)
+        if table is None:
+            table = sinusoid_position_table(num_tokens, self.embed_dim).to(device=device, dtype=dtype)
+            self._pos_cache[key] = table
+        return table
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """Clips (B, 3, T, H, W) -> tokens (B, N, D) with the position table added."""
+        if x.ndim != 5 or x.shape[1] != self.cfg.in_chans:
+            raise ValueError(f"expected clips of shape (B, {self.cfg.in_chans}, T, H, W), got {tuple(x.shape)}")
+        tokens = self.patch_embed(x)
+        return tokens + self.position_table(tokens.shape[1], tokens.device, tokens.dtype)
+
+    def forward_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Run the blocks (with prompt tokens when a prompt method is attached)."""
+        prompts = self.token_prompts
+        for i, block in enumerate(self.blocks):
+            if prompts is not None:
+                tokens = prompts.before_block(tokens, i)
+            if self.cfg.use_checkpoint and self.training and torch.is_grad_enabled():
+                tokens = checkpoint(block, tokens, use_reentrant=False)
+            else:
+                tokens = block(tokens)
+            if prompts is not None:
+                tokens = prompts.after_block(tokens, i)
+        return self.norm(tokens)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """Pooled, normed clip feature (B, D): what the head sees."""
+        tokens = self.forward_tokens(self.embed(x))
+        if self.fc_norm is not None:
+            return self.fc_norm(tokens.mean(1))
+        return tokens[:, 0]
+
+    def forward_head(self, features: torch.Tensor) -> torch.Tensor:
+        if self.head_bn is not None:
+            features = self.head_bn(features)
+        return self.head(self.head_drop(features))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+    def reset_head(self, num_classes: int) -> None:
+        """A fresh head for another class count (VideoMAE init scaled by init_scale)."""
+        self.num_classes = num_classes
+        self.cfg = replace(self.cfg, num_classes=num_classes)
+        device = next(self.parameters()).device
+        if num_classes > 0:
+            head = nn.Linear(self.embed_dim, num_classes, device=device)
+            self._init_weights(head)
+            with torch.no_grad():
+                head.weight.mul_(self.cfg.init_scale)
+                head.bias.mul_(self.cfg.init_scale)
+        else:
+            head = nn.Identity()
+        self.head = head
