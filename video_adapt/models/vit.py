@@ -242,6 +242,13 @@ class VisionTransformer(nn.Module):
             nn.init.ones_(m.weight)
             nn.init.zeros_(m.bias)
 
+    def group_matcher(self, coarse: bool = False) -> dict[str, Any]:
+        """Layer ids for timm's layer-wise lr decay: stem, then one group per block (adapters included)."""
+        return {"stem": r"^patch_embed", "blocks": [(r"^blocks\.(\d+)", None), (r"^norm", (99999,))]}
+
+    def no_weight_decay(self) -> set[str]:
+        return set()
+
     def position_table(self, num_tokens: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
         key = (num_tokens, device, dtype)
         table = self._pos_cache.get(key)

@@ -1,0 +1,72 @@
+"""Files people read after a run: per-class accuracy, confusion matrix (CSV and PNG), predictions."""
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+def write_csv(path: Path, header: list[str], rows: list[list[Any]]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    with tmp.open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(header)
+        writer.writerows(rows)
+    tmp.replace(path)
+    return path
+
+
+def plot_confusion(confusion: np.ndarray, class_names: list[str], path: Path) -> Path:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    n = len(class_names)
+    norm = confusion / np.maximum(confusion.sum(1, keepdims=True), 1)
+    size = min(4 + 0.35 * n, 40)
+    fig, ax = plt.subplots(figsize=(size, size))
+    ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    if n <= 60:
+        ax.set_xticks(range(n), class_names, rotation=90, fontsize=7)
+        ax.set_yticks(range(n), class_names, fontsize=7)
+        if n <= 20:
+            for i in range(n):
+                for j in range(n):
+                    if confusion[i, j]:
+                        ax.text(j, i, str(confusion[i, j]), ha="center", va="center", fontsize=7,
+                                color="white" if norm[i, j] > 0.5 else "black")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def write_test_reports(result, class_names: list[str], video_ids: list[str] | None, out_dir: Path,
+                       extra: dict[str, Any] | None = None) -> dict[str, Path]:
+    """metrics.json, per_class.csv, confusion.csv/.png and predictions.csv for one evaluation."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths: dict[str, Path] = {}
+    metrics = {"top1": result.top1, "top5": result.top5, "nll": result.loss, "videos": result.num_videos,
+               **(extra or {})}
+    paths["metrics"] = out_dir / "metrics.json"
+    paths["metrics"].write_text(json.dumps(metrics, indent=2))
+    counts = result.confusion.sum(1) if result.confusion is not None else np.zeros(len(class_names))
+    paths["per_class"] = write_csv(out_dir / "per_class.csv", ["class", "videos", "top1"],
+                                   [[c, int(n), f"{a:.2f}"] for c, n, a in zip(class_names, counts, result.per_class)])
+    if result.confusion is not None:
+        paths["confusion_csv"] = write_csv(out_dir / "confusion.csv", ["true \\ predicted", *class_names],
+                                           [[c, *row.tolist()] for c, row in zip(class_names, result.confusion)])
+        paths["confusion_png"] = plot_confusion(result.confusion, class_names, out_dir / "confusion.png")
+    rows = []
+    for p in result.predictions:
+        vid = video_ids[p["index"]] if video_ids is not None else p["index"]
+        rows.append([vid, class_names[p["label"]], class_names[p["pred"]], f"{p['score']:.4f}",
+                     int(p["label"] == p["pred"])])
+    paths["predictions"] = write_csv(out_dir / "predictions.csv", ["video", "label", "prediction", "score", "correct"],
+                                     rows)
+    return paths
