@@ -42,3 +42,21 @@ def test_missing_file_and_base_cycle(tmp_path):
 
 def test_override_values_are_yaml_scalars():
     assert parse_overrides(["a.b=0.1", "c=true", "d=null", "e=x"]) == {"a": {"b": 0.1}, "c": True, "d": None, "e": "x"}
+
+
+def test_every_grid_config_loads_and_is_generated():
+    import importlib.util
+    from pathlib import Path
+    root = Path(__file__).resolve().parents[1]
+    spec = importlib.util.spec_from_file_location("make_configs", root / "tools" / "make_configs.py")
+    make_configs = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(make_configs)
+    for dataset in make_configs.DATASETS:
+        for method in make_configs.METHODS:
+            for frames in make_configs.FRAMES:
+                path = root / "configs" / dataset / f"{method}_{frames}f.yaml"
+                assert path.read_text() == make_configs.grid_config(dataset, method, frames), path
+                cfg = load_config(path)
+                assert (cfg.model.tuning, cfg.data.num_frames) == (method, frames)
+                assert cfg.model.num_classes == (174 if dataset == "ssv2" else 51)
+                assert cfg.data.flip is (dataset != "ssv2")
