@@ -157,3 +157,28 @@ def test_bad_options_fail_with_a_clear_message():
         tiny_model("adaptformer", adapter_layers=[5])
     with pytest.raises(ValueError, match="does not divide"):
         tiny_model()(torch.zeros(1, 3, 3, 32, 32))
+
+
+def test_wrapped_qkv_is_called_not_bypassed():
+    """A LoRA-style wrapper around attn.qkv must change the output (HF VideoMAE bypasses it)."""
+    model = randomize_(tiny_model()).eval()
+    x = clips()
+    before = model(x)
+
+    class Wrapped(torch.nn.Module):
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+            self.extra = torch.nn.Linear(inner.in_features, inner.out_features, bias=False)
+            torch.nn.init.normal_(self.extra.weight, std=0.1)
+
+        def forward(self, h):
+            return self.inner(h) + self.extra(h)
+
+    attn = model.blocks[0].attn
+    plain = attn(torch.randn(1, 5, 32))
+    assert plain.shape == (1, 5, 32)
+    attn.qkv = Wrapped(attn.qkv)
+    assert not torch.allclose(before, model(x))
+    attn.qkv.extra.weight.data.zero_()
+    assert torch.allclose(before, model(x), atol=1e-6)

@@ -55,7 +55,8 @@ class ViTConfig:
 
 
 PRESETS: dict[str, dict[str, Any]] = {
-    # official VideoMAE sizes (patch 16, tubelet 2, 224 px, 16 frames)
+    # official VideoMAE sizes (patch 16, tubelet 2, 224 px, 16 frames); tiny = DeiT-Ti width
+    "vit_tiny_patch16_224": dict(embed_dim=192, depth=12, num_heads=3),
     "vit_small_patch16_224": dict(embed_dim=384, depth=12, num_heads=6),
     "vit_base_patch16_224": dict(embed_dim=768, depth=12, num_heads=12),
     "vit_large_patch16_224": dict(embed_dim=1024, depth=24, num_heads=16),
@@ -151,10 +152,13 @@ class Attention(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, n, c = x.shape
-        qkv = self.qkv(x)
         bias = self.qkv_bias()
-        if bias is not None:
-            qkv = qkv + bias.to(qkv.dtype)
+        if type(self.qkv) is nn.Linear:  # fast path: bias fused into the matmul
+            qkv = F.linear(x, self.qkv.weight, bias)
+        else:  # a wrapped projection (LoRA and the like) is called as a module, never bypassed
+            qkv = self.qkv(x)
+            if bias is not None:
+                qkv = qkv + bias.to(qkv.dtype)
         q, k, v = qkv.view(b, n, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
         dropout = self.attn_drop if self.training else 0.0
         x = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout)
