@@ -1,0 +1,42 @@
+import json
+
+import pytest
+
+from video_adapt.experiments import Variant, aggregate, collect, gap_in_sems, markdown_table, plot_frames, run_grid, write_csv
+
+
+def fake_train(calls):
+    """Stands in for engine.train: accuracy depends on method and frames; writes summary.json as train does."""
+    def train(cfg):
+        calls.append((cfg.model.tuning, cfg.data.num_frames, cfg.train.seed, cfg.resume))
+        top1 = {"adaptformer": 80, "linear": 60}[cfg.model.tuning] + cfg.data.num_frames + cfg.train.seed
+        from pathlib import Path
+        out = Path(cfg.out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "summary.json").write_text(json.dumps({
+            "final_top1": top1, "trainable_params": 10, "trainable_ratio": 0.01, "wall_time_s": 2.0,
+            "peak_memory_bytes": 2 ** 20}))
+    return train
+
+
+def test_grid_runs_each_cell_once_and_reuses_finished_runs(tmp_path):
+    calls = []
+    variants = [Variant("adaptformer", ["model.tuning=adaptformer"]), Variant("linear", ["model.tuning=linear"])]
+    results = run_grid(None, ["train.epochs=1"], variants, [2, 8], [0, 1], tmp_path, train_fn=fake_train(calls))
+    assert len(results) == len(calls) == 8
+    assert all(c[3] == "auto" for c in calls)  # interrupted runs resume
+    again = run_grid(None, ["train.epochs=1"], variants, [2, 8], [0, 1], tmp_path, train_fn=fake_train(calls))
+    assert len(calls) == 8 and [r.summary for r in again] == [r.summary for r in results]
+    assert len(collect(tmp_path)) == 8
+
+
+def test_table_plot_and_standard_errors(tmp_path):
+    calls = []
+    variants = [Variant("adaptformer", ["model.tuning=adaptformer"]), Variant("linear", ["model.tuning=linear"])]
+    cells = aggregate(run_grid(None, [], variants, [2, 8], [0, 1, 2], tmp_path, train_fn=fake_train(calls)))
+    table = markdown_table(cells)
+    assert "| adaptformer | 83.0 ± 1.0 | 89.0 ± 1.0 |" in table
+    assert "| linear | 63.0 ± 1.0 | 69.0 ± 1.0 |" in table
+    assert gap_in_sems(cells, ("adaptformer", 8), ("linear", 8)) == pytest.approx(20 / (2 / 3) ** 0.5)
+    assert plot_frames(cells, tmp_path / "plot.png").stat().st_size > 1000
+    assert write_csv(cells, tmp_path / "t.csv").read_text().count("\n") == 5

@@ -1,0 +1,177 @@
+"""Grids of runs (methods x frames x seeds) and their comparison tables and plots.
+
+Each run lives in its own directory `<out>/<variant>/<frames>f/seed<k>`; a run with a `summary.json` is reused,
+an interrupted one resumes from its last checkpoint, so a grid can be stopped and restarted at will.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from video_adapt.config import load_config
+
+
+@dataclass
+class Variant:
+    """A named method setting: config overrides applied on top of the base config."""
+
+    name: str
+    overrides: list[str] = field(default_factory=list)
+
+
+@dataclass
+class GridResult:
+    variant: str
+    frames: int
+    seed: int
+    run_dir: str
+    summary: dict[str, Any]
+
+
+def run_dir(out: Path, variant: str, frames: int, seed: int) -> Path:
+    return out / variant / f"{frames}f" / f"seed{seed}"
+
+
+def run_grid(base_config: str | Path | None, base_overrides: list[str], variants: list[Variant], frames: list[int],
+             seeds: list[int], out: str | Path, train_fn: Callable | None = None,
+             on_done: Callable[[GridResult], None] | None = None) -> list[GridResult]:
+    """Train every (variant, frames, seed) not finished yet; returns all results in grid order."""
+    from video_adapt.engine import train
+    train_fn = train_fn or train
+    out = Path(out)
+    results = []
+    for variant in variants:
+        for t in frames:
+            for seed in seeds:
+                directory = run_dir(out, variant.name, t, seed)
+                summary_path = directory / "summary.json"
+                if not summary_path.exists():
+                    overrides = [*base_overrides, *variant.overrides, f"data.num_frames={t}", f"train.seed={seed}",
+                                 f"out_dir={directory}", "resume=auto"]
+                    train_fn(load_config(base_config, overrides))
+                result = GridResult(variant.name, t, seed, str(directory), json.loads(summary_path.read_text()))
+                results.append(result)
+                if on_done is not None:
+                    on_done(result)
+    return results
+
+
+def collect(out: str | Path) -> list[GridResult]:
+    """Every finished run under `out` (for tables of runs made earlier or elsewhere)."""
+    results = []
+    for path in sorted(Path(out).glob("*/*f/seed*/summary.json")):
+        seed_dir = path.parent
+        results.append(GridResult(seed_dir.parent.parent.name, int(seed_dir.parent.name[:-1]),
+                                  int(seed_dir.name[4:]), str(seed_dir), json.loads(path.read_text())))
+    return results
+
+
+def _mean_std(values: list[float]) -> tuple[float, float]:
+    mean = sum(values) / len(values)
+    std = math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1)) if len(values) > 1 else 0.0
+    return mean, std
+
+
+@dataclass
+class Cell:
+    variant: str
+    frames: int
+    n: int
+    top1_mean: float
+    top1_std: float
+    trainable: int
+    trainable_ratio: float
+    train_time_s: float
+    peak_mb: float
+
+    @property
+    def sem(self) -> float:
+        return self.top1_std / math.sqrt(self.n) if self.n > 1 else float("nan")
+
+
+def aggregate(results: list[GridResult], metric: str = "final_top1") -> list[Cell]:
+    groups: dict[tuple[str, int], list[GridResult]] = {}
+    for r in results:
+        groups.setdefault((r.variant, r.frames), []).append(r)
+    cells = []
+    for (variant, frames), runs in groups.items():
+        values = [r.summary[metric] for r in runs if r.summary.get(metric) is not None]
+        if not values:
+            continue
+        mean, std = _mean_std(values)
+        first = runs[0].summary
+        cells.append(Cell(variant, frames, len(values), mean, std, first["trainable_params"], first["trainable_ratio"],
+                          sum(r.summary["wall_time_s"] for r in runs) / len(runs),
+                          max(r.summary.get("peak_memory_bytes", 0) for r in runs) / 2**20))
+    return cells
+
+
+def markdown_table(cells: list[Cell]) -> str:
+    """Methods as rows, frame counts as columns (top-1 mean +- std over seeds), then cost columns."""
+    variants = list(dict.fromkeys(c.variant for c in cells))
+    frames = sorted({c.frames for c in cells})
+    lookup = {(c.variant, c.frames): c for c in cells}
+    header = ["method", *[f"{t} frames" for t in frames], "trainable params", "share", "train time (s)", "peak MB"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for v in variants:
+        row = [v]
+        for t in frames:
+            c = lookup.get((v, t))
+            row.append(f"{c.top1_mean:.1f} ± {c.top1_std:.1f}" if c else "")
+        any_cell = next(lookup[(v, t)] for t in frames if (v, t) in lookup)
+        mean_time = sum(lookup[(v, t)].train_time_s for t in frames if (v, t) in lookup) / \
+            sum(1 for t in frames if (v, t) in lookup)
+        row += [f"{any_cell.trainable:,}", f"{100 * any_cell.trainable_ratio:.2f}%", f"{mean_time:.1f}",
+                f"{max(lookup[(v, t)].peak_mb for t in frames if (v, t) in lookup):.0f}"]
+        lines.append("| " + " | ".join(row) + " |")
+    seeds = sorted({c.n for c in cells})
+    lines.append(f"\ntop-1 (%) mean ± std over {', '.join(map(str, seeds))} seed(s)")
+    return "\n".join(lines)
+
+
+def write_csv(cells: list[Cell], path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["method", "frames", "seeds", "top1_mean", "top1_std", "top1_sem", "trainable_params",
+                         "trainable_share", "train_time_s", "peak_mb"])
+        for c in cells:
+            writer.writerow([c.variant, c.frames, c.n, f"{c.top1_mean:.3f}", f"{c.top1_std:.3f}", f"{c.sem:.3f}",
+                             c.trainable, f"{c.trainable_ratio:.6f}", f"{c.train_time_s:.2f}", f"{c.peak_mb:.1f}"])
+    return path
+
+
+def plot_frames(cells: list[Cell], path: Path, title: str = "accuracy against frames") -> Path:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for variant in dict.fromkeys(c.variant for c in cells):
+        pts = sorted((c for c in cells if c.variant == variant), key=lambda c: c.frames)
+        ax.errorbar([c.frames for c in pts], [c.top1_mean for c in pts], yerr=[c.top1_std for c in pts],
+                    marker="o", capsize=3, label=variant)
+    frames = sorted({c.frames for c in cells})
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(frames, [str(t) for t in frames])
+    ax.set_xlabel("frames")
+    ax.set_ylabel("top-1 (%)")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def gap_in_sems(cells: list[Cell], a: tuple[str, int], b: tuple[str, int]) -> float:
+    """(mean_a - mean_b) / sqrt(sem_a^2 + sem_b^2): how many standard errors separate two cells."""
+    lookup = {(c.variant, c.frames): c for c in cells}
+    ca, cb = lookup[a], lookup[b]
+    se = math.sqrt(ca.sem ** 2 + cb.sem ** 2)
+    return (ca.top1_mean - cb.top1_mean) / se if se > 0 else float("inf")
