@@ -50,6 +50,7 @@ class DataConfig:
     batch_size: int = 32  # per process
     num_workers: int = 4
     flip: bool | None = None  # None = from the store (off for SSv2: left/right is in its labels)
+    crop_scale: list[float] = field(default_factory=lambda: [0.08, 1.0])  # random resized crop area range
     randaugment: str | None = None  # e.g. "rand-m7-n4-mstd0.5-inc1" (VideoMAE)
     test_crops: int = 3
     eval_crops: int = 1  # crops for the per-epoch validation (1 = centre); tools/test.py does all views

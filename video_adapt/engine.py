@@ -96,15 +96,23 @@ def set_rng_state(state: dict[str, Any]) -> None:
 def build_model(cfg: Config, num_classes: int) -> tuple[nn.Module, Any]:
     """The configured model with its pretrained backbone loaded (None report for a random backbone)."""
     m = cfg.model
-    model = create_model(
+    # a fixed seed for the initialisation: a random-backbone control can be rebuilt exactly for testing
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.train.seed)
+        model = _create(cfg, num_classes)
+    report = load_pretrained(model, m.pretrained) if m.pretrained else None
+    return model, report
+
+
+def _create(cfg: Config, num_classes: int) -> nn.Module:
+    m = cfg.model
+    return create_model(
         m.name, num_classes=num_classes, num_frames=cfg.data.num_frames, img_size=cfg.data.img_size,
         tuning=m.tuning, bottleneck=m.bottleneck, adapter_scale=m.adapter_scale,
         adapter_position=m.adapter_position, adapter_input=m.adapter_input, adapter_layers=m.adapter_layers,
         adapter_dropout=m.adapter_dropout, vpt_tokens=m.vpt_tokens, vpt_mode=m.vpt_mode, head_bn=m.head_bn,
         drop_path_rate=m.drop_path_rate, use_checkpoint=m.use_checkpoint, **m.arch,
     )
-    report = load_pretrained(model, m.pretrained) if m.pretrained else None
-    return model, report
 
 
 def learning_rate(cfg: Config, global_batch: int) -> float:
@@ -166,7 +174,7 @@ def build_datasets(cfg: Config) -> tuple[Dataset, Dataset | None]:
     from video_adapt.data.datasets import TubeTestDataset, TubeTrainDataset
     d = cfg.data
     train = TubeTrainDataset(d.root, split=d.train_split, num_frames=d.num_frames, img_size=d.img_size,
-                             flip=d.flip, randaugment=d.randaugment)
+                             flip=d.flip, scale=tuple(d.crop_scale), randaugment=d.randaugment, seed=cfg.train.seed)
     val = None
     if d.val_split:
         val = TubeTestDataset(d.root, split=d.val_split, num_frames=d.num_frames, img_size=d.img_size,
@@ -500,6 +508,8 @@ def _train(cfg: Config, dist_state: DistState) -> dict[str, Any]:
             print(f"[video_adapt] {load_report.summary()}")
         if resume_path is not None:
             print(f"[video_adapt] resumed from {resume_path} at epoch {start_epoch}")
+    if dist_state.is_main and resume_path is None:
+        (out_dir / "metrics.csv").unlink(missing_ok=True)  # a fresh run does not append to an old run's rows
     log = RunLog(out_dir, dist_state.is_main)
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats(device)
@@ -509,8 +519,8 @@ def _train(cfg: Config, dist_state: DistState) -> dict[str, Any]:
                  "sampling": meta.get("sampling"), "short_side": meta.get("short_side"),
                  "test_crops": cfg.data.test_crops}
     for epoch in range(start_epoch, cfg.train.epochs):
-        if hasattr(sampler, "set_epoch"):
-            sampler.set_epoch(epoch)
+        sampler.set_epoch(epoch)
+        train_set.set_epoch(epoch)
         step, stats = train_one_epoch(train_model, loader, optimizer, scheduler, scaler, loss_fn, mixup, cfg,
                                       dist_state, amp, epoch, step, log)
         row: dict[str, Any] = {"epoch": epoch, "step": step, **stats, "lr": optimizer.param_groups[-1]["lr"]}

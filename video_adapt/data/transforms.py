@@ -1,0 +1,101 @@
+"""Video transforms on uint8 tensors (C, T, H, W): the same spatial operation for every frame of a clip.
+
+Clips stay uint8 through the loader (4x less to copy than float) and are normalised on the device
+(`normalize_clips`).
+"""
+from __future__ import annotations
+
+import math
+import re
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def normalize_clips(x: torch.Tensor, mean=IMAGENET_MEAN, std=IMAGENET_STD) -> torch.Tensor:
+    """uint8 (..., 3, T, H, W) -> float32, (x / 255 - mean) / std."""
+    shape = (3, 1, 1, 1)
+    m = torch.tensor(mean, device=x.device, dtype=torch.float32).view(shape) * 255
+    s = torch.tensor(std, device=x.device, dtype=torch.float32).view(shape) * 255
+    return (x.float() - m) / s
+
+
+def to_tensor_clip(frames: np.ndarray) -> torch.Tensor:
+    """uint8 (T, H, W, 3) numpy -> uint8 (3, T, H, W) tensor."""
+    return torch.from_numpy(np.ascontiguousarray(frames)).permute(3, 0, 1, 2).contiguous()
+
+
+def resize(clip: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Bilinear resize of a uint8 (C, T, H, W) clip to (h, w)."""
+    if tuple(clip.shape[-2:]) == tuple(size):
+        return clip
+    out = F.interpolate(clip.permute(1, 0, 2, 3).float(), size=size, mode="bilinear", align_corners=False,
+                        antialias=True)
+    return out.round_().clamp_(0, 255).to(torch.uint8).permute(1, 0, 2, 3)
+
+
+def resize_short(clip: torch.Tensor, short: int) -> torch.Tensor:
+    h, w = clip.shape[-2:]
+    scale = short / min(h, w)
+    return resize(clip, (max(short, round(h * scale)), max(short, round(w * scale))))
+
+
+def random_resized_crop(clip: torch.Tensor, size: int, rng: np.random.Generator, scale=(0.08, 1.0),
+                        ratio=(3 / 4, 4 / 3)) -> torch.Tensor:
+    """Inception-style crop (area fraction in `scale`, aspect in `ratio`), one box for all frames."""
+    h, w = clip.shape[-2:]
+    area = h * w
+    for _ in range(10):
+        target = area * rng.uniform(*scale)
+        aspect = math.exp(rng.uniform(math.log(ratio[0]), math.log(ratio[1])))
+        cw, ch = round(math.sqrt(target * aspect)), round(math.sqrt(target / aspect))
+        if 0 < cw <= w and 0 < ch <= h:
+            top, left = int(rng.integers(0, h - ch + 1)), int(rng.integers(0, w - cw + 1))
+            return resize(clip[..., top:top + ch, left:left + cw], (size, size))
+    side = min(h, w)  # fallback: centre square
+    top, left = (h - side) // 2, (w - side) // 2
+    return resize(clip[..., top:top + side, left:left + side], (size, size))
+
+
+def spatial_crops(clip: torch.Tensor, size: int, num_crops: int) -> list[torch.Tensor]:
+    """Resize the short side to `size`, then 1 (centre) or 3 (start, centre, end) crops along the long side."""
+    clip = resize_short(clip, size)
+    h, w = clip.shape[-2:]
+    if num_crops == 1:
+        positions = [0.5]
+    else:
+        positions = [i / (num_crops - 1) for i in range(num_crops)]
+    crops = []
+    for p in positions:
+        if w >= h:
+            left = round((w - size) * p)
+            crops.append(clip[..., (h - size) // 2:(h - size) // 2 + size, left:left + size])
+        else:
+            top = round((h - size) * p)
+            crops.append(clip[..., top:top + size, (w - size) // 2:(w - size) // 2 + size])
+    return crops
+
+
+def parse_randaugment(spec: str | None) -> tuple[int, int] | None:
+    """timm-style 'rand-m7-n4-...' -> (magnitude 7, ops 4); other fields are ignored."""
+    if not spec:
+        return None
+    m = re.search(r"-m(\d+)", spec)
+    n = re.search(r"-n(\d+)", spec)
+    if not spec.startswith("rand") or not m:
+        raise ValueError(f"randaugment spec {spec!r} is not of the form 'rand-m<magnitude>-n<ops>'")
+    return int(m.group(1)), int(n.group(1)) if n else 2
+
+
+def rand_augment(clip: torch.Tensor, magnitude: int, ops: int, seed: int) -> torch.Tensor:
+    """torchvision's RandAugment with one draw of operations for the whole clip (frames as a batch)."""
+    from torchvision.transforms import v2
+    # 11 bins: magnitude m of 10, the scale timm and VideoMAE use ("m7" = 70% of the maximum)
+    transform = v2.RandAugment(num_ops=ops, magnitude=magnitude, num_magnitude_bins=11)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return transform(clip.permute(1, 0, 2, 3)).permute(1, 0, 2, 3).contiguous()
