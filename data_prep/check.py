@@ -1,0 +1,88 @@
+"""Validate a tube store: every tube decodes, labels are in range, counts match meta.json; print a summary.
+
+    python -m data_prep.check data/ssv2
+Exit code 0 when the store is sound, 1 when a problem was found (each printed on one line).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from tqdm import tqdm
+
+from video_adapt.data.datasets import describe
+from video_adapt.data.tubes import StoreError, TubeStore
+
+
+def check_store(root: Path, progress: bool = True) -> list[str]:
+    """Problems found (empty when the store is sound)."""
+    problems: list[str] = []
+    try:
+        store = TubeStore(root)
+    except StoreError as err:
+        return [str(err)]
+    num_classes = len(store.classes)
+    for split, info in store.meta.get("splits", {}).items():
+        try:
+            index = store.split(split)
+        except StoreError as err:
+            problems.append(str(err))
+            continue
+        if len(index.video_rows) != info["videos"]:
+            problems.append(f"{root / split}: meta.json says {info['videos']} videos, the shards hold {len(index.video_rows)}")
+        for row in index.video_rows:
+            video = index.videos.get(row)
+            if video is None:
+                problems.append(f"{root / split}: video row {row} missing from videos.csv")
+            elif not -1 <= int(video["label"]) < num_classes:
+                problems.append(f"{root / split}: video {video['id']} has label {video['label']} outside 0..{num_classes - 1}")
+        end = index.frame_offset + index.frame_length
+        sizes = [p.stat().st_size if p.exists() else -1 for p in index.shard_paths]
+        for k, size in enumerate(sizes):
+            in_shard = index.frame_shard == k
+            if size < 0:
+                problems.append(f"{index.shard_paths[k]}: missing")
+            elif in_shard.any() and end[in_shard].max() > size:
+                problems.append(f"{index.shard_paths[k]}: truncated ({size} bytes, index needs {end[in_shard].max()})")
+        if any(p.startswith(str(index.shard_paths[0].parent)) for p in problems):
+            continue
+        for tube in tqdm(range(len(index.tubes)), desc=f"decoding {split}", disable=not progress, leave=False):
+            try:
+                frames = store.frames(split, tube)
+                t, h, w = index.tubes[tube][3], index.tubes[tube][5], index.tubes[tube][6]
+                if frames.shape != (t, h, w, 3):
+                    problems.append(f"{root / split}: tube {tube} decodes to {frames.shape}, index says {(t, h, w, 3)}")
+            except Exception as err:
+                problems.append(f"{root / split}: tube {tube} does not decode ({str(err).splitlines()[0][:120]})")
+    return problems
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("store", type=Path)
+    args = parser.parse_args(argv)
+    problems = check_store(args.store)
+    if not problems:
+        store = TubeStore(args.store)
+        meta = store.meta
+        print(f"{args.store}: {len(store.classes)} classes, {meta['sampling']} sampling, frames {meta['frames']}, "
+              f"short side {meta['short_side'] or 'source'}, {meta['codec']}")
+        for split, info in describe(store).items():
+            per_class = info["per_class"]
+            print(f"  {split}: {info['videos']} videos ({info['failed']} failed at prep), {info['tubes']} tubes, "
+                  f"{info['frames']} frames, {info['bytes'] / 2**20:.1f} MB; videos per class "
+                  f"min {min(per_class)} / max {max(per_class)}")
+        print("OK")
+        return 0
+    for p in problems:
+        print(f"problem: {p}")
+    print(f"{len(problems)} problem(s) found")
+    return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,205 @@
+import csv
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from videos import make_broken, make_hmdb51, make_ssv2, make_video
+from data_prep import check, folder, hmdb51, ssv2
+from video_adapt.data.datasets import TubeTestDataset, TubeTrainDataset
+from video_adapt.data.tubes import TubeStore
+
+ROOT = Path(__file__).resolve().parents[1]
+SMALL = ["--frames", "2", "4", "--short-side", "24", "--train-views", "2", "--test-clips", "2"]
+
+
+def class_folders(root: Path, classes=("jump", "run"), per_class=3) -> Path:
+    for c, name in enumerate(classes):
+        for i in range(per_class):
+            make_video(root / name / f"{name}{i}.mp4", n=10 + i, seed=10 * c + i)
+    return root
+
+
+def failed_rows(store: Path) -> list[dict]:
+    with (store / "failed.csv").open() as f:
+        return list(csv.DictReader(f))
+
+
+def test_folder_classes_round_trip_to_batches(tmp_path):
+    videos = class_folders(tmp_path / "videos")
+    out = tmp_path / "store"
+    assert folder.main(["--videos", str(videos), "--val-videos", str(videos), "--out", str(out), *SMALL]) == 0
+    store = TubeStore(out)
+    assert store.classes == ["jump", "run"] and store.meta["sampling"] == "dense"
+    train = TubeTrainDataset(out, "train", num_frames=4, img_size=16, scale=(0.5, 1.0))
+    clip, label = train[0]
+    assert clip.shape == (3, 4, 16, 16) and clip.dtype.is_floating_point is False and label == 0
+    assert 0 <= int(clip.min()) and int(clip.max()) <= 255 and clip.float().std() > 1
+    test = TubeTestDataset(out, "val", num_frames=2, img_size=16, num_crops=3)
+    views, label, index = test[5]
+    assert views.shape == (2 * 3, 3, 2, 16, 16) and label == 1 and index == 5
+    import torch
+    from video_adapt.data.transforms import normalize_clips
+    x = normalize_clips(torch.stack([train[i][0] for i in range(4)]))
+    assert x.dtype == torch.float32 and -2.2 < float(x.min()) and float(x.max()) < 2.7
+    assert check.check_store(out, progress=False) == []
+
+
+def test_stored_frames_are_resized_but_never_upscaled(tmp_path):
+    videos = class_folders(tmp_path / "videos", per_class=1)
+    for side, expected in ((24, (24, 30)), (100, (32, 40))):
+        out = tmp_path / f"s{side}"
+        folder.main(["--videos", str(videos), "--out", str(out), "--frames", "4", "--short-side", str(side)])
+        frames = TubeStore(out).frames("train", 0)
+        assert frames.shape == (4, *expected, 3)
+
+
+def test_list_file_with_names_and_escaping_paths(tmp_path):
+    videos = class_folders(tmp_path / "videos")
+    listing = tmp_path / "train.csv"
+    listing.write_text("jump/jump0.mp4 jump\nrun/run1.mp4,run\n../outside.mp4 run\n")
+    make_video(tmp_path / "outside.mp4")
+    out = tmp_path / "store"
+    code = folder.main(["--list", str(listing), "--root", str(videos), "--out", str(out), *SMALL, "--strict"])
+    assert code == 1  # --strict: a refused line fails the exit code
+    rows = failed_rows(out)
+    assert len(rows) == 1 and "escapes --root" in rows[0]["reason"]
+    assert TubeStore(out).meta["splits"]["train"]["videos"] == 2
+
+
+def test_videomae_style_index_lists(tmp_path):
+    videos = class_folders(tmp_path / "videos")
+    (tmp_path / "train.csv").write_text("jump/jump0.mp4 0\njump/jump1.mp4 0\nrun/run0.mp4 1\n")
+    (tmp_path / "val.csv").write_text("run/run2.mp4 1\n")
+    out = tmp_path / "store"
+    assert folder.main(["--list", str(tmp_path / "train.csv"), "--val-list", str(tmp_path / "val.csv"),
+                        "--root", str(videos), "--out", str(out), *SMALL]) == 0
+    assert TubeStore(out).classes == ["0", "1"]
+    assert TubeStore(out).meta["splits"]["val"]["videos"] == 1
+
+
+def test_corrupt_empty_and_missing_videos_never_stop_the_job(tmp_path):
+    videos = class_folders(tmp_path / "videos")
+    broken = make_broken(tmp_path / "videos" / "run")
+    (tmp_path / "videos" / "jump" / "zero.mp4").write_bytes(b"")
+    out = tmp_path / "store"
+    assert folder.main(["--videos", str(tmp_path / "videos"), "--out", str(out), *SMALL]) == 0
+    reasons = {Path(r["source"]).name: r["reason"] for r in failed_rows(out)}
+    assert {"empty.mp4", "garbage.mp4", "notes.avi", "zero.mp4"} <= set(reasons)
+    assert all("\n" not in r for r in reasons.values())
+    meta = TubeStore(out).meta
+    assert meta["splits"]["train"]["videos"] + len(reasons) == 6 + len(broken) + 1
+    assert check.check_store(out, progress=False) == []
+    assert folder.main(["--videos", str(tmp_path / "videos"), "--out", str(out), *SMALL, "--strict"]) == 1
+
+
+def test_ssv2_official_layout(tmp_path):
+    videos, labels = make_ssv2(tmp_path)
+    out = tmp_path / "ssv2"
+    assert ssv2.main(["--videos", str(videos), "--labels", str(labels), "--out", str(out), "--with-test", *SMALL]) == 0
+    store = TubeStore(out)
+    assert store.classes[0] == "Pushing something from left to right"
+    assert store.meta["flip"] is False and store.meta["sampling"] == "segment"
+    assert store.meta["splits"]["train"]["per_class"] == [2, 2, 2]
+    assert store.meta["splits"]["test"]["videos"] == 1
+    assert TubeTrainDataset(out, "train", num_frames=4, img_size=16).flip is False
+
+
+def test_ssv2_unknown_templates_are_listed(tmp_path, capsys):
+    videos, labels = make_ssv2(tmp_path, per_class=1)
+    items = json.loads((labels / "train.json").read_text())
+    items[0]["template"] = "Juggling [something]"
+    (labels / "train.json").write_text(json.dumps(items))
+    assert ssv2.main(["--videos", str(videos), "--labels", str(labels), "--out", str(tmp_path / "o")]) == 2
+    assert "Juggling something" in capsys.readouterr().err
+
+
+def test_hmdb51_split_files_pick_train_and_test(tmp_path):
+    videos, splits = make_hmdb51(tmp_path)
+    classes, train, test = hmdb51.hmdb51_splits(videos, splits, 1)
+    assert classes == ["brush_hair", "cartwheel", "chew"]
+    # split 1: clip i gets tag (i + 1) % 3 -> clip0 test(2)? mapping {0: '1', 1: '2', 2: '0'}: clip2 train, clip0 test
+    assert sorted(e.id for e in train) == ["brush_hair/brush_hair_clip2", "cartwheel/cartwheel_clip2", "chew/chew_clip2"]
+    assert sorted(e.id for e in test) == ["brush_hair/brush_hair_clip0", "cartwheel/cartwheel_clip0", "chew/chew_clip0"]
+    out = tmp_path / "h"
+    assert hmdb51.main(["--videos", str(videos), "--splits", str(splits), "--split", "2", "--out", str(out), *SMALL]) == 0
+    meta = TubeStore(out).meta
+    assert meta["sampling"] == "dense" and meta["stride"] == 2 and meta["flip"] is True
+    assert set(meta["splits"]) == {"train", "test"}
+
+
+def test_rerun_with_other_options_needs_overwrite(tmp_path):
+    videos = class_folders(tmp_path / "videos", per_class=1)
+    out = tmp_path / "store"
+    assert folder.main(["--videos", str(videos), "--out", str(out), *SMALL]) == 0
+    assert folder.main(["--videos", str(videos), "--out", str(out), "--frames", "8"]) == 2
+    assert folder.main(["--videos", str(videos), "--out", str(out), "--frames", "8", "--overwrite"]) == 0
+    (tmp_path / "precious").mkdir()
+    (tmp_path / "precious" / "thesis.txt").write_text("keep me")
+    assert folder.main(["--videos", str(videos), "--out", str(tmp_path / "precious"), "--overwrite"]) == 2
+    assert (tmp_path / "precious" / "thesis.txt").exists()
+
+
+def test_killed_job_resumes_and_matches_an_uninterrupted_run(tmp_path):
+    videos = class_folders(tmp_path / "videos", per_class=12)
+    args = ["--videos", str(videos), *SMALL, "--shard-size", "2"]
+    clean = tmp_path / "clean"
+    assert folder.main([*args, "--out", str(clean)]) == 0
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen([sys.executable, "-m", "data_prep.folder", *args, "--out", str(killed)], cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 60
+    while time.time() < deadline and len(list((killed / "train").glob("shard-*.npz"))) < 3:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done_before = len(list((killed / "train").glob("shard-*.npz")))
+    assert 3 <= done_before < 12 and not (killed / "meta.json").exists()
+    stamps = {p.name: p.stat().st_mtime_ns for p in (killed / "train").glob("shard-*.npz")}
+    assert folder.main([*args, "--out", str(killed)]) == 0
+    for name, stamp in stamps.items():  # finished shards were kept, not redone
+        assert (killed / "train" / name).stat().st_mtime_ns == stamp
+    a, b = TubeStore(clean), TubeStore(killed)
+    assert len(a.split("train").tubes) == len(b.split("train").tubes) == 48
+    for tube in range(48):
+        assert np.array_equal(a.frames("train", tube), b.frames("train", tube))
+    assert not list(killed.rglob("*.tmp*"))
+
+
+def test_check_rejects_a_damaged_store(tmp_path, capsys):
+    videos = class_folders(tmp_path / "videos")
+    out = tmp_path / "store"
+    folder.main(["--videos", str(videos), "--out", str(out), *SMALL])
+    shard = out / "train" / "shard-00000.bin"
+    shard.write_bytes(shard.read_bytes()[:100])
+    assert check.main([str(out)]) == 1
+    assert "truncated" in capsys.readouterr().out
+    meta = json.loads((out / "meta.json").read_text())
+    meta["splits"]["train"]["videos"] = 99
+    (out / "meta.json").write_text(json.dumps(meta))
+    assert any("99 videos" in p for p in check.check_store(out, progress=False))
+    assert check.check_store(tmp_path / "videos", progress=False)[0].endswith("prepare one with python -m data_prep.<name>")
+
+
+@pytest.mark.parametrize("script", ["ssv2", "hmdb51", "folder", "synthetic", "check"])
+def test_data_prep_scripts_have_help_both_ways(script):
+    for cmd in ([sys.executable, "-m", f"data_prep.{script}", "--help"], [sys.executable, f"data_prep/{script}.py", "--help"]):
+        out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+        assert out.returncode == 0 and "usage" in out.stdout, out.stderr[-300:]
+
+
+def test_workers_give_the_same_store_as_one_process(tmp_path):
+    videos = class_folders(tmp_path / "videos", per_class=3)
+    a, b = tmp_path / "a", tmp_path / "b"
+    folder.main(["--videos", str(videos), "--out", str(a), *SMALL])
+    folder.main(["--videos", str(videos), "--out", str(b), *SMALL, "--workers", "2"])
+    sa, sb = TubeStore(a), TubeStore(b)
+    for tube in range(len(sa.split("train").tubes)):
+        assert np.array_equal(sa.frames("train", tube), sb.frames("train", tube))
