@@ -1,0 +1,22 @@
+"""Shared fixtures: a tiny synthetic tube store (real mp4 files, prepared once per session)."""
+from pathlib import Path
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def synthetic_store(tmp_path_factory) -> Path:
+    from data_prep import synthetic
+    out = tmp_path_factory.mktemp("synthetic")
+    code = synthetic.main(["--out", str(out), "--classes", "4", "--videos-per-class", "6", "--val-per-class", "3",
+                           "--size", "32", "--frames", "16", "--prep", "--tube-frames", "2", "4", "8"])
+    assert code == 0
+    return out / "store"
+
+
+def tiny_overrides(store: Path, out: Path, *extra: str) -> list[str]:
+    """A fast run: 2-block 32-wide ViT at 32 px, 4 frames, 2 epochs."""
+    return [f"data.root={store}", f"out_dir={out}", "model.name=vit_nano_patch8_32", "data.img_size=32",
+            "data.num_frames=4", "data.batch_size=8", "data.num_workers=0", "data.crop_scale=[0.5, 1.0]",
+            "train.epochs=2", "train.warmup_epochs=0.5", "train.lr=0.05", "train.log_every=1",
+            "model.bottleneck=4", *extra]
