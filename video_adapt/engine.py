@@ -516,8 +516,8 @@ def _train(cfg: Config, dist_state: DistState) -> dict[str, Any]:
     class_names = list(meta["classes"])
     result = None
     data_info = {"num_frames": cfg.data.num_frames, "img_size": cfg.data.img_size,
-                 "sampling": meta.get("sampling"), "short_side": meta.get("short_side"),
-                 "test_crops": cfg.data.test_crops}
+                 "sampling": meta.get("sampling"), "stride": meta.get("stride"), "test_clips": meta.get("test_clips"),
+                 "short_side": meta.get("short_side"), "test_crops": cfg.data.test_crops}
     for epoch in range(start_epoch, cfg.train.epochs):
         sampler.set_epoch(epoch)
         train_set.set_epoch(epoch)
