@@ -1,0 +1,28 @@
+"""The benchmark scripts run in CI-sized configurations (smoke tests; their timings are not asserted)."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_bench_data_smoke(tmp_path):
+    out = subprocess.run([sys.executable, "tools/bench_data.py", "--smoke", "--json", str(tmp_path / "d.json")],
+                         cwd=ROOT, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-1000:]
+    figures = json.loads((tmp_path / "d.json").read_text())
+    assert figures["loader clips/s, 0 workers: on the fly"] > 0
+    assert figures["loader clips/s, 0 workers: jpeg, source size"] > 0
+    assert set(figures["random tube read+decode ms"]) == {"hdf5 jpeg", "hdf5 raw", "ours jpeg"}
+
+
+def test_bench_model_smoke(tmp_path):
+    out = subprocess.run([sys.executable, "tools/bench_model.py", "--sizes", "tiny", "--forward-only", "--frames", "2",
+                          "--img-size", "32", "--batch", "1", "--steps", "1", "--in-process", "--json", str(tmp_path / "m.json")],
+                         cwd=ROOT, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-1000:]
+    rows = json.loads((tmp_path / "m.json").read_text())
+    assert {(r["impl"], r["method"], r["mode"]) for r in rows} >= {("hf", "full", "train"), ("ours", "adaptformer", "train"),
+                                                                   ("ours", "full", "eval")}
+    assert "vs HF time" in out.stdout

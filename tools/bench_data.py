@@ -1,0 +1,185 @@
+"""Data benchmark: preparation throughput, and training-loader clips/s from tubes (JPEG, raw) against decoding
+the same clips on the fly from the source videos with decord, plus the store format against HDF5.
+
+    python tools/bench_data.py                 # 240p VP9 webm sources, 48 frames, 16-frame clips at 224 px
+    python tools/bench_data.py --smoke         # tiny sizes, seconds (used by the tests)
+
+Sources are generated (textured moving shapes, 240 x 320 VP9); prep is timed with one worker. Loader rates are
+per process, batch 8, with 0 and 2 DataLoader workers; each clip is 16 frames chosen by segment sampling, a random
+resized crop to the training size, uint8 out (normalisation happens on the device in training).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from video_adapt.data.datasets import TubeTrainDataset
+from video_adapt.data.decode import open_video
+from video_adapt.data.prepare import PrepOptions, SplitSpec, VideoEntry, prepare_store
+from video_adapt.data.sampling import segment_indices
+from video_adapt.data.synthetic import write_video
+from video_adapt.data.transforms import random_resized_crop, to_tensor_clip
+from video_adapt.data.tubes import TubeStore, decode_jpegs
+
+
+def make_sources(folder: Path, count: int, frames: int, height: int, width: int) -> list[Path]:
+    rng = np.random.default_rng(0)
+    paths = []
+    yy, xx = np.mgrid[0:height, 0:width]
+    for i in range(count):
+        base = (rng.normal(0, 1, (height // 16 + 1, width // 16 + 1, 3)) * 40 + 128).astype(np.float32)
+        import cv2
+        background = cv2.resize(base, (width, height), interpolation=cv2.INTER_CUBIC)
+        video = np.empty((frames, height, width, 3), np.uint8)
+        for t in range(frames):
+            frame = background + rng.normal(0, 4, background.shape)
+            cx, cy = (0.2 + 0.6 * t / frames) * width, height / 2 + 30 * np.sin(t / 5 + i)
+            frame[(xx - cx) ** 2 + (yy - cy) ** 2 < (height / 8) ** 2] = (220, 60, 40)
+            video[t] = np.clip(frame, 0, 255)
+        path = folder / f"v{i:03d}.webm"
+        write_video(str(path), video, fps=24, codec="libvpx-vp9")
+        paths.append(path)
+    return paths
+
+
+class OnTheFly(Dataset):
+    """The usual alternative: open the source video and decode the clip's frames for every sample."""
+
+    def __init__(self, paths: list[Path], num_frames: int, img_size: int, backend: str):
+        self.paths, self.num_frames, self.img_size, self.backend = paths, num_frames, img_size, backend
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        rng = np.random.default_rng(i)
+        reader = open_video(self.paths[i], [self.backend])
+        frames = reader.read(segment_indices(reader.num_frames, self.num_frames, True, rng))
+        return random_resized_crop(to_tensor_clip(frames), self.img_size, rng, scale=(0.5, 1.0)), 0
+
+
+def loader_rate(dataset: Dataset, workers: int, batch: int, min_clips: int) -> float:
+    loader = DataLoader(dataset, batch_size=batch, shuffle=True, num_workers=workers, drop_last=False,
+                        persistent_workers=workers > 0)
+    seen, start = 0, None
+    while seen < min_clips:
+        for clips, _ in loader:
+            if start is None:  # the first batch pays for worker start-up
+                start = time.perf_counter()
+                continue
+            seen += clips.shape[0]
+    return seen / (time.perf_counter() - start)
+
+
+def decode_ms(fn, repeats: int) -> float:
+    fn()
+    start = time.perf_counter()
+    for _ in range(repeats):
+        fn()
+    return 1000 * (time.perf_counter() - start) / repeats
+
+
+def hdf5_compare(store: TubeStore, repeats: int) -> dict[str, float] | None:
+    """Random tube reads: our memory-mapped shards against the same JPEG bytes / raw frames in HDF5."""
+    try:
+        import h5py
+    except ImportError:
+        return None
+    split = store.split("train")
+    n = len(split.tubes)
+    rng = np.random.default_rng(0)
+    order = rng.integers(0, n, repeats)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "tubes.h5"
+        with h5py.File(path, "w") as f:
+            blob = np.concatenate([np.frombuffer(b, np.uint8) for t in range(n) for b in store.payloads("train", t)])
+            f.create_dataset("jpeg", data=blob)
+            f.create_dataset("offset", data=split.frame_offset)
+            f.create_dataset("length", data=split.frame_length)
+            raw = f.create_group("raw")
+            for t in range(n):
+                raw.create_dataset(str(t), data=store.frames("train", t), chunks=True)
+        with h5py.File(path, "r") as f:
+            offsets, lengths, jpeg = f["offset"][:], f["length"][:], f["jpeg"]
+            first = split.tubes[:, 4]
+            count = split.tubes[:, 3]
+
+            def h5_jpeg(t):
+                a, b = first[t], first[t] + count[t]
+                return decode_jpegs([jpeg[offsets[k]:offsets[k] + lengths[k]] for k in range(a, b)])
+
+            out = {"hdf5 jpeg": decode_ms(lambda: [h5_jpeg(int(t)) for t in order], 1) / repeats,
+                   "hdf5 raw": decode_ms(lambda: [f["raw"][str(int(t))][:] for t in order], 1) / repeats}
+    out["ours jpeg"] = decode_ms(lambda: [store.frames("train", int(t)) for t in order], 1) / repeats
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--videos", type=int, default=24)
+    parser.add_argument("--frames", type=int, default=48, help="frames per source video")
+    parser.add_argument("--height", type=int, default=240)
+    parser.add_argument("--width", type=int, default=320)
+    parser.add_argument("--clip-frames", type=int, default=16)
+    parser.add_argument("--img-size", type=int, default=224)
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--min-clips", type=int, default=96, help="clips timed per loader measurement")
+    parser.add_argument("--workers", type=int, nargs="+", default=[0, 2])
+    parser.add_argument("--smoke", action="store_true")
+    parser.add_argument("--json", help="write the figures here")
+    args = parser.parse_args(argv)
+    if args.smoke:
+        args.videos, args.frames, args.height, args.width = 4, 12, 48, 64
+        args.clip_frames, args.img_size, args.min_clips, args.workers = 4, 32, 8, [0]
+    backend = "decord" if "decord" in __import__("video_adapt.data.decode", fromlist=["BACKENDS"]).BACKENDS else "pyav"
+    results: dict[str, object] = {"backend": backend, "args": vars(args)}
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        sources = make_sources(tmp, args.videos, args.frames, args.height, args.width)
+        entries = [VideoEntry(p.stem, str(p), 0) for p in sources]
+        stores = {"jpeg, source size": ("jpeg", 0), f"jpeg, short side {args.img_size}": ("jpeg", args.img_size),
+                  f"raw, short side {args.img_size}": ("raw", args.img_size)}
+        for name, (codec, side) in stores.items():
+            opts = PrepOptions(frames=[args.clip_frames], sampling="segment", short_side=side, train_views=2,
+                               codec=codec, shard_size=1000)
+            out = tmp / name.replace(" ", "_").replace(",", "")
+            report = prepare_store(out, ["a"], [SplitSpec("train", entries, "train")], opts, "bench", flip=False,
+                                   progress=False)
+            results[f"prep videos/s ({name})"] = report.videos / report.seconds
+            results[f"store MB ({name})"] = report.bytes / 2**20
+            stores[name] = out
+        # decode cost of one clip: decord from the source vs our tubes
+        reader = open_video(sources[0], [backend])
+        idx = segment_indices(reader.num_frames, args.clip_frames, False)
+        results["decode ms/clip: on the fly"] = decode_ms(lambda: open_video(sources[0], [backend]).read(idx), 5)
+        for name, out in stores.items():
+            store = TubeStore(out)
+            results[f"decode ms/clip: {name}"] = decode_ms(lambda: store.frames("train", 0), 20)
+        for workers in args.workers:
+            fly = loader_rate(OnTheFly(sources, args.clip_frames, args.img_size, backend), workers, args.batch, args.min_clips)
+            results[f"loader clips/s, {workers} workers: on the fly"] = fly
+            for name, out in stores.items():
+                ds = TubeTrainDataset(str(out), "train", args.clip_frames, args.img_size, scale=(0.5, 1.0))
+                rate = loader_rate(ds, workers, args.batch, args.min_clips)
+                results[f"loader clips/s, {workers} workers: {name}"] = rate
+                results[f"speed-up, {workers} workers: {name}"] = rate / fly
+        results["random tube read+decode ms"] = hdf5_compare(TubeStore(stores["jpeg, source size"]), 20 if not args.smoke else 4)
+    for key, value in results.items():
+        if key != "args":
+            print(f"{key}: {json.dumps(value) if isinstance(value, dict) else (f'{value:.2f}' if isinstance(value, float) else value)}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=2))
+        print(f"figures: {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
