@@ -29,9 +29,9 @@ class SyntheticSpec:
     size: int = 64
     frames: int = 16
     num_classes: int = len(CLASSES)
-    distractors: int = 2
+    distractors: int = 1
     noise: float = 2.0  # per-frame pixel noise (std, grey levels); the background itself is static
-    texture: float = 25.0  # background texture contrast
+    texture: float = 12.0  # background texture contrast
 
 
 def _smooth_texture(rng: np.random.Generator, size: int, contrast: float) -> np.ndarray:
@@ -59,8 +59,8 @@ def _draw(canvas: np.ndarray, shape: np.ndarray, centre: tuple[float, float], ra
 
 def _actor_track(label: int, rng: np.random.Generator, size: int, t: np.ndarray):
     """Centre x, y, radius, angle and visibility of the actor at times t in [0, 1]."""
-    r0 = size * rng.uniform(0.12, 0.16)
-    travel = size * rng.uniform(0.35, 0.45)
+    r0 = size * rng.uniform(0.15, 0.2)
+    travel = size * rng.uniform(0.45, 0.55)
     margin = r0 * 1.3
     lo, hi = margin, size - margin
     cx, cy = rng.uniform(lo + travel / 2, hi - travel / 2, 2) if hi - lo > travel else (size / 2, size / 2)
