@@ -40,3 +40,25 @@ def test_table_plot_and_standard_errors(tmp_path):
     assert gap_in_sems(cells, ("adaptformer", 8), ("linear", 8)) == pytest.approx(20 / (2 / 3) ** 0.5)
     assert plot_frames(cells, tmp_path / "plot.png").stat().st_size > 1000
     assert write_csv(cells, tmp_path / "t.csv").read_text().count("\n") == 5
+
+
+def test_compare_tool_runs_a_small_grid_and_collects(synthetic_store, tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+    from conftest import tiny_overrides
+    root = Path(__file__).resolve().parents[1]
+    grid = tmp_path / "grid.yaml"
+    grid.write_text("frames: [2, 4]\nseeds: [0]\nvariants:\n  linear: [model.tuning=linear]\n"
+                    "  adaptformer: [model.tuning=adaptformer]\n")
+    overrides = [o for o in tiny_overrides(synthetic_store, tmp_path / "unused", "train.epochs=1")
+                 if not o.startswith(("out_dir", "data.num_frames"))]
+    out = subprocess.run([sys.executable, "tools/compare.py", "--grid", str(grid), "--out", str(tmp_path / "cmp"),
+                          *overrides], cwd=root, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-1500:]
+    assert "| linear |" in out.stdout and "| adaptformer |" in out.stdout and "2 frames | 4 frames" in out.stdout
+    assert (tmp_path / "cmp" / "frames.png").stat().st_size > 1000
+    again = subprocess.run([sys.executable, "tools/compare.py", "--collect", str(tmp_path / "cmp")], cwd=root,
+                           capture_output=True, text=True)
+    rows = lambda text: sorted(line for line in text.splitlines() if line.startswith("| "))
+    assert again.returncode == 0 and rows(again.stdout) == rows(out.stdout)
