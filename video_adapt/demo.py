@@ -16,10 +16,8 @@ from video_adapt.experiments import Variant, aggregate, markdown_table, plot_fra
 REPO = Path(__file__).resolve().parents[1]
 DEMO_CONFIG = REPO / "configs" / "demo" / "base.yaml"
 DEMO_GRID = REPO / "configs" / "demo" / "grid.yaml"
-BACKBONE = REPO / "video_adapt" / "assets" / "demo_backbone.pth"
-PRETRAIN_COMMAND = ("python tools/pretrain.py --model vit_tiny_patch8_32 --frames 8 --img-size 32 --mask-ratio 0.75 "
-                    "--epochs 40 --synthetic 12000 --batch 64 --lr 4e-3 --warmup-epochs 3 --no-norm-pix "
-                    "--out runs/demo_pretrain && cp runs/demo_pretrain/checkpoint.pth video_adapt/assets/demo_backbone.pth")
+BACKBONE = REPO / "video_adapt" / "assets" / "demo_backbone.safetensors"
+PRETRAIN_COMMAND = "python tools/make_demo_backbone.py"
 
 
 def load_grid(path: Path = DEMO_GRID) -> dict[str, Any]:
