@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from videos import make_broken, make_hmdb51, make_ssv2, make_video
 from data_prep import check, folder, hmdb51, ssv2
@@ -203,3 +204,17 @@ def test_workers_give_the_same_store_as_one_process(tmp_path):
     sa, sb = TubeStore(a), TubeStore(b)
     for tube in range(len(sa.split("train").tubes)):
         assert np.array_equal(sa.frames("train", tube), sb.frames("train", tube))
+
+
+def test_batch_decoding_gives_the_worker_clips(synthetic_store):
+    """decode='batch' (torchvision decode_jpeg on the whole batch, nvJPEG on a GPU) = decoding in the worker."""
+    from video_adapt.data.datasets import collate_encoded, decode_batch
+    kwargs = dict(num_frames=4, img_size=24, scale=(0.3, 1.0), randaugment="rand-m7-n2", flip=True, seed=3)
+    worker = TubeTrainDataset(synthetic_store, "train", **kwargs)
+    batch = TubeTrainDataset(synthetic_store, "train", decode="batch", **kwargs)
+    items = [batch[i] for i in range(6)]
+    encoded, labels = collate_encoded(items)
+    decoded = decode_batch(encoded)
+    expected = torch.stack([worker[i][0] for i in range(6)])
+    assert decoded.shape == expected.shape == (6, 3, 4, 24, 24) and labels.tolist() == [worker[i][1] for i in range(6)]
+    assert (decoded.int() - expected.int()).abs().max() <= 2  # both libjpeg-turbo; rounding may differ by a level

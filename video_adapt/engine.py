@@ -173,8 +173,12 @@ def open_store_meta(root: str) -> dict[str, Any]:
 def build_datasets(cfg: Config) -> tuple[Dataset, Dataset | None]:
     from video_adapt.data.datasets import TubeTestDataset, TubeTrainDataset
     d = cfg.data
+    from video_adapt.data.tubes import TubeStore
+    batch_decode = (d.gpu_decode and torch.cuda.is_available() and cfg.device != "cpu"
+                    and TubeStore(d.root).meta.get("codec") == "jpeg")
     train = TubeTrainDataset(d.root, split=d.train_split, num_frames=d.num_frames, img_size=d.img_size,
-                             flip=d.flip, scale=tuple(d.crop_scale), randaugment=d.randaugment, seed=cfg.train.seed)
+                             flip=d.flip, scale=tuple(d.crop_scale), randaugment=d.randaugment, seed=cfg.train.seed,
+                             decode="batch" if batch_decode else "worker")
     val = None
     if d.val_split:
         val = TubeTestDataset(d.root, split=d.val_split, num_frames=d.num_frames, img_size=d.img_size,
@@ -194,13 +198,19 @@ def train_sampler(dataset: Dataset, cfg: Config, dist_state: DistState):
 
 def make_loader(dataset: Dataset, batch_size: int, sampler, workers: int, device: torch.device,
                 drop_last: bool) -> DataLoader:
+    from video_adapt.data.datasets import collate_encoded
+    collate = collate_encoded if getattr(dataset, "decode", "worker") == "batch" else None
     return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=workers,
                       pin_memory=device.type == "cuda", drop_last=drop_last, worker_init_fn=_seed_worker,
-                      persistent_workers=False)
+                      persistent_workers=False, collate_fn=collate)
 
 
-def to_model_input(clips: torch.Tensor, device: torch.device) -> torch.Tensor:
+def to_model_input(clips: torch.Tensor | list, device: torch.device) -> torch.Tensor:
+    """uint8 clips (or still-encoded ones, decoded here in one batch) -> normalised floats on the device."""
+    from video_adapt.data.datasets import decode_batch
     from video_adapt.data.transforms import normalize_clips
+    if isinstance(clips, list):
+        return normalize_clips(decode_batch(clips, device))
     return normalize_clips(clips.to(device, non_blocking=True))
 
 
@@ -430,7 +440,7 @@ def train_one_epoch(model: nn.Module, loader: DataLoader, optimizer, scheduler, 
         scheduler.step_update(step)
         total_loss += loss.item()
         counted += 1
-        clips_seen += clips.shape[0] * dist_state.world_size * accum
+        clips_seen += len(clips) * dist_state.world_size * accum
         if dist_state.is_main and step % cfg.train.log_every == 0:
             lr = optimizer.param_groups[-1]["lr"]
             bar.set_postfix(loss=f"{loss.item():.4f}", lr=f"{lr:.2e}")

@@ -121,7 +121,7 @@ def markdown_table(cells: list[Cell]) -> str:
         row = [v]
         for t in frames:
             c = lookup.get((v, t))
-            row.append(f"{c.top1_mean:.1f} ± {c.top1_std:.1f}" if c else "")
+            row.append("" if c is None else f"{c.top1_mean:.1f} ± {c.top1_std:.1f}" if c.n > 1 else f"{c.top1_mean:.1f}")
         any_cell = next(lookup[(v, t)] for t in frames if (v, t) in lookup)
         mean_time = sum(lookup[(v, t)].train_time_s for t in frames if (v, t) in lookup) / \
             sum(1 for t in frames if (v, t) in lookup)

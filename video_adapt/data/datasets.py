@@ -6,6 +6,7 @@ see the same clips, and a resumed run sees what the uninterrupted run saw.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -14,9 +15,10 @@ from torch.utils.data import Dataset
 
 from video_adapt.data.sampling import subsample_positions
 from video_adapt.data.transforms import (
+    crop_resize,
     parse_randaugment,
     rand_augment,
-    random_resized_crop,
+    random_crop_box,
     spatial_crops,
     to_tensor_clip,
 )
@@ -38,8 +40,14 @@ class TubeTrainDataset(Dataset):
     """
 
     def __init__(self, root: str, split: str = "train", num_frames: int = 8, img_size: int = 224, flip: bool | None = None,
-                 scale: tuple[float, float] = (0.08, 1.0), randaugment: str | None = None, seed: int = 0):
+                 scale: tuple[float, float] = (0.08, 1.0), randaugment: str | None = None, seed: int = 0,
+                 decode: str = "worker"):
+        if decode not in ("worker", "batch"):
+            raise ValueError(f"decode must be 'worker' or 'batch', not {decode!r}")
+        self.decode = decode
         self.store = TubeStore(root)
+        if decode == "batch" and self.store.meta["codec"] != "jpeg":
+            raise StoreError(f"{root}: decode='batch' needs a JPEG store (this one is {self.store.meta['codec']})")
         self.split = split
         self.num_frames = num_frames
         self.img_size = img_size
@@ -65,18 +73,63 @@ class TubeTrainDataset(Dataset):
     def __len__(self) -> int:
         return len(self.rows)
 
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+    def __getitem__(self, i: int) -> tuple[torch.Tensor | "EncodedClip", int]:
         rng = np.random.default_rng((self.seed, self.epoch, i))
         views = self._views[i]
         tube = int(views[rng.integers(0, len(views))])
         positions = subsample_positions(self._stored_frames, self.num_frames, self.rule, train=True, rng=rng)
-        clip = to_tensor_clip(self.store.frames(self.split, tube, positions))
-        clip = random_resized_crop(clip, self.img_size, rng, scale=self.scale)
-        if self.flip and rng.random() < 0.5:
+        h, w = (int(v) for v in self.store.split(self.split).tubes[tube][5:7])
+        box = random_crop_box(h, w, rng, scale=self.scale)
+        flip = bool(self.flip and rng.random() < 0.5)
+        augment_seed = int(rng.integers(0, 2**31)) if self.randaugment is not None else None
+        plan = EncodedClip([], box, self.img_size, flip, self.randaugment, augment_seed)
+        if self.decode == "batch":  # JPEG bytes travel; the batch is decoded at once, on the GPU when training there
+            plan.payloads = [torch.frombuffer(bytearray(p), dtype=torch.uint8)
+                             for p in self.store.payloads(self.split, tube, positions)]
+            return plan, self.labels[i]
+        return plan.finish(to_tensor_clip(self.store.frames(self.split, tube, positions))), self.labels[i]
+
+
+@dataclass
+class EncodedClip:
+    """A training clip before decoding: its JPEG frames and the augmentation already drawn for it."""
+
+    payloads: list[torch.Tensor]
+    box: tuple[int, int, int, int]
+    size: int
+    flip: bool
+    randaugment: tuple[int, int] | None
+    augment_seed: int | None
+
+    def finish(self, clip: torch.Tensor) -> torch.Tensor:
+        """Decoded uint8 (3, T, H, W) -> the augmented training clip (same result on any device)."""
+        clip = crop_resize(clip, self.box, self.size)
+        if self.flip:
             clip = clip.flip(-1)
         if self.randaugment is not None:
-            clip = rand_augment(clip, *self.randaugment, seed=int(rng.integers(0, 2**31)))
-        return clip, self.labels[i]
+            clip = rand_augment(clip, *self.randaugment, seed=self.augment_seed)
+        return clip
+
+
+def collate_encoded(batch: list[tuple[EncodedClip, int]]) -> tuple[list[EncodedClip], torch.Tensor]:
+    """DataLoader collate for decode='batch': clips stay encoded, labels become a tensor."""
+    return [clip for clip, _ in batch], torch.tensor([label for _, label in batch])
+
+
+def decode_batch(clips: list[EncodedClip], device: torch.device | str = "cpu") -> torch.Tensor:
+    """All frames of a batch through one `torchvision.io.decode_jpeg` call (nvJPEG on CUDA); uint8 (B, 3, T, S, S)."""
+    import warnings
+    payloads = [p for clip in clips for p in clip.payloads]
+    with warnings.catch_warnings():  # torchvision 0.29 points to torchcodec; decode_jpeg still works
+        warnings.simplefilter("ignore", (UserWarning, DeprecationWarning))
+        from torchvision.io import decode_jpeg
+        frames = decode_jpeg(payloads, device=device)
+    out, at = [], 0
+    for clip in clips:
+        t = len(clip.payloads)
+        out.append(clip.finish(torch.stack(frames[at:at + t], dim=1)))
+        at += t
+    return torch.stack(out)
 
 
 class TubeTestDataset(Dataset):

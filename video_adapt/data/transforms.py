@@ -44,21 +44,29 @@ def resize_short(clip: torch.Tensor, short: int) -> torch.Tensor:
     return resize(clip, (max(short, round(h * scale)), max(short, round(w * scale))))
 
 
-def random_resized_crop(clip: torch.Tensor, size: int, rng: np.random.Generator, scale=(0.08, 1.0),
-                        ratio=(3 / 4, 4 / 3)) -> torch.Tensor:
-    """Inception-style crop (area fraction in `scale`, aspect in `ratio`), one box for all frames."""
-    h, w = clip.shape[-2:]
+def random_crop_box(h: int, w: int, rng: np.random.Generator, scale=(0.08, 1.0),
+                    ratio=(3 / 4, 4 / 3)) -> tuple[int, int, int, int]:
+    """Inception-style box (top, left, height, width): area fraction in `scale`, aspect in `ratio`."""
     area = h * w
     for _ in range(10):
         target = area * rng.uniform(*scale)
         aspect = math.exp(rng.uniform(math.log(ratio[0]), math.log(ratio[1])))
         cw, ch = round(math.sqrt(target * aspect)), round(math.sqrt(target / aspect))
         if 0 < cw <= w and 0 < ch <= h:
-            top, left = int(rng.integers(0, h - ch + 1)), int(rng.integers(0, w - cw + 1))
-            return resize(clip[..., top:top + ch, left:left + cw], (size, size))
+            return int(rng.integers(0, h - ch + 1)), int(rng.integers(0, w - cw + 1)), ch, cw
     side = min(h, w)  # fallback: centre square
-    top, left = (h - side) // 2, (w - side) // 2
-    return resize(clip[..., top:top + side, left:left + side], (size, size))
+    return (h - side) // 2, (w - side) // 2, side, side
+
+
+def crop_resize(clip: torch.Tensor, box: tuple[int, int, int, int], size: int) -> torch.Tensor:
+    top, left, ch, cw = box
+    return resize(clip[..., top:top + ch, left:left + cw], (size, size))
+
+
+def random_resized_crop(clip: torch.Tensor, size: int, rng: np.random.Generator, scale=(0.08, 1.0),
+                        ratio=(3 / 4, 4 / 3)) -> torch.Tensor:
+    """One random box for all frames of the clip, resized to size x size."""
+    return crop_resize(clip, random_crop_box(*clip.shape[-2:], rng, scale, ratio), size)
 
 
 def spatial_crops(clip: torch.Tensor, size: int, num_crops: int) -> list[torch.Tensor]:
