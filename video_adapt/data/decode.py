@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -99,18 +99,14 @@ def _av_frames(path: str):
             return
 
 
-def _open_av(path: str) -> VideoReader:
-    # PyAV seeks by timestamp, which is unreliable across containers: count frames by decoding once, then
-    # decode sequentially up to the last requested frame on each read, keeping only the requested ones.
-    with av.open(path) as container:
-        if not container.streams.video:
-            raise VideoDecodeError(f"{path}: no video stream")
-        stream = container.streams.video[0]
-        fps = float(stream.average_rate or stream.guessed_rate or 0.0)
+def _sequential_reader(path: str, backend: str, fps: float, frames: Callable[[], Iterator[Any]],
+                       size_of: Callable[[Any], tuple[int, int]], to_rgb: Callable[[Any], np.ndarray]) -> VideoReader:
+    """A reader for decoders without reliable seeking: count frames by decoding once, then decode sequentially up
+    to the last requested frame on each read, converting only the requested ones."""
     count, h, w = 0, 0, 0
-    for frame in _av_frames(path):
+    for frame in frames():
         if count == 0:
-            h, w = frame.height, frame.width
+            h, w = size_of(frame)
         count += 1
     if count == 0:
         raise VideoDecodeError(f"{path}: no decodable frames")
@@ -119,20 +115,31 @@ def _open_av(path: str) -> VideoReader:
         wanted = set(idx.tolist())
         last = max(wanted, default=-1)
         got: dict[int, np.ndarray] = {}
-        for i, frame in enumerate(_av_frames(path)):
+        for i, frame in enumerate(frames()):
             if i in wanted:
-                got[i] = frame.to_ndarray(format="rgb24")
+                got[i] = to_rgb(frame)
             if i >= last:
                 break
         return np.stack([got[i] for i in idx]) if len(idx) else np.zeros((0, h, w, 3), np.uint8)
 
-    return VideoReader(path, count, fps, h, w, "pyav", read)
+    return VideoReader(path, count, fps, h, w, backend, read)
+
+
+def _open_av(path: str) -> VideoReader:
+    # PyAV seeks by timestamp, which is unreliable across containers: read sequentially instead
+    with av.open(path) as container:
+        if not container.streams.video:
+            raise VideoDecodeError(f"{path}: no video stream")
+        stream = container.streams.video[0]
+        fps = float(stream.average_rate or stream.guessed_rate or 0.0)
+    return _sequential_reader(path, "pyav", fps, lambda: _av_frames(path), lambda f: (f.height, f.width),
+                              lambda f: f.to_ndarray(format="rgb24"))
 
 
 def _open_cv2(path: str) -> VideoReader:
     import cv2
 
-    def frames():
+    def frames() -> Iterator[np.ndarray]:
         cap = cv2.VideoCapture(path)
         try:
             while cap.isOpened():
@@ -148,26 +155,8 @@ def _open_cv2(path: str) -> VideoReader:
         raise VideoDecodeError(f"{path}: OpenCV cannot open it")
     fps = float(probe.get(cv2.CAP_PROP_FPS) or 0.0)
     probe.release()
-    count, h, w = 0, 0, 0
-    for frame in frames():
-        if count == 0:
-            h, w = frame.shape[:2]
-        count += 1
-    if count == 0:
-        raise VideoDecodeError(f"{path}: no decodable frames")
-
-    def read(idx: np.ndarray) -> np.ndarray:
-        wanted = set(idx.tolist())
-        last = max(wanted, default=-1)
-        got: dict[int, np.ndarray] = {}
-        for i, frame in enumerate(frames()):
-            if i in wanted:
-                got[i] = _to_rgb(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB) if frame.ndim == 3 else frame)
-            if i >= last:
-                break
-        return np.stack([got[i] for i in idx]) if len(idx) else np.zeros((0, h, w, 3), np.uint8)
-
-    return VideoReader(path, count, fps, h, w, "opencv", read)
+    return _sequential_reader(path, "opencv", fps, frames, lambda f: f.shape[:2],
+                              lambda f: _to_rgb(cv2.cvtColor(f, cv2.COLOR_BGR2RGB) if f.ndim == 3 else f))
 
 
 BACKENDS: dict[str, Callable[[str], VideoReader]] = {}
