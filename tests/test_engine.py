@@ -169,3 +169,26 @@ def test_test_tool_writes_reports(synthetic_store, tmp_path):
     assert (out / "test_val" / "confusion.png").stat().st_size > 1000
     lines = (out / "test_val" / "predictions.csv").read_text().splitlines()
     assert len(lines) == 13 and lines[1].startswith("val_00_00000,sliding right,")
+
+
+@pytest.mark.parametrize("dataset,method", [("ssv2", "adaptformer"), ("hmdb51_split1", "vpt")])
+def test_dataset_configs_start_training_on_a_prepared_store(dataset, method, tmp_path):
+    """The shipped SSv2 / HMDB51 configs train on stores made by data_prep from the official layouts."""
+    from videos import make_hmdb51, make_ssv2
+    from data_prep import hmdb51, ssv2
+    store = tmp_path / "store"
+    small = ["--frames", "2", "4", "--short-side", "32", "--out", str(store)]
+    if dataset == "ssv2":
+        videos, labels = make_ssv2(tmp_path / "raw")
+        assert ssv2.main(["--videos", str(videos), "--labels", str(labels), *small]) == 0
+        classes = 3
+    else:
+        videos, splits = make_hmdb51(tmp_path / "raw")
+        assert hmdb51.main(["--videos", str(videos), "--splits", str(splits), "--split", "1", *small]) == 0
+        classes = 3
+    cfg = load_config(ROOT / "configs" / dataset / f"{method}_4f.yaml", [
+        f"data.root={store}", f"model.num_classes={classes}", f"out_dir={tmp_path / 'run'}", "train.epochs=1",
+        "model.name=vit_nano_patch8_32", "data.img_size=32", "data.batch_size=2", "data.num_workers=0"])
+    assert cfg.model.tuning == method and cfg.data.flip is (dataset != "ssv2")
+    summary = train(cfg)
+    assert summary["num_frames"] == 4 and summary["final_top1"] is not None

@@ -448,6 +448,8 @@ def train_one_epoch(model: nn.Module, loader: DataLoader, optimizer, scheduler, 
     elapsed = time.perf_counter() - start
     stats = {"train_loss": total_loss / max(counted, 1), "skipped_steps": skipped,
              "clips_per_s": clips_seen / elapsed if elapsed > 0 else 0.0, "epoch_time_s": elapsed}
+    if device.type == "cuda":
+        stats["gpu_peak_gb"] = torch.cuda.max_memory_allocated(device) / 2**30
     return step, stats
 
 
