@@ -88,3 +88,18 @@ def test_adapters_without_their_backbone_are_refused(synthetic_store, tmp_path, 
     res = subprocess.run([sys.executable, "tools/infer.py", str(clips / "clip0.mp4"), "--adapters", str(out / "adapters")],
                          cwd=ROOT, capture_output=True, text=True)
     assert res.returncode == 2 and "need their backbone" in res.stderr
+
+
+def test_tsne_tool_writes_plot_and_separability(trained_run, synthetic_store, tmp_path):
+    from video_adapt.analysis import separability
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.arange(3), 10)
+    clustered = np.eye(3)[labels] * 5 + rng.normal(0, 0.1, (30, 3))
+    assert separability(clustered, labels)["knn_accuracy"] == 100.0
+    assert separability(rng.normal(0, 1, (30, 3)), labels)["silhouette"] < 0.2
+    out = subprocess.run([sys.executable, "tools/tsne.py", str(trained_run), str(trained_run), "--names", "a", "b",
+                          "--out", str(tmp_path / "t.png")], cwd=ROOT, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-800:]
+    numbers = json.loads((tmp_path / "t.json").read_text())
+    assert set(numbers) == {"a", "b"} and numbers["a"] == numbers["b"]
+    assert (tmp_path / "t.png").stat().st_size > 5000
