@@ -62,3 +62,28 @@ def test_compare_tool_runs_a_small_grid_and_collects(synthetic_store, tmp_path):
                            capture_output=True, text=True)
     rows = lambda text: sorted(line for line in text.splitlines() if line.startswith("| "))
     assert again.returncode == 0 and rows(again.stdout) == rows(out.stdout)
+
+
+def test_studies_cover_the_articles_ablations():
+    from video_adapt.experiments import studies
+    s = studies(depth=4)
+    assert [v.name for v in s["tradeoff"]][:5] == [f"vpt {n} tokens" for n in (1, 2, 4, 8, 16)]
+    assert "model.bottleneck=256" in s["tradeoff"][-1].overrides
+    assert [v.name for v in s["scale"]][-1] == "s=learnable"
+    assert "model.adapter_layers=[2, 3]" in s["layers"][3].overrides
+    assert {v.name for v in s["position"]} == {"parallel", "sequential"}
+
+
+def test_ablate_tool_runs_a_study(synthetic_store, tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+    from conftest import tiny_overrides
+    root = Path(__file__).resolve().parents[1]
+    overrides = [o for o in tiny_overrides(synthetic_store, tmp_path / "unused", "train.epochs=1")
+                 if not o.startswith(("out_dir", "data.num_frames"))]
+    out = subprocess.run([sys.executable, "tools/ablate.py", "--study", "input", "--frames", "4", "--out",
+                          str(tmp_path / "abl"), *overrides], cwd=root, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-1500:]
+    assert "| input norm |" in out.stdout and "| input residual |" in out.stdout
+    assert (tmp_path / "abl" / "input" / "input.png").stat().st_size > 1000

@@ -175,3 +175,55 @@ def gap_in_sems(cells: list[Cell], a: tuple[str, int], b: tuple[str, int]) -> fl
     ca, cb = lookup[a], lookup[b]
     se = math.sqrt(ca.sem ** 2 + cb.sem ** 2)
     return (ca.top1_mean - cb.top1_mean) / se if se > 0 else float("inf")
+
+
+# ----------------------------------------------------------------------------------------------- ablations
+def studies(depth: int) -> dict[str, list[Variant]]:
+    """The article's trade-off and ablations as variant lists (for a backbone of `depth` blocks)."""
+    af = "model.tuning=adaptformer"
+    half = max(depth // 2, 1)
+    return {
+        "tradeoff": [Variant(f"vpt {n} tokens", ["model.tuning=vpt", f"model.vpt_tokens={n}"]) for n in (1, 2, 4, 8, 16)]
+        + [Variant(f"adaptformer d={d}", [af, f"model.bottleneck={d}"]) for d in (1, 4, 16, 64, 256)],
+        "scale": [Variant(f"s={s}", [af, f"model.adapter_scale={s}"])
+                  for s in (0.01, 0.05, 0.1, 0.2, 0.5, 1.0, "learnable")],
+        "position": [Variant(p, [af, f"model.adapter_position={p}"]) for p in ("parallel", "sequential")],
+        "layers": [Variant("first block", [af, "model.adapter_layers=[0]"]),
+                   Variant(f"first {half}", [af, f"model.adapter_layers={list(range(half))}"]),
+                   Variant("last block", [af, f"model.adapter_layers=[{depth - 1}]"]),
+                   Variant(f"last {half}", [af, f"model.adapter_layers={list(range(depth - half, depth))}"]),
+                   Variant(f"all {depth}", [af])],
+        "input": [Variant(f"input {k}", [af, f"model.adapter_input={k}"]) for k in ("norm", "residual")],
+    }
+
+
+def plot_study(name: str, cells: list[Cell], path: Path) -> Path:
+    """Trade-off: top-1 against trainable parameters per method family; other studies: one bar per variant."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(6, 4))
+    if name == "tradeoff":
+        for family in ("vpt", "adaptformer"):
+            pts = sorted((c for c in cells if c.variant.startswith(family)), key=lambda c: c.trainable)
+            ax.errorbar([c.trainable for c in pts], [c.top1_mean for c in pts], yerr=[c.top1_std for c in pts],
+                        marker="o", capsize=3, label=family)
+            for c in pts:
+                ax.annotate(c.variant.split(" ", 1)[1], (c.trainable, c.top1_mean), fontsize=7,
+                            textcoords="offset points", xytext=(3, 3))
+        ax.set_xscale("log")
+        ax.set_xlabel("trainable parameters")
+        ax.legend()
+    else:
+        ax.bar(range(len(cells)), [c.top1_mean for c in cells], yerr=[c.top1_std for c in cells], capsize=3)
+        ax.set_xticks(range(len(cells)), [c.variant for c in cells], rotation=30, ha="right", fontsize=8)
+        low = min(c.top1_mean for c in cells)
+        ax.set_ylim(max(0, low - 10), min(100, max(c.top1_mean for c in cells) + 5))
+    ax.set_ylabel("top-1 (%)")
+    ax.set_title(f"{name} ({cells[0].frames} frames)")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
