@@ -47,9 +47,8 @@ def tsne_2d(features: np.ndarray, seed: int = 0) -> np.ndarray:
 def plot_tsne(maps: dict[str, tuple[np.ndarray, np.ndarray, dict[str, float]]], class_names: list[str],
               path: Path) -> Path:
     """One panel per run: its 2-D map coloured by class, with the separability numbers in the title."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from video_adapt.reports import pyplot, save_figure
+    plt = pyplot()
     fig, axes = plt.subplots(1, len(maps), figsize=(4.2 * len(maps), 4.4), squeeze=False)
     cmap = plt.get_cmap("tab20", max(len(class_names), 2))
     for ax, (name, (points, labels, scores)) in zip(axes[0], maps.items()):
@@ -60,7 +59,4 @@ def plot_tsne(maps: dict[str, tuple[np.ndarray, np.ndarray, dict[str, float]]], 
     handles = [plt.Line2D([], [], marker="o", ls="", color=cmap(i), label=n) for i, n in enumerate(class_names)]
     fig.legend(handles=handles, loc="lower center", ncol=min(len(class_names), 6), fontsize=7)
     fig.tight_layout(rect=(0, 0.08, 1, 1))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)

@@ -146,9 +146,8 @@ def write_csv(cells: list[Cell], path: Path) -> Path:
 
 
 def plot_frames(cells: list[Cell], path: Path, title: str = "accuracy against frames") -> Path:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from video_adapt.reports import pyplot, save_figure
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6, 4))
     for variant in dict.fromkeys(c.variant for c in cells):
         pts = sorted((c for c in cells if c.variant == variant), key=lambda c: c.frames)
@@ -163,10 +162,7 @@ def plot_frames(cells: list[Cell], path: Path, title: str = "accuracy against fr
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def gap_in_sems(cells: list[Cell], a: tuple[str, int], b: tuple[str, int]) -> float:
@@ -199,9 +195,8 @@ def studies(depth: int) -> dict[str, list[Variant]]:
 
 def plot_study(name: str, cells: list[Cell], path: Path) -> Path:
     """Trade-off: top-1 against trainable parameters per method family; other studies: one bar per variant."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from video_adapt.reports import pyplot, save_figure
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6, 4))
     if name == "tradeoff":
         for family in ("vpt", "adaptformer"):
@@ -223,7 +218,4 @@ def plot_study(name: str, cells: list[Cell], path: Path) -> Path:
     ax.set_title(f"{name} ({cells[0].frames} frames)")
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)

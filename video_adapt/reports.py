@@ -20,10 +20,24 @@ def write_csv(path: Path, header: list[str], rows: list[list[Any]]) -> Path:
     return path
 
 
-def plot_confusion(confusion: np.ndarray, class_names: list[str], path: Path) -> Path:
+def pyplot():
+    """matplotlib.pyplot on the headless Agg backend (no display on servers and in CI)."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    return plt
+
+
+def save_figure(fig, path: Path, dpi: int = 120) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=dpi)
+    fig.clf()
+    pyplot().close(fig)
+    return path
+
+
+def plot_confusion(confusion: np.ndarray, class_names: list[str], path: Path) -> Path:
+    plt = pyplot()
     n = len(class_names)
     norm = confusion / np.maximum(confusion.sum(1, keepdims=True), 1)
     size = min(4 + 0.35 * n, 40)
@@ -41,9 +55,7 @@ def plot_confusion(confusion: np.ndarray, class_names: list[str], path: Path) ->
                         ax.text(j, i, str(confusion[i, j]), ha="center", va="center", fontsize=7,
                                 color="white" if norm[i, j] > 0.5 else "black")
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def write_test_reports(result, class_names: list[str], video_ids: list[str] | None, out_dir: Path,
