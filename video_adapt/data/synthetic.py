@@ -126,7 +126,7 @@ def generate_batch(count: int, rng: np.random.Generator, spec: SyntheticSpec = S
     return np.stack([generate_clip(int(label), rng, spec) for label in labels]), labels
 
 
-def write_video(path: str, frames: np.ndarray, fps: int = 12, codec: str = "libx264") -> None:
+def write_video(path: str, frames: np.ndarray, fps: int = 12, codec: str = "libx264", bit_rate: int | None = None) -> None:
     """Encode RGB frames (T, H, W, 3) with PyAV; yuv420p needs even sizes, so odd ones are padded."""
     import av
     h, w = frames.shape[1:3]
@@ -137,6 +137,8 @@ def write_video(path: str, frames: np.ndarray, fps: int = 12, codec: str = "libx
         stream = container.add_stream(codec, rate=fps)
         stream.width, stream.height = w, h
         stream.pix_fmt = "yuv420p"
+        if bit_rate:
+            stream.bit_rate = bit_rate
         stream.codec_context.thread_count = 1  # fewer sources of run-to-run variation (see the note below)
         stream.codec_context.thread_type = "NONE"
         if codec == "libx264":

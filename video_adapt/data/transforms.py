@@ -25,17 +25,31 @@ def normalize_clips(x: torch.Tensor, mean=IMAGENET_MEAN, std=IMAGENET_STD) -> to
 
 
 def to_tensor_clip(frames: np.ndarray) -> torch.Tensor:
-    """uint8 (T, H, W, 3) numpy -> uint8 (3, T, H, W) tensor."""
-    return torch.from_numpy(np.ascontiguousarray(frames)).permute(3, 0, 1, 2).contiguous()
+    """uint8 (T, H, W, 3) numpy -> uint8 (3, T, H, W) tensor, a view of the frames' memory (no copy).
+
+    The view keeps the channels innermost, the layout in which the CPU resize kernel is fastest.
+    """
+    if not frames.flags.writeable or not frames.flags.c_contiguous:
+        frames = np.array(frames)  # memory-mapped or strided input: own a writable copy
+    return torch.from_numpy(frames).permute(3, 0, 1, 2)
 
 
 def resize(clip: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """Bilinear resize of a uint8 (C, T, H, W) clip to (h, w)."""
+    """Antialiased bilinear resize of a uint8 (C, T, H, W) clip to (h, w).
+
+    On the CPU the uint8 channels-last kernel runs ~9x faster than the float one (measured on 16 frames,
+    200 x 260 -> 224) and agrees with it within one grey level; other devices take the float path.
+    """
     if tuple(clip.shape[-2:]) == tuple(size):
         return clip
-    out = F.interpolate(clip.permute(1, 0, 2, 3).float(), size=size, mode="bilinear", align_corners=False,
-                        antialias=True)
-    return out.round_().clamp_(0, 255).to(torch.uint8).permute(1, 0, 2, 3)
+    frames = clip.permute(1, 0, 2, 3)  # (T, C, H, W): frames as the batch
+    if clip.device.type == "cpu" and clip.dtype == torch.uint8:
+        out = F.interpolate(frames.contiguous(memory_format=torch.channels_last), size=size, mode="bilinear",
+                            align_corners=False, antialias=True)
+    else:
+        out = F.interpolate(frames.float(), size=size, mode="bilinear", align_corners=False, antialias=True)
+        out = out.round_().clamp_(0, 255).to(torch.uint8)
+    return out.permute(1, 0, 2, 3)
 
 
 def resize_short(clip: torch.Tensor, short: int) -> torch.Tensor:
