@@ -22,7 +22,16 @@ def test_bench_model_smoke(tmp_path):
                           "--img-size", "32", "--batch", "1", "--steps", "1", "--in-process", "--json", str(tmp_path / "m.json")],
                          cwd=ROOT, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr[-1000:]
-    rows = json.loads((tmp_path / "m.json").read_text())
+    rows = json.loads((tmp_path / "m.json").read_text())["rows"]
     assert {(r["impl"], r["method"], r["mode"]) for r in rows} >= {("hf", "full", "train"), ("ours", "adaptformer", "train"),
                                                                    ("ours", "full", "eval")}
-    assert "vs HF time" in out.stdout
+    assert "vs HF time" in out.stdout and "FLOP ratio" in out.stdout
+    flops = {(r["impl"], r["method"], r["mode"]): r["flops_per_clip"] for r in rows}
+    assert flops[("ours", "linear", "train")] < flops[("ours", "adaptformer", "train")] < flops[("ours", "full", "train")]
+    assert flops[("hf", "full", "train")] == flops[("ours", "full", "train")]
+
+
+def test_bench_model_rejects_auto_batch_without_a_gpu():
+    out = subprocess.run([sys.executable, "tools/bench_model.py", "--batch", "auto"], cwd=ROOT, capture_output=True,
+                         text=True)
+    assert out.returncode == 2 and "--batch auto needs --device cuda" in out.stderr

@@ -192,3 +192,15 @@ def test_dataset_configs_start_training_on_a_prepared_store(dataset, method, tmp
     assert cfg.model.tuning == method and cfg.data.flip is (dataset != "ssv2")
     summary = train(cfg)
     assert summary["num_frames"] == 4 and summary["final_top1"] is not None
+
+
+def test_optimizer_holds_only_trainable_tensors_and_skips_decay_on_1d(tmp_path):
+    cfg = load_config(None, tiny_overrides(tmp_path, tmp_path / "run", "model.tuning=adaptformer", "train.optimizer=adamw",
+                                           "train.weight_decay=0.05"))
+    model = create_model("vit_nano_patch8_32", num_classes=3, tuning="adaptformer", bottleneck=4)
+    optimizer = engine.build_optimizer(model, cfg, lr=1e-3)
+    held = {id(p) for group in optimizer.param_groups for p in group["params"]}
+    assert held == {id(p) for p in model.parameters() if p.requires_grad}
+    for group in optimizer.param_groups:
+        assert all(p.ndim > 1 for p in group["params"]) or group["weight_decay"] == 0
+    assert not optimizer.defaults.get("fused")  # fused AdamW is for CUDA tensors only

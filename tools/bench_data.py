@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from video_adapt.data.datasets import TubeTrainDataset
+from video_adapt.data.datasets import TubeTrainDataset, collate_encoded, decode_batch
 from video_adapt.data.decode import open_video
 from video_adapt.data.prepare import PrepOptions, SplitSpec, VideoEntry, prepare_store
 from video_adapt.data.sampling import segment_indices
@@ -88,12 +88,19 @@ class OnTheFly(Dataset):
         return random_resized_crop(to_tensor_clip(frames), self.img_size, rng, scale=(0.5, 1.0)), 0
 
 
-def loader_rate(dataset: Dataset, workers: int, batch: int, min_clips: int) -> float:
+def loader_rate(dataset: Dataset, workers: int, batch: int, min_clips: int, device: str | None = None) -> float:
+    """Clips/s out of a DataLoader. With `device`, the dataset yields JPEG bytes (decode='batch') and each batch is
+    decoded in one `decode_jpeg` call there (nvJPEG on CUDA), finished when the uint8 clips are on the device."""
+    batched = device is not None
     loader = DataLoader(dataset, batch_size=batch, shuffle=True, num_workers=workers, drop_last=False,
-                        persistent_workers=workers > 0)
+                        persistent_workers=workers > 0, collate_fn=collate_encoded if batched else None)
     seen, start = 0, None
     while seen < min_clips:
         for clips, _ in loader:
+            if batched:
+                clips = decode_batch(clips, device)
+                if clips.is_cuda:
+                    torch.cuda.synchronize()
             if start is None:  # the first batch pays for worker start-up
                 start = time.perf_counter()
                 continue
@@ -155,6 +162,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--min-clips", type=int, default=96, help="clips timed per loader measurement")
     parser.add_argument("--workers", type=int, nargs="+", default=[0, 2])
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
+                        help="where batched JPEG decoding runs (cuda: nvJPEG)")
     parser.add_argument("--smoke", action="store_true")
     parser.add_argument("--json", help="write the figures here")
     args = parser.parse_args(argv)
@@ -193,6 +202,12 @@ def main(argv: list[str] | None = None) -> int:
                 rate = loader_rate(ds, workers, args.batch, args.min_clips)
                 results[f"loader clips/s, {workers} workers: {name}"] = rate
                 results[f"speed-up, {workers} workers: {name}"] = rate / fly
+                if name.startswith("jpeg"):  # batched decoding in the main process (nvJPEG on a GPU)
+                    ds = TubeTrainDataset(str(out), "train", args.clip_frames, args.img_size, scale=(0.5, 1.0),
+                                          decode="batch")
+                    rate = loader_rate(ds, workers, args.batch, args.min_clips, args.device)
+                    results[f"loader clips/s, {workers} workers: {name}, batched decode on {args.device}"] = rate
+                    results[f"speed-up, {workers} workers: {name}, batched decode on {args.device}"] = rate / fly
         results["random tube read+decode ms"] = hdf5_compare(TubeStore(stores["jpeg, source size"]), 20 if not args.smoke else 4)
     for key, value in results.items():
         if key != "args":

@@ -120,12 +120,14 @@ def learning_rate(cfg: Config, global_batch: int) -> float:
 
 
 def build_optimizer(model: nn.Module, cfg: Config, lr: float) -> torch.optim.Optimizer:
-    """timm's optimizer factory: frozen tensors are skipped, no weight decay on 1-D tensors."""
+    """timm's optimizer factory: frozen tensors are skipped, no weight decay on 1-D tensors; fused AdamW on CUDA."""
     from timm.optim import create_optimizer_v2
     t = cfg.train
     kwargs: dict[str, Any] = {}
     if t.optimizer == "sgd":
         kwargs["momentum"] = t.momentum
+    elif all(p.is_cuda for p in model.parameters() if p.requires_grad):
+        kwargs["fused"] = True  # one kernel for the whole AdamW update on the GPU
     return create_optimizer_v2(model, opt="momentum" if t.optimizer == "sgd" else "adamw", lr=lr,
                                weight_decay=t.weight_decay, layer_decay=t.layer_decay, **kwargs)
 

@@ -219,7 +219,7 @@ class VisionTransformer(nn.Module):
         self.num_classes = cfg.num_classes
         self.embed_dim = cfg.embed_dim
         self.patch_embed = PatchEmbed(cfg.patch_size, cfg.tubelet_size, cfg.in_chans, cfg.embed_dim)
-        rates = torch.linspace(0, cfg.drop_path_rate, cfg.depth).tolist()
+        rates = torch.linspace(0, cfg.drop_path_rate, cfg.depth, device="cpu").tolist()  # also under a meta device
         self.blocks = nn.ModuleList([Block(cfg, rate) for rate in rates])
         if cfg.use_mean_pooling:
             self.norm = nn.Identity()
