@@ -7,8 +7,8 @@ with the same configuration and weights, in one run.
         --compile-too --check-flash                 # GPU: ViT-B 16x224, batch filling memory, MFU
 
 A step is forward + backward + optimizer step (AdamW, foreach). Peak memory: CUDA allocator peak on GPU; on CPU
-each measurement runs in a fresh subprocess and reports the growth of peak RSS over the process's state after
-the model, optimizer and input were created and one warm-up step was run. CPU times come from a second pass that
+each measurement runs in a fresh subprocess and reports the weights plus the growth of peak RSS over the process's
+RSS once the model and input were built, through the warm-up step (gradients, AdamW state) and the timed steps. CPU times come from a second pass that
 runs all configurations of one model and mode in one process, in interleaved rounds (see `paired_times`): on a
 shared host, timings of separate processes drift by +-10%, more than the differences being measured.
 
@@ -47,12 +47,15 @@ def hf_model(name: str, frames: int, img_size: int, num_classes: int):
 
 
 def build(impl: str, name: str, method: str, frames: int, img_size: int, num_classes: int):
+    """The model and its forward; `method` may end in "+ckpt" (activation checkpointing, ours only)."""
+    method, _, checkpointing = method.partition("+")
     from video_adapt import create_model
     from video_adapt.checkpoint import load_pretrained
     hf = hf_model(name, frames, img_size, num_classes)
     if impl == "hf":
         return hf, lambda x: hf(pixel_values=x.permute(0, 2, 1, 3, 4)).logits
-    model = create_model(name, num_classes=num_classes, num_frames=frames, img_size=img_size, tuning=method)
+    model = create_model(name, num_classes=num_classes, num_frames=frames, img_size=img_size, tuning=method,
+                         use_checkpoint=checkpointing == "ckpt")
     sd = {k: v for k, v in hf.state_dict().items()}
     import tempfile
     from safetensors.torch import save_file
@@ -94,8 +97,8 @@ class Runner:
 
 
 def setup(impl: str, name: str, method: str, mode: str, frames: int, img_size: int, batch: int, device: str,
-          amp: str, compile_model: bool = False) -> Runner:
-    """Build the model, optimizer and a fixed batch, and run one warm-up step (allocates optimizer state)."""
+          amp: str, compile_model: bool = False, warm: bool = True) -> Runner:
+    """Build the model, optimizer and a fixed batch, and (`warm`) run one warm-up step (allocates optimizer state)."""
     torch.manual_seed(0)
     dev = torch.device(device)
     model, forward = build(impl, name, method, frames, img_size, 10)
@@ -129,23 +132,25 @@ def setup(impl: str, name: str, method: str, mode: str, frames: int, img_size: i
 
     runner = Runner(impl, name, method, mode, model, step, sync, opt, batch,
                     flops.train if mode == "train" else flops.forward, compile_model)
-    step()
-    sync()
+    if warm:
+        step()
+        sync()
     return runner
 
 
 def measure(impl: str, name: str, method: str, mode: str, frames: int, img_size: int, batch: int, steps: int,
             device: str, amp: str, compile_model: bool = False) -> dict:
     """Time and peak memory of one configuration, alone in this process."""
-    runner = setup(impl, name, method, mode, frames, img_size, batch, device, amp, compile_model)
+    runner = setup(impl, name, method, mode, frames, img_size, batch, device, amp, compile_model, warm=False)
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()
-    base_rss = _rss_peak()
+    base_rss = _reset_peak_rss()  # the high-water mark from here on: warm-up (gradients, AdamW state) and steps
+    runner.timed_step()
     times = [runner.timed_step() for _ in range(steps)]
     if device == "cuda":
         peak = torch.cuda.max_memory_allocated()
     else:
-        peak = max(_rss_peak() - base_rss, 0) + _state_bytes(runner.model, runner.optimizer)
+        peak = _peak_rss() - base_rss + sum(p.numel() * p.element_size() for p in runner.model.parameters())
     return runner.row(times, peak, frames, img_size)
 
 
@@ -166,7 +171,8 @@ def _flops(name: str, method: str, frames: int, img_size: int):
     from video_adapt import create_model
     from video_adapt.models.flops import clip_flops
     with torch.device("meta"):
-        return clip_flops(create_model(name, num_classes=10, num_frames=frames, img_size=img_size, tuning=method))
+        return clip_flops(create_model(name, num_classes=10, num_frames=frames, img_size=img_size,
+                                       tuning=method.partition("+")[0]))
 
 
 def largest_batch(run, start: int = 4, limit: int = 4096) -> int:
@@ -223,19 +229,22 @@ def peak_tflops(device: str, given: float | None) -> float | None:
     return None
 
 
-def _rss_peak() -> int:
-    import resource
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+def _status_kib(field: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) * 1024
+    raise RuntimeError(f"no {field} in /proc/self/status")
 
 
-def _state_bytes(model, opt) -> int:
-    """Weights + gradients + optimizer state (held across steps, so invisible to the RSS growth)."""
-    total = sum(p.numel() * p.element_size() for p in model.parameters())
-    total += sum(p.numel() * p.element_size() for p in model.parameters() if p.requires_grad)
-    if opt is not None:
-        total += sum(t.numel() * t.element_size() for s in opt.state.values() for t in s.values()
-                     if torch.is_tensor(t) and t.ndim > 0)
-    return total
+def _reset_peak_rss() -> int:
+    """Reset the process's peak RSS (Linux: clear_refs 5) and return the current RSS, so that building the models
+    (which briefly holds two copies of the weights) is not mistaken for the step's peak."""
+    Path("/proc/self/clear_refs").write_text("5")
+    return _status_kib("VmRSS")
+
+
+def _peak_rss() -> int:
+    return _status_kib("VmHWM")
 
 
 def run_isolated(args: argparse.Namespace, impl: str, name: str, method: str, mode: str,
@@ -265,7 +274,8 @@ def plan(args: argparse.Namespace) -> list[tuple[str, str, str, str, bool]]:
         for mode in modes:
             for compiled in ([False, True] if args.compile_too else [args.compile]):
                 jobs.append(("hf", name, "full", mode, compiled))
-                for method in (METHODS if mode == "train" else ["full"]):
+                methods = args.methods + [f"{m}+ckpt" for m in args.methods if args.checkpointing]
+                for method in (methods if mode == "train" else ["full"]):
                     jobs.append(("ours", name, method, mode, compiled))
     return jobs
 
@@ -305,6 +315,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--amp", default="off", choices=["off", "bf16", "fp16"])
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = default)")
     parser.add_argument("--in-process", action="store_true", help="no subprocess per measurement (CPU memory is then approximate)")
+    parser.add_argument("--methods", nargs="+", default=METHODS, choices=METHODS)
+    parser.add_argument("--checkpointing", action="store_true",
+                        help="also train each method with activation checkpointing (rows 'method+ckpt')")
     parser.add_argument("--compile", action="store_true", help="torch.compile both implementations")
     parser.add_argument("--compile-too", action="store_true", help="measure eager and compiled")
     parser.add_argument("--check-flash", action="store_true", help="CUDA: does SDPA pick the flash kernel?")
