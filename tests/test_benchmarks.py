@@ -4,6 +4,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+import torch
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -65,3 +68,25 @@ def test_bench_e2e_reads_a_folder_of_own_videos(tmp_path):
     out = subprocess.run([sys.executable, "tools/bench_e2e.py", "--smoke", "--videos-dir", str(empty)], cwd=ROOT,
                          capture_output=True, text=True)
     assert out.returncode == 1 and "no videos" in out.stderr
+
+
+def test_auto_batch_doubles_until_out_of_memory():
+    sys.path.insert(0, str(ROOT / "tools"))
+    from bench_model import largest_batch
+    tried = []
+
+    def run(batch: int) -> None:
+        tried.append(batch)
+        if batch > 40:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory")
+
+    assert largest_batch(run, start=4) == 32 and tried == [4, 8, 16, 32, 64]
+    with pytest.raises(SystemExit, match="does not fit"):
+        largest_batch(run, start=64)
+
+
+def test_mfu_peak_is_known_for_gpus_and_given_on_cpus():
+    sys.path.insert(0, str(ROOT / "tools"))
+    from bench_model import PEAK_TFLOPS, peak_tflops
+    assert peak_tflops("cpu", None) is None and peak_tflops("cpu", 2.5) == 2.5
+    assert PEAK_TFLOPS["H100"] == 989.0

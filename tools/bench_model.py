@@ -19,6 +19,7 @@ matmul-bound hardware. MFU = FLOPs per clip x clips/s / peak (`--peak-tflops`, d
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import statistics
 import subprocess
@@ -250,6 +251,10 @@ def _peak_rss() -> int:
 def run_isolated(args: argparse.Namespace, impl: str, name: str, method: str, mode: str,
                  compile_model: bool = False) -> dict:
     if args.device == "cuda" or args.in_process:
+        if args.device == "cuda":  # nothing of the previous configuration may count towards this one's peak
+            gc.collect()
+            torch.cuda.empty_cache()
+
         def run(batch: int) -> dict:
             return measure(impl, name, method, mode, args.frames, args.img_size, batch, args.steps, args.device,
                            args.amp, compile_model)
@@ -289,8 +294,11 @@ def report(rows: list[dict], peak: float | None = None) -> str:
                 and q.get("compiled") == r.get("compiled")]
         hf = next((q for q in same if q["impl"] == "hf"), None)
         full = next((q for q in same if q["impl"] == "ours" and q["method"] == "full"), None)
-        vs_hf = f"{r['median_s'] / hf['median_s']:.2f}x" if hf and r["impl"] == "ours" and r["method"] == "full" else ""
-        vs_full = f"{r['median_s'] / full['median_s']:.2f}x" if full and r["impl"] == "ours" and r["method"] != "full" else ""
+        # time per clip, so that rows at different batches (--batch auto) compare as throughputs
+        vs_hf = (f"{hf['clips_per_s'] / r['clips_per_s']:.2f}x" if hf and r["impl"] == "ours" and r["method"] == "full"
+                 else "")
+        vs_full = (f"{full['clips_per_s'] / r['clips_per_s']:.2f}x" if full and r["impl"] == "ours"
+                   and r["method"] != "full" else "")
         mem_full = (f"{r['peak_bytes'] / full['peak_bytes']:.2f}x" if full and full["peak_bytes"] and r["impl"] == "ours"
                     and r["method"] != "full" else "")
         flop_ratio = (f"{r['flops_per_clip'] / full['flops_per_clip']:.2f}x" if full and r["impl"] == "ours"

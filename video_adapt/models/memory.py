@@ -1,14 +1,15 @@
 """How much memory a training step needs, and so which batch fits on which GPU, without that GPU.
 
-Training memory = persistent state (fp32 weights; gradients and two AdamW moments for the trainable tensors)
-+ what autograd saves for the backward (counted exactly with `saved_tensors_hooks` on a real forward pass)
-+ the transient peak of the backward itself. Saved activations of a ViT with flash attention are linear in the
-token count (q, k, v, outputs and a log-sum-exp row per head; no N x N matrix is kept), so they are counted on the
-CPU at a small token count and scaled: the counting pass of ViT-H costs seconds, not a GPU.
+`peak_step_bytes` measures the exact peak of live tensor bytes over one training step (forward, backward, AdamW):
+weights, optimizer state, input, gradients, saved activations and temporaries, from the PyTorch profiler's
+memory timeline. A ViT's peak is bilinear in batch B and depth L (every block adds the same state, the same saved
+activations per clip and the same temporaries), so four measurements of 2- and 3-block models at the real clip size
+and batches 1 and 2 give it for any depth and batch: a ViT-H estimate costs CPU seconds, not a GPU.
 """
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -17,80 +18,129 @@ from torch import nn
 GiB = 2**30
 
 
-def saved_tensor_bytes(model: nn.Module, clips: torch.Tensor, amp: torch.dtype | None = None) -> int:
-    """Bytes autograd keeps for the backward of one forward pass (distinct storages, parameters excluded).
+def peak_step_bytes(model: nn.Module, clips: torch.Tensor, amp: torch.dtype | None = torch.bfloat16) -> tuple[int, int]:
+    """Peak live tensor bytes of one training step of `model` on `clips` (cross-entropy, AdamW), on the CPU:
+    (forward + backward, optimizer step). The peak of the step is the larger of the two.
 
-    Under activation checkpointing only the checkpoints' inputs are kept; they are counted too.
+    A first step creates the optimizer state; the second is profiled, so the state counts as already there.
+    The two phases are profiled apart because each has its own shape: activations grow with the batch, the
+    optimizer's temporaries with the parameters, and which one is higher depends on both.
     """
-    weights = {p.untyped_storage().data_ptr() for p in model.parameters()}
-    kept: dict[int, int] = {}
+    from torch.profiler import ProfilerActivity, profile
 
-    def pack(tensor: torch.Tensor) -> torch.Tensor:
-        storage = tensor.untyped_storage()
-        if storage.data_ptr() not in weights:
-            kept[storage.data_ptr()] = storage.nbytes()
-        return tensor
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4, foreach=True)
+    labels = torch.zeros(clips.shape[0], dtype=torch.long, device=clips.device)
+    model.train()
 
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+    def forward_backward() -> None:
         with torch.autocast(clips.device.type, dtype=amp, enabled=amp is not None):
-            out = model(clips)
-    del out  # the graph (and with it what was saved) lives until here, so no storage was reused while counting
-    return sum(kept.values())
+            loss = nn.functional.cross_entropy(model(clips).float(), labels)
+        loss.backward()
+
+    def update() -> None:
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    forward_backward()
+    update()
+    peaks = []
+    for phase in (forward_backward, update):
+        # what is alive when the phase starts: the timeline lists only tensors the phase touches
+        resident = [*model.parameters(), clips, labels, *(p.grad for p in model.parameters() if p.grad is not None),
+                    *(t for state in optimizer.state.values() for t in state.values() if torch.is_tensor(t))]
+        with profile(activities=[ProfilerActivity.CPU], profile_memory=True, record_shapes=True,
+                     with_stack=True) as prof:
+            phase()
+        peaks.append(_distinct_bytes(resident) + _peak_growth(prof))
+    return peaks[0], peaks[1]
+
+
+def _distinct_bytes(tensors: list[torch.Tensor]) -> int:
+    storages = {t.untyped_storage().data_ptr(): t.untyped_storage().nbytes() for t in tensors}
+    return sum(storages.values())
+
+
+def _peak_growth(prof) -> int:
+    """Highest net growth of live tensor bytes over the profiled region (creates minus destroys, in order)."""
+    from torch.profiler._memory_profiler import Action
+    live = peak = 0
+    for _, action, _, size in prof._memory_profile().timeline:
+        if action == Action.CREATE:
+            live += size
+        elif action == Action.DESTROY:
+            live -= size
+        peak = max(peak, live)
+    return peak
+
+
+@dataclass(frozen=True)
+class Bilinear:
+    """bytes = base + L * per_block + batch * (clip + L * clip_block), fitted from L in {2, 3}, batch in {1, 2}."""
+
+    base: float
+    per_block: float
+    clip: float
+    clip_block: float
+
+    @classmethod
+    def fit(cls, peaks: dict[tuple[int, int], float]) -> "Bilinear":
+        """peaks[batch, blocks] for batch 1, 2 and blocks 2, 3."""
+        clip_block = (peaks[2, 3] - peaks[1, 3]) - (peaks[2, 2] - peaks[1, 2])
+        clip = (peaks[2, 2] - peaks[1, 2]) - 2 * clip_block
+        per_block = (peaks[1, 3] - peaks[1, 2]) - clip_block
+        return cls(peaks[1, 2] - 2 * per_block - clip - 2 * clip_block, per_block, clip, clip_block)
+
+    def fixed(self, depth: int) -> float:
+        return self.base + depth * self.per_block
+
+    def per_clip(self, depth: int) -> float:
+        return self.clip + depth * self.clip_block
 
 
 @dataclass(frozen=True)
 class MemoryEstimate:
-    """Bytes of a training step as state + fixed + batch x per_clip."""
+    """Peak bytes of a training step of a depth-L model: the larger of its two phases, each bilinear."""
 
-    state: int  # fp32 weights, gradients and AdamW moments
-    fixed: int  # saved per step whatever the batch (autocast's low-precision weight copies)
-    per_clip: int  # saved activations of one clip, plus its share of the backward's transient peak
+    depth: int
+    backward: Bilinear  # forward + backward: activations, gradients
+    update: Bilinear  # optimizer step: its temporaries
 
-    def total(self, batch: int) -> int:
-        return self.state + self.fixed + batch * self.per_clip
+    @property
+    def fixed(self) -> float:
+        """The forward/backward phase's bytes whatever the batch: weights, optimizer state, gradients."""
+        return self.backward.fixed(self.depth)
 
-    def largest_batch(self, capacity: int, reserve: float = 1.5 * GiB, slack: float = 0.10) -> int:
-        """The largest batch whose estimate fits in `capacity` bytes after the CUDA context and workspaces
+    @property
+    def per_clip(self) -> float:
+        """Bytes per clip of the forward/backward phase: saved activations and their share of temporaries."""
+        return self.backward.per_clip(self.depth)
+
+    def total(self, batch: int) -> float:
+        return max(phase.fixed(self.depth) + batch * phase.per_clip(self.depth) for phase in (self.backward, self.update))
+
+    def largest_batch(self, capacity: float, reserve: float = 1.5 * GiB, slack: float = 0.10) -> int:
+        """The largest batch whose peak fits in `capacity` bytes after the CUDA context and workspaces
         (`reserve`) and allocator fragmentation (`slack`, a fraction of what is left)."""
-        usable = (capacity - reserve) * (1 - slack) - self.state - self.fixed
-        return max(0, math.floor(usable / self.per_clip))
+        usable = (capacity - reserve) * (1 - slack)
+        limits = []
+        for phase in (self.backward, self.update):
+            room, per_clip = usable - phase.fixed(self.depth), phase.per_clip(self.depth)
+            if room < 0:
+                return 0
+            if per_clip > 0:
+                limits.append(math.floor(room / per_clip))
+        return max(0, min(limits)) if limits else 0
 
 
-def state_bytes(model: nn.Module) -> int:
-    """fp32 weights + fp32 gradients and the two fp32 AdamW moments of what trains."""
-    total = sum(p.numel() for p in model.parameters())
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    return 4 * total + (4 + 8) * trainable
-
-
-def estimate_training_memory(model: nn.Module, num_frames: int, img_size: int, amp: torch.dtype | None = torch.bfloat16,
-                             count_frames: int | None = None, count_size: int | None = None) -> MemoryEstimate:
-    """Estimate for clips of num_frames x img_size, counted on the CPU at count_frames x count_size (smaller,
-    default: the tubelet size and img_size, one token row) and scaled linearly by the token count.
-
-    The backward's transient peak is taken as one block's saved activations again (the gradients flowing
-    through the block being differentiated); with checkpointing that block is first recomputed, so twice.
-    """
-    cfg = model.cfg
-    count_frames = count_frames or cfg.tubelet_size
-    count_size = count_size or img_size
-    tokens = (num_frames // cfg.tubelet_size) * (img_size // cfg.patch_size) ** 2
-    counted_tokens = (count_frames // cfg.tubelet_size) * (count_size // cfg.patch_size) ** 2
-    was_training = model.training
-    model.train()
-    clips = torch.randn(2, cfg.in_chans, count_frames, count_size, count_size)
-    one, two = saved_tensor_bytes(model, clips[:1].clone(), amp), saved_tensor_bytes(model, clips, amp)
-    model.train(was_training)
-    per_clip_saved = (two - one) * tokens / counted_tokens
-    depth = len(model.blocks)
-    per_block = per_clip_saved / depth if not cfg.use_checkpoint else _block_bytes(model, tokens, amp)
-    transient = per_block * (2 if cfg.use_checkpoint else 1)
-    return MemoryEstimate(state_bytes(model), int(2 * one - two), int(per_clip_saved + transient))
-
-
-def _block_bytes(model: nn.Module, tokens: int, amp: torch.dtype | None) -> float:
-    """Saved bytes of one block for one clip, counted on the block alone (used when the model checkpoints)."""
-    block = model.blocks[0]
-    one = saved_tensor_bytes(block, torch.randn(1, 4, model.embed_dim, requires_grad=True), amp)
-    two = saved_tensor_bytes(block, torch.randn(2, 4, model.embed_dim, requires_grad=True), amp)
-    return (two - one) * tokens / 4
+def estimate_training_memory(build: Callable[[int], nn.Module], depth: int, num_frames: int, img_size: int,
+                             amp: torch.dtype | None = torch.bfloat16) -> MemoryEstimate:
+    """Fit both phases from 2- and 3-block models (`build(blocks)`) at batches 1 and 2, for `depth` blocks."""
+    backward, update = {}, {}
+    for blocks in (2, 3):
+        torch.manual_seed(0)
+        model = build(blocks)
+        for batch in (1, 2):
+            clips = torch.randn(batch, model.cfg.in_chans, num_frames, img_size, img_size)
+            backward[batch, blocks], update[batch, blocks] = peak_step_bytes(model, clips, amp)
+        del model
+    return MemoryEstimate(depth, Bilinear.fit(backward), Bilinear.fit(update))
