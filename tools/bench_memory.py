@@ -26,7 +26,7 @@ from video_adapt import create_model
 from video_adapt.models.memory import GiB, estimate_training_memory
 from video_adapt.models.vit import vit_config
 
-SIZES = {"tiny": "vit_tiny_patch16_224", "small": "vit_small_patch16_224", "base": "vit_base_patch16_224",
+SIZES = {"nano": "vit_nano_patch8_32", "tiny": "vit_tiny_patch16_224", "small": "vit_small_patch16_224", "base": "vit_base_patch16_224",
          "large": "vit_large_patch16_224", "huge": "vit_huge_patch16_224"}
 
 
@@ -86,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", help="write the rows here")
     args = parser.parse_args(argv)
     if args.smoke:
-        args.sizes, args.frames, args.img_size = ["tiny"], 8, 160
+        args.sizes, args.frames, args.img_size = ["nano"], 8, 64
     amp = torch.bfloat16 if args.amp == "bf16" else None
     rows = estimate_rows(args.sizes, args.methods, args.frames, args.img_size, args.capacities, args.reserve,
                          args.slack, amp)
