@@ -25,14 +25,14 @@ import time
 from pathlib import Path
 
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset, RandomSampler
 
 from bench_data import OnTheFly, make_sources
 from video_adapt import create_model
-from video_adapt.data.datasets import TubeTrainDataset, collate_encoded
+from video_adapt.data.datasets import TubeTrainDataset
 from video_adapt.data.decode import BACKENDS
 from video_adapt.data.prepare import PrepOptions, SplitSpec, VideoEntry, prepare_store
-from video_adapt.engine import autocast_context, autocast_dtype, to_model_input
+from video_adapt.engine import autocast_context, autocast_dtype, make_loader, to_model_input
 
 VIDEO_SUFFIXES = {".mp4", ".webm", ".avi", ".mkv", ".mov"}
 
@@ -76,9 +76,7 @@ def model_only_rate(step: Step, args: argparse.Namespace, steps: int) -> float:
 
 def epoch_rate(step: Step, dataset: Dataset, args: argparse.Namespace, workers: int) -> float:
     """Clips/s over one shuffled epoch (after its first batch), data loading and steps together."""
-    batched = getattr(dataset, "decode", "worker") == "batch"
-    loader = DataLoader(dataset, batch_size=args.batch, shuffle=True, num_workers=workers, drop_last=True,
-                        pin_memory=step.device.type == "cuda", collate_fn=collate_encoded if batched else None)
+    loader = make_loader(dataset, args.batch, RandomSampler(dataset), workers, step.device, drop_last=True)
     seen, start = 0, None
     for clips, labels in loader:
         step(clips, labels)

@@ -286,6 +286,7 @@ def plan(args: argparse.Namespace) -> list[tuple[str, str, str, str, bool]]:
 
 
 def report(rows: list[dict], peak: float | None = None) -> str:
+    from video_adapt.models.flops import model_flops_utilisation
     lines = ["| model | mode | impl | method | compiled | batch | clips/s | step ms | peak MB | vs HF time | vs our full time "
              "| FLOP ratio | vs our full memory | TFLOP/s | MFU |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
@@ -304,7 +305,8 @@ def report(rows: list[dict], peak: float | None = None) -> str:
         flop_ratio = (f"{r['flops_per_clip'] / full['flops_per_clip']:.2f}x" if full and r["impl"] == "ours"
                       and r["method"] != "full" else "")
         achieved = r["flops_per_clip"] * r["clips_per_s"] / 1e12
-        mfu = f"{100 * achieved / peak:.1f}%" if peak else ""
+        mfu = (f"{100 * model_flops_utilisation(r['flops_per_clip'], r['clips_per_s'], peak * 1e12):.1f}%"
+               if peak else "")
         lines.append(f"| {r['model']} | {r['mode']} | {r['impl']} | {r['method']} | {'yes' if r.get('compiled') else 'no'} | "
                      f"{r['batch']} | {r['clips_per_s']:.2f} | {1000 * r['median_s']:.1f} | {r['peak_bytes'] / 2**20:.0f} | "
                      f"{vs_hf} | {vs_full} | {flop_ratio} | {mem_full} | {achieved:.2f} | {mfu} |")
