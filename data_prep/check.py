@@ -1,4 +1,5 @@
-"""Validate a tube store: every tube decodes, labels are in range, counts match meta.json; print a summary.
+"""Validate a frame store: every frame decodes to its video's size, labels are in range, counts match meta.json;
+print a summary.
 
     python -m data_prep.check data/ssv2
 Exit code 0 when the store is sound, 1 when a problem was found (each printed on one line).
@@ -12,17 +13,18 @@ from pathlib import Path
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import numpy as np
 from tqdm import tqdm
 
 from video_adapt.data.datasets import describe
-from video_adapt.data.tubes import StoreError, TubeStore
+from video_adapt.data.store import FrameStore, StoreError
 
 
 def check_store(root: Path, progress: bool = True) -> list[str]:
     """Problems found (empty when the store is sound)."""
     problems: list[str] = []
     try:
-        store = TubeStore(root)
+        store = FrameStore(root)
     except StoreError as err:
         return [str(err)]
     num_classes = len(store.classes)
@@ -50,14 +52,20 @@ def check_store(root: Path, progress: bool = True) -> list[str]:
                 problems.append(f"{index.shard_paths[k]}: truncated ({size} bytes, index needs {end[in_shard].max()})")
         if any(p.startswith(str(index.shard_paths[0].parent)) for p in problems):
             continue
-        for tube in tqdm(range(len(index.tubes)), desc=f"decoding {split}", disable=not progress, leave=False):
+        cols = index.columns
+        for i in tqdm(range(len(index)), desc=f"decoding {split}", disable=not progress, leave=False):
+            row = index.video_rows[i]
+            stored, n, keep = int(cols["video_stored"][i]), int(cols["video_frames"][i]), int(store.meta["keep_every"])
+            if stored != -(-n // keep):
+                problems.append(f"{root / split}: video row {row} stores {stored} frames, expected ceil({n}/{keep})")
+                continue
+            shape = (stored, int(cols["video_height"][i]), int(cols["video_width"][i]), 3)
             try:
-                frames = store.frames(split, tube)
-                t, h, w = index.tubes[tube][3], index.tubes[tube][5], index.tubes[tube][6]
-                if frames.shape != (t, h, w, 3):
-                    problems.append(f"{root / split}: tube {tube} decodes to {frames.shape}, index says {(t, h, w, 3)}")
+                frames = store.frames(split, i, np.arange(stored))
+                if frames.shape != shape:
+                    problems.append(f"{root / split}: video row {row} decodes to {frames.shape}, index says {shape}")
             except Exception as err:
-                problems.append(f"{root / split}: tube {tube} does not decode ({str(err).splitlines()[0][:120]})")
+                problems.append(f"{root / split}: video row {row} does not decode ({str(err).splitlines()[0][:120]})")
     return problems
 
 
@@ -67,13 +75,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     problems = check_store(args.store)
     if not problems:
-        store = TubeStore(args.store)
+        store = FrameStore(args.store)
         meta = store.meta
-        print(f"{args.store}: {len(store.classes)} classes, {meta['sampling']} sampling, frames {meta['frames']}, "
-              f"short side {meta['short_side'] or 'source'}, {meta['codec']}")
+        print(f"{args.store}: {len(store.classes)} classes, dataset {meta.get('dataset', 'other')}, every "
+              f"{'frame' if meta['keep_every'] == 1 else str(meta['keep_every']) + ' frames'}, short side "
+              f"{meta['short_side'] or 'as decoded'}, {meta['codec']}, flips {'allowed' if meta['flip'] else 'off'}")
         for split, info in describe(store).items():
             per_class = info["per_class"]
-            print(f"  {split}: {info['videos']} videos ({info['failed']} failed at prep), {info['tubes']} tubes, "
+            print(f"  {split}: {info['videos']} videos ({info['failed']} failed at prep), "
                   f"{info['frames']} frames, {info['bytes'] / 2**20:.1f} MB; videos per class "
                   f"min {min(per_class)} / max {max(per_class)}")
         print("OK")

@@ -3,7 +3,8 @@
     python -m data_prep.hmdb51 --videos hmdb51 --splits testTrainMulti_7030_splits --split 1 --out data/hmdb51_split1
 
 Split files are `<class>_test_split<k>.txt` with lines `<name>.avi <0|1|2>` (1 train, 2 test, 0 unused).
-Dense sampling (stride 2 by default, as often used for HMDB51), flips allowed; 5 test clips per video.
+Every frame is stored at the decoded size (320x240 for HMDB51); the store records `dataset: hmdb51` and that
+horizontal flips keep the labels. Sampling and test views are chosen at training time by the data protocol.
 """
 from __future__ import annotations
 
@@ -51,8 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--videos", type=Path, required=True, help="folder of <class>/<name>.avi")
     parser.add_argument("--splits", type=Path, required=True, help="folder of <class>_test_split<k>.txt files")
     parser.add_argument("--split", type=int, choices=[1, 2, 3], default=1)
-    add_common_options(parser, sampling="dense", short_side=256, test_clips=5)
-    parser.set_defaults(stride=2)
+    add_common_options(parser)
     args = parser.parse_args(argv)
     try:
         if not args.videos.is_dir():
@@ -60,8 +60,8 @@ def main(argv: list[str] | None = None) -> int:
         classes, train, test = hmdb51_splits(args.videos, args.splits, args.split)
     except PrepError as err:
         return fail(str(err))
-    return run(args, classes, [SplitSpec("train", train, "train"), SplitSpec("test", test, "eval")],
-               source=f"hmdb51 split {args.split} {args.videos}", flip=True)
+    return run(args, classes, [SplitSpec("train", train), SplitSpec("test", test)],
+               source=f"hmdb51 split {args.split} {args.videos}", flip=True, dataset="hmdb51")
 
 
 if __name__ == "__main__":

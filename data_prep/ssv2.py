@@ -5,7 +5,8 @@
 --labels holds labels.json (template -> class index as a string), train.json and validation.json (entries with
 `id`, `label`, `template` with [something] brackets, `placeholders`) and optionally test.json (ids only).
 Templates are matched to labels.json with the brackets removed; unknown templates stop the job and are listed.
-Segment sampling, no horizontal flip (left/right is in the labels); 2 test clips per video by default.
+Every frame is stored at the decoded size (240 px high for SSv2); the store records `dataset: ssv2` and no horizontal
+flip (left/right is in the labels), so the data protocols pick their SSv2 settings at training time.
 """
 from __future__ import annotations
 
@@ -64,19 +65,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--videos", type=Path, required=True, help="folder of <id>.webm files")
     parser.add_argument("--labels", type=Path, required=True, help="folder with labels.json, train.json, validation.json")
     parser.add_argument("--with-test", action="store_true", help="also prepare test.json (no labels)")
-    add_common_options(parser, sampling="segment", short_side=256, test_clips=2)
+    add_common_options(parser)
     args = parser.parse_args(argv)
     try:
         if not args.videos.is_dir():
             raise PrepError(f"{args.videos}: no such directory")
         classes = ssv2_classes(args.labels)
-        splits = [SplitSpec("train", ssv2_entries(args.labels, "train.json", args.videos, classes), "train"),
-                  SplitSpec("val", ssv2_entries(args.labels, "validation.json", args.videos, classes), "eval")]
+        splits = [SplitSpec("train", ssv2_entries(args.labels, "train.json", args.videos, classes)),
+                  SplitSpec("val", ssv2_entries(args.labels, "validation.json", args.videos, classes))]
         if args.with_test:
-            splits.append(SplitSpec("test", ssv2_entries(args.labels, "test.json", args.videos, classes, False), "eval"))
+            splits.append(SplitSpec("test", ssv2_entries(args.labels, "test.json", args.videos, classes, False)))
     except PrepError as err:
         return fail(str(err))
-    return run(args, classes, splits, source=f"ssv2 {args.videos}", flip=False)
+    return run(args, classes, splits, source=f"ssv2 {args.videos}", flip=False, dataset="ssv2")
 
 
 if __name__ == "__main__":

@@ -64,10 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--distractors", type=int, default=SyntheticSpec.distractors)
     parser.add_argument("--noise", type=float, default=SyntheticSpec.noise, help="per-frame pixel noise (std)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--prep", action="store_true", help="also prepare the tube store OUT/store")
-    parser.add_argument("--tube-frames", type=int, nargs="+", default=[2, 4, 8, 16])
-    parser.add_argument("--train-views", type=int, default=2)
-    parser.add_argument("--test-clips", type=int, default=2)
+    parser.add_argument("--prep", action="store_true", help="also prepare the frame store OUT/store")
     parser.add_argument("--workers", type=int, default=1)
     args = parser.parse_args(argv)
     if not 1 <= args.classes <= len(CLASSES):
@@ -79,12 +76,12 @@ def main(argv: list[str] | None = None) -> int:
     for split in lists:
         print(f"{split} list: {args.out / f'{split}.csv'} ({len(lists[split])} videos)")
     if args.prep:
-        opts = PrepOptions(frames=sorted(set(args.tube_frames)), sampling="segment", short_side=0,
-                           train_views=args.train_views, test_clips=args.test_clips, shard_size=2000, seed=args.seed)
+        opts = PrepOptions(short_side=0, shard_size=2000)
         try:
             report = prepare_store(args.out / "store", list(CLASSES[:args.classes]),
-                                   [SplitSpec("train", lists["train"], "train"), SplitSpec("val", lists["val"], "eval")],
-                                   opts, source=f"synthetic {spec}", flip=False, workers=args.workers)
+                                   [SplitSpec("train", lists["train"]), SplitSpec("val", lists["val"])],
+                                   opts, source=f"synthetic {spec}", flip=False, workers=args.workers,
+                                   extra_meta={"dataset": "synthetic"})
         except PrepError as err:
             return fail(str(err))
         print(report.summary())

@@ -1,4 +1,4 @@
-"""Shared fixtures: a tiny synthetic tube store (real mp4 files, prepared once per session)."""
+"""Shared fixtures: a tiny synthetic frame store (real mp4 files, prepared once per session)."""
 from pathlib import Path
 
 import pytest
@@ -9,7 +9,7 @@ def synthetic_store(tmp_path_factory) -> Path:
     from data_prep import synthetic
     out = tmp_path_factory.mktemp("synthetic")
     code = synthetic.main(["--out", str(out), "--classes", "4", "--videos-per-class", "6", "--val-per-class", "3",
-                           "--size", "32", "--frames", "16", "--prep", "--tube-frames", "2", "4", "8"])
+                           "--size", "32", "--frames", "16", "--prep"])
     assert code == 0
     return out / "store"
 

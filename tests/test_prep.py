@@ -14,11 +14,11 @@ import torch
 
 from videos import make_broken, make_hmdb51, make_ssv2, make_video
 from data_prep import check, folder, hmdb51, ssv2
-from video_adapt.data.datasets import TubeTestDataset, TubeTrainDataset
-from video_adapt.data.tubes import TubeStore
+from video_adapt.data.datasets import StoreSource, TestClips, TestView, TrainClips, TrainView
+from video_adapt.data.store import FrameStore
 
 ROOT = Path(__file__).resolve().parents[1]
-SMALL = ["--frames", "2", "4", "--short-side", "24", "--train-views", "2", "--test-clips", "2"]
+SMALL = ["--short-side", "24"]
 
 
 def class_folders(root: Path, classes=("jump", "run"), per_class=3) -> Path:
@@ -37,29 +37,49 @@ def test_folder_classes_round_trip_to_batches(tmp_path):
     videos = class_folders(tmp_path / "videos")
     out = tmp_path / "store"
     assert folder.main(["--videos", str(videos), "--val-videos", str(videos), "--out", str(out), *SMALL]) == 0
-    store = TubeStore(out)
-    assert store.classes == ["jump", "run"] and store.meta["sampling"] == "dense"
-    train = TubeTrainDataset(out, "train", num_frames=4, img_size=16, scale=(0.5, 1.0))
-    clip, label = train[0]
-    assert clip.shape == (3, 4, 16, 16) and clip.dtype.is_floating_point is False and label == 0
-    assert 0 <= int(clip.min()) and int(clip.max()) <= 255 and clip.float().std() > 1
-    test = TubeTestDataset(out, "val", num_frames=2, img_size=16, num_crops=3)
+    store = FrameStore(out)
+    assert store.classes == ["jump", "run"] and store.meta["dataset"] == "other" and store.meta["keep_every"] == 1
+    split = store.split("train")
+    assert [split.stored_frames(i) for i in range(6)] == [10, 11, 12, 10, 11, 12]  # every frame of every video
+    train = TrainClips(StoreSource(out, "train"), TrainView(num_frames=4, img_size=16, crop="rrc", crop_scale=(0.5, 1.0)))
+    clips, label, boxes = train[0]
+    assert clips.shape == (1, 3, 4, 16, 16) and clips.dtype == torch.uint8 and label == 0
+    assert boxes.tolist() == [[-1, -1, -1, -1]]
+    assert clips.float().std() > 1
+    test = TestClips(StoreSource(out, "val"), TestView(num_frames=2, img_size=16, sampling="dense", stride=2, clips=2,
+                                                     crops=3, short_side=16))
     views, label, index = test[5]
     assert views.shape == (2 * 3, 3, 2, 16, 16) and label == 1 and index == 5
-    import torch
     from video_adapt.data.transforms import normalize_clips
-    x = normalize_clips(torch.stack([train[i][0] for i in range(4)]))
+    x = normalize_clips(torch.stack([train[i][0][0] for i in range(4)]))
     assert x.dtype == torch.float32 and -2.2 < float(x.min()) and float(x.max()) < 2.7
     assert check.check_store(out, progress=False) == []
 
 
 def test_stored_frames_are_resized_but_never_upscaled(tmp_path):
     videos = class_folders(tmp_path / "videos", per_class=1)
-    for side, expected in ((24, (24, 30)), (100, (32, 40))):
+    for side, expected in ((24, (24, 30)), (100, (32, 40)), (0, (32, 40))):
         out = tmp_path / f"s{side}"
-        folder.main(["--videos", str(videos), "--out", str(out), "--frames", "4", "--short-side", str(side)])
-        frames = TubeStore(out).frames("train", 0)
-        assert frames.shape == (4, *expected, 3)
+        folder.main(["--videos", str(videos), "--out", str(out), "--short-side", str(side)])
+        frames = FrameStore(out).frames("train", 0, np.arange(10))
+        assert frames.shape == (10, *expected, 3)
+
+
+def test_stored_frames_are_the_decoded_frames_in_order(tmp_path):
+    """Raw codec, source size: the store holds exactly what the decoder gives, frame for frame."""
+    from video_adapt.data.decode import open_video
+    path = make_video(tmp_path / "videos" / "a" / "v.mp4", n=17)
+    out = tmp_path / "store"
+    assert folder.main(["--videos", str(tmp_path / "videos"), "--out", str(out), "--codec", "raw"]) == 0
+    reader = open_video(path)
+    assert np.array_equal(FrameStore(out).frames("train", 0, np.arange(17)), reader.read(np.arange(17)))
+    every3 = tmp_path / "every3"
+    assert folder.main(["--videos", str(tmp_path / "videos"), "--out", str(every3), "--codec", "raw",
+                        "--keep-every", "3"]) == 0
+    store = FrameStore(every3)
+    assert store.split("train").stored_frames(0) == 6 and store.meta["keep_every"] == 3
+    assert np.array_equal(store.frames("train", 0, np.arange(6)), reader.read(np.arange(0, 17, 3)))
+    assert check.check_store(every3, progress=False) == []
 
 
 def test_list_file_with_names_and_escaping_paths(tmp_path):
@@ -72,7 +92,7 @@ def test_list_file_with_names_and_escaping_paths(tmp_path):
     assert code == 1  # --strict: a refused line fails the exit code
     rows = failed_rows(out)
     assert len(rows) == 1 and "escapes --root" in rows[0]["reason"]
-    assert TubeStore(out).meta["splits"]["train"]["videos"] == 2
+    assert FrameStore(out).meta["splits"]["train"]["videos"] == 2
 
 
 def test_videomae_style_index_lists(tmp_path):
@@ -82,8 +102,8 @@ def test_videomae_style_index_lists(tmp_path):
     out = tmp_path / "store"
     assert folder.main(["--list", str(tmp_path / "train.csv"), "--val-list", str(tmp_path / "val.csv"),
                         "--root", str(videos), "--out", str(out), *SMALL]) == 0
-    assert TubeStore(out).classes == ["0", "1"]
-    assert TubeStore(out).meta["splits"]["val"]["videos"] == 1
+    assert FrameStore(out).classes == ["0", "1"]
+    assert FrameStore(out).meta["splits"]["val"]["videos"] == 1
 
 
 def test_corrupt_empty_and_missing_videos_never_stop_the_job(tmp_path):
@@ -95,7 +115,7 @@ def test_corrupt_empty_and_missing_videos_never_stop_the_job(tmp_path):
     reasons = {Path(r["source"]).name: r["reason"] for r in failed_rows(out)}
     assert {"empty.mp4", "garbage.mp4", "notes.avi", "zero.mp4"} <= set(reasons)
     assert all("\n" not in r for r in reasons.values())
-    meta = TubeStore(out).meta
+    meta = FrameStore(out).meta
     assert meta["splits"]["train"]["videos"] + len(reasons) == 6 + len(broken) + 1
     assert check.check_store(out, progress=False) == []
     assert folder.main(["--videos", str(tmp_path / "videos"), "--out", str(out), *SMALL, "--strict"]) == 1
@@ -105,12 +125,12 @@ def test_ssv2_official_layout(tmp_path):
     videos, labels = make_ssv2(tmp_path)
     out = tmp_path / "ssv2"
     assert ssv2.main(["--videos", str(videos), "--labels", str(labels), "--out", str(out), "--with-test", *SMALL]) == 0
-    store = TubeStore(out)
+    store = FrameStore(out)
     assert store.classes[0] == "Pushing something from left to right"
-    assert store.meta["flip"] is False and store.meta["sampling"] == "segment"
+    assert store.meta["flip"] is False and store.meta["dataset"] == "ssv2"
     assert store.meta["splits"]["train"]["per_class"] == [2, 2, 2]
     assert store.meta["splits"]["test"]["videos"] == 1
-    assert TubeTrainDataset(out, "train", num_frames=4, img_size=16).flip is False
+    assert StoreSource(out, "train").flip_allowed is False
 
 
 def test_ssv2_unknown_templates_are_listed(tmp_path, capsys):
@@ -131,8 +151,8 @@ def test_hmdb51_split_files_pick_train_and_test(tmp_path):
     assert sorted(e.id for e in test) == ["brush_hair/brush_hair_clip0", "cartwheel/cartwheel_clip0", "chew/chew_clip0"]
     out = tmp_path / "h"
     assert hmdb51.main(["--videos", str(videos), "--splits", str(splits), "--split", "2", "--out", str(out), *SMALL]) == 0
-    meta = TubeStore(out).meta
-    assert meta["sampling"] == "dense" and meta["stride"] == 2 and meta["flip"] is True
+    meta = FrameStore(out).meta
+    assert meta["dataset"] == "hmdb51" and meta["flip"] is True
     assert set(meta["splits"]) == {"train", "test"}
 
 
@@ -140,8 +160,8 @@ def test_rerun_with_other_options_needs_overwrite(tmp_path):
     videos = class_folders(tmp_path / "videos", per_class=1)
     out = tmp_path / "store"
     assert folder.main(["--videos", str(videos), "--out", str(out), *SMALL]) == 0
-    assert folder.main(["--videos", str(videos), "--out", str(out), "--frames", "8"]) == 2
-    assert folder.main(["--videos", str(videos), "--out", str(out), "--frames", "8", "--overwrite"]) == 0
+    assert folder.main(["--videos", str(videos), "--out", str(out), "--short-side", "16"]) == 2
+    assert folder.main(["--videos", str(videos), "--out", str(out), "--short-side", "16", "--overwrite"]) == 0
     (tmp_path / "precious").mkdir()
     (tmp_path / "precious" / "thesis.txt").write_text("keep me")
     assert folder.main(["--videos", str(videos), "--out", str(tmp_path / "precious"), "--overwrite"]) == 2
@@ -167,10 +187,11 @@ def test_killed_job_resumes_and_matches_an_uninterrupted_run(tmp_path):
     assert folder.main([*args, "--out", str(killed)]) == 0
     for name, stamp in stamps.items():  # finished shards were kept, not redone
         assert (killed / "train" / name).stat().st_mtime_ns == stamp
-    a, b = TubeStore(clean), TubeStore(killed)
-    assert len(a.split("train").tubes) == len(b.split("train").tubes) == 48
-    for tube in range(48):
-        assert np.array_equal(a.frames("train", tube), b.frames("train", tube))
+    a, b = FrameStore(clean), FrameStore(killed)
+    assert len(a.split("train")) == len(b.split("train")) == 24
+    for i in range(24):
+        n = a.split("train").stored_frames(i)
+        assert np.array_equal(a.frames("train", i, np.arange(n)), b.frames("train", i, np.arange(n)))
     assert not list(killed.rglob("*.tmp*"))
 
 
@@ -201,21 +222,7 @@ def test_workers_give_the_same_store_as_one_process(tmp_path):
     a, b = tmp_path / "a", tmp_path / "b"
     folder.main(["--videos", str(videos), "--out", str(a), *SMALL])
     folder.main(["--videos", str(videos), "--out", str(b), *SMALL, "--workers", "2"])
-    sa, sb = TubeStore(a), TubeStore(b)
-    for tube in range(len(sa.split("train").tubes)):
-        assert np.array_equal(sa.frames("train", tube), sb.frames("train", tube))
-
-
-def test_batch_decoding_gives_the_worker_clips(synthetic_store):
-    """decode='batch' (torchvision decode_jpeg on the whole batch, nvJPEG on a GPU) = decoding in the worker."""
-    from video_adapt.data.datasets import collate_encoded, decode_batch
-    kwargs = dict(num_frames=4, img_size=24, scale=(0.3, 1.0), randaugment="rand-m7-n2", flip=True, seed=3)
-    worker = TubeTrainDataset(synthetic_store, "train", **kwargs)
-    batch = TubeTrainDataset(synthetic_store, "train", decode="batch", **kwargs)
-    items = [batch[i] for i in range(6)]
-    encoded, labels = collate_encoded(items)
-    decoded = decode_batch(encoded)
-    expected = torch.stack([worker[i][0] for i in range(6)])
-    assert decoded.shape == expected.shape == (6, 3, 4, 24, 24) and labels.tolist() == [worker[i][1] for i in range(6)]
-    assert (decoded.int() - expected.int()).abs().max() <= 2  # both libjpeg-turbo; rounding may differ by a level
-
+    sa, sb = FrameStore(a), FrameStore(b)
+    for i in range(len(sa.split("train"))):
+        n = sa.split("train").stored_frames(i)
+        assert np.array_equal(sa.frames("train", i, np.arange(n)), sb.frames("train", i, np.arange(n)))

@@ -3,8 +3,8 @@
 A YAML file states only what differs from its base (`_base_: ../base.yaml`, a path relative to the file,
 or a list of them, merged in order). Overrides on the command line use dotted keys:
 `train.lr=0.01 model.tuning=vpt data.num_frames=4`. Unknown keys fail before anything runs, naming the key.
-`train.recipe` picks a named set of optimisation defaults (`paper` or `videomae`); keys set explicitly
-in the file or on the command line win over the recipe.
+`train.recipe` picks a named official recipe (`adaptformer` or `videomae`, video_adapt/recipes.py); keys set
+explicitly in the file or on the command line win over the recipe.
 """
 from __future__ import annotations
 
@@ -15,6 +15,8 @@ from typing import Any
 
 import yaml
 
+from video_adapt.recipes import RECIPES, recipe_defaults, recipe_name
+
 
 class ConfigError(Exception):
     """A bad configuration; the message names the key or file."""
@@ -24,17 +26,20 @@ class ConfigError(Exception):
 class ModelConfig:
     name: str = "vit_base_patch16_224"
     tuning: str = "adaptformer"  # adaptformer | vpt | linear | full
-    pretrained: str | None = None  # official/HF/own checkpoint; None = random backbone (a control)
-    num_classes: int | None = None  # None = from the tube store
+    pretrained: str | None = None  # official/HF/own checkpoint; "none" = a random backbone, stated on purpose
+    num_classes: int | None = None  # None = from the data
     bottleneck: int = 64
     adapter_scale: float | str = 0.1
     adapter_position: str = "parallel"
-    adapter_input: str = "norm"
+    adapter_input: str = "norm"  # norm: the article's LN(x'); residual: the released code's raw x'
+    adapter_init: str = "article"  # article | official | lora (see models/tuning.py)
     adapter_layers: list[int] | None = None
     adapter_dropout: float = 0.0
     vpt_tokens: int = 1
     vpt_mode: str = "deep"
-    head_bn: bool = True  # AdaptFormer's video code puts BatchNorm1d(affine=False) before every head
+    head_bn: bool = True  # BatchNorm1d(affine=False) before the head (AdaptFormer); the recipe decides
+    head_init_std: float = 0.02  # the fresh head's trunc-normal std ...
+    head_init_scale: float = 0.001  # ... times this (VideoMAE: 0.02 x 0.001; AdaptFormer: 0.01 x 1)
     drop_path_rate: float = 0.0
     use_checkpoint: bool = False
     arch: dict[str, Any] = field(default_factory=dict)  # embed_dim, depth, patch_size ... overrides
@@ -42,32 +47,53 @@ class ModelConfig:
 
 @dataclass
 class DataConfig:
-    root: str = ""  # a tube store written by data_prep
+    """Where clips come from and the data protocol. Protocol fields left at None take the protocol's value
+    (`recipes.DATA_PROTOCOLS`, by `protocol` and the dataset kind); a value set here wins."""
+
+    source: str = "store"  # store: a frame store made by data_prep | videos: decode video files on the fly
+    root: str = ""  # the frame store (source: store), or the root of list-file paths (source: videos)
+    train_list: str | None = None  # source: videos: a list file (path label) or a folder of class folders
+    val_list: str | None = None
+    test_list: str | None = None
     train_split: str = "train"
-    val_split: str = "val"
+    val_split: str | None = "val"  # monitored every eval_every epochs with one view (VAL-EPOCH)
+    test_split: str | None = None  # the split the final multi-view test reports (None = val_split)
+    dataset: str | None = None  # ssv2 | hmdb51 | other ...; None = what the store records
+    protocol: str | None = None  # adaptformer | videomae; None = the recipe's
     num_frames: int = 8
     img_size: int = 224
-    batch_size: int = 32  # per process
+    batch_size: int = 32  # per process, before num_sample copies
     num_workers: int = 4
-    flip: bool | None = None  # None = from the store (off for SSv2: left/right is in its labels)
-    crop_scale: list[float] = field(default_factory=lambda: [0.08, 1.0])  # random resized crop area range
-    randaugment: str | None = None  # e.g. "rand-m7-n4-mstd0.5-inc1" (VideoMAE)
-    test_crops: int = 3
-    eval_crops: int = 1  # crops for the per-epoch validation (1 = centre); tools/test.py does all views
-    gpu_decode: bool = True  # decode JPEG tubes on the GPU when training there
+    sampling: str | None = None  # training rule: tsn | lin | seg
+    stride: int | None = None  # frame stride of tsn / lin / dense
+    train_crop: str | None = None  # msc | rrc
+    crop_scale: list[float] | None = None  # rrc area range
+    flip: bool | None = None  # None: the protocol's, and never where the store says left/right matters
+    randaugment: str | None = None  # e.g. "rand-m7-n4-mstd0.5-inc1"; "none" turns the protocol's off
+    reprob: float | None = None  # random erasing probability
+    num_sample: int | None = None  # augmented copies of each video per batch (repeated augmentation)
+    test_sampling: str | None = None  # dense | ssv2
+    test_clips: int | None = None
+    test_crops: int | None = None
+    test_short_side: int | None = None  # None = img_size (the official 224 / 224)
+    view_average: str | None = None  # logits | softmax: how the test views of a video are combined
+    gpu_decode: bool = True  # decode JPEG frames on the GPU when training there (no RandAugment)
 
 
 @dataclass
 class TrainConfig:
-    recipe: str = "paper"
+    recipe: str = "adaptformer"  # adaptformer | videomae (recipes.py)
     epochs: int = 90
     warmup_epochs: float = 10
     optimizer: str = "sgd"  # sgd | adamw
     base_lr: float = 0.1  # scaled by global batch / 256 unless `lr` is set
     lr: float | None = None  # absolute learning rate; wins over base_lr
     min_lr: float = 0.0
-    warmup_lr: float = 0.0
+    scale_min_lr: bool = False  # VideoMAE scales min_lr by global batch / 256 like the peak
+    schedule: str = "epoch"  # epoch: AdaptFormer's per-iteration fractional epochs | step: VideoMAE's per-step table
+    global_batch: int | None = None  # the recipe's global batch, reached by gradient accumulation; None = as run
     momentum: float = 0.9
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
     weight_decay: float = 0.0
     layer_decay: float | None = None
     clip_grad: float | None = None
@@ -75,28 +101,13 @@ class TrainConfig:
     mixup: float = 0.0
     cutmix: float = 0.0
     label_smoothing: float = 0.0
-    repeated_aug: int = 1
     amp: str = "auto"  # auto | bf16 | fp16 | off
     compile: bool = False
     nonfinite: str = "skip"  # skip | stop: what a NaN/inf loss does
     eval_every: int = 1
+    keep_best: bool = True  # keep best_<split>/ by the monitored split, never when it is the test split
     log_every: int = 20
     seed: int = 0
-
-
-RECIPES: dict[str, dict[str, dict[str, Any]]] = {
-    # AdaptFormer's video recipe (official code): SGD, lr 0.1 x batch/256, no weight decay, 10/90 warmup.
-    "paper": {"train": dict(optimizer="sgd", base_lr=0.1, momentum=0.9, weight_decay=0.0, epochs=90,
-                            warmup_epochs=10, layer_decay=None, mixup=0.0, cutmix=0.0, label_smoothing=0.0,
-                            repeated_aug=1)},
-    # VideoMAE's fine-tuning recipe (SSv2 ViT-B): AdamW, layer decay 0.75, drop path 0.1, RandAugment m7-n4,
-    # mixup 0.8 / cutmix 1.0, label smoothing 0.1, repeated augmentation 2.
-    "videomae": {"train": dict(optimizer="adamw", base_lr=5e-4, weight_decay=0.05, epochs=40, warmup_epochs=5,
-                               layer_decay=0.75, mixup=0.8, cutmix=1.0, label_smoothing=0.1, repeated_aug=2,
-                               min_lr=1e-6, warmup_lr=1e-6),
-                 "model": dict(drop_path_rate=0.1),
-                 "data": dict(randaugment="rand-m7-n4-mstd0.5-inc1")},
-}
 
 
 @dataclass
@@ -171,10 +182,11 @@ def _section(cls: type, values: Any, where: str) -> Any:
 def config_from_dict(values: dict[str, Any]) -> Config:
     values = copy.deepcopy(values)
     train = values.get("train") or {}
-    recipe = train.get("recipe", TrainConfig.recipe)
+    recipe = recipe_name(train.get("recipe", TrainConfig.recipe))
     if recipe not in RECIPES:
         raise ConfigError(f"unknown config value train.recipe={recipe!r} (known: {', '.join(RECIPES)})")
-    values = deep_merge(RECIPES[recipe], values)
+    values = deep_merge(recipe_defaults(recipe), values)
+    values.setdefault("train", {})["recipe"] = recipe
     top_level = {f.name for f in fields(Config)}
     kwargs = {}
     for key, value in values.items():
@@ -195,6 +207,9 @@ def _check_choices(cfg: Config) -> None:
         "train.optimizer": (cfg.train.optimizer, ("sgd", "adamw")),
         "train.amp": (cfg.train.amp, ("auto", "bf16", "fp16", "off")),
         "train.nonfinite": (cfg.train.nonfinite, ("skip", "stop")),
+        "train.schedule": (cfg.train.schedule, ("epoch", "step")),
+        "data.source": (cfg.data.source, ("store", "videos")),
+        "model.adapter_init": (cfg.model.adapter_init, ("article", "official", "lora")),
         "device": (cfg.device, ("auto", "cpu", "cuda")),
     }
     for key, (value, allowed) in choices.items():

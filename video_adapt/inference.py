@@ -19,7 +19,7 @@ from torch import nn
 
 from video_adapt.checkpoint import CheckpointError, load_adapters, load_pretrained, read_adapter_config
 from video_adapt.data.decode import VIDEO_EXTENSIONS, VideoDecodeError, open_video
-from video_adapt.data.sampling import eval_clip_indices
+from video_adapt.data.sampling import test_clips
 from video_adapt.data.transforms import normalize_clips, spatial_crops, to_tensor_clip
 from video_adapt.models.factory import model_from_build_args
 
@@ -124,7 +124,7 @@ class Predictor:
         """uint8 (V, 3, T, S, S): test clips of frames [start, end) x spatial crops."""
         v = self.views
         end = reader.num_frames if end is None else end
-        clips = eval_clip_indices(v.sampling, end - start, v.num_frames, v.test_clips, v.stride)
+        clips = test_clips(v.sampling, end - start, v.num_frames, v.stride, v.test_clips)
         wanted = np.unique(np.concatenate(clips)) + start
         frames = reader.read(wanted)
         lookup = {int(f): i for i, f in enumerate(wanted)}

@@ -1,93 +1,191 @@
-"""Training and test datasets over a tube store. No video decoder is imported here.
+"""Training and test clips from a frame store or straight from video files, by the official rules.
 
-Randomness (which stored view, which sub-frames, crop, flip, RandAugment) comes from a generator seeded by
-(seed, epoch, index), so a clip does not depend on worker count, process rank or restarts: 1 and N processes
-see the same clips, and a resumed run sees what the uninterrupted run saw.
+A dataset is a `VideoSource` (where the frames come from) and a view spec (which frames and which spatial
+augmentation). Every epoch draws a fresh temporal sample from the whole video with the protocol's rule
+(`sampling.py`) and fresh spatial augmentation (`augment.py`), as the official loaders do.
+
+Randomness comes from a generator seeded by (seed, epoch, index), so a clip does not depend on worker count,
+process rank or restarts: 1 and N processes see the same clips, and a resumed run sees what the uninterrupted run
+saw. Clips stay uint8 through the loader; normalisation and random erasing (which fills normalised noise) happen
+on the device (`to_model_input`).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from video_adapt.data.sampling import subsample_positions
-from video_adapt.data.transforms import (
-    crop_resize,
-    parse_randaugment,
-    rand_augment,
-    random_crop_box,
-    spatial_crops,
-    to_tensor_clip,
-)
-from video_adapt.data.tubes import TEST_VIEW, TRAIN_VIEW, StoreError, TubeStore
+from video_adapt.data.augment import ClipRandAugment, apply_erasing, erase_box, msc_box, rrc_box, test_views_spatial
+from video_adapt.data.decode import VideoDecodeError, open_video
+from video_adapt.data.sampling import TEST_RULES, TRAIN_RULES, test_clips, train_indices
+from video_adapt.data.store import FrameStore, StoreError
+from video_adapt.data.transforms import crop_resize, normalize_clips, to_tensor_clip
+
+NO_BOX = (-1, -1, -1, -1)
 
 
-def _labels(store: TubeStore, split: str) -> tuple[list[int], list[int], list[str]]:
-    s = store.split(split)
-    rows = s.video_rows
-    labels = [int(s.videos[r]["label"]) for r in rows]
-    ids = [s.videos[r]["id"] for r in rows]
-    return rows, labels, ids
+# ----------------------------------------------------------------------------------------------- sources
+class StoredVideo:
+    """One video of a store split: its stored frame count and random access to its frames."""
+
+    def __init__(self, store: FrameStore, split: str, index: int):
+        self.store, self.split, self.index = store, split, index
+        self.num_frames = store.split(split).stored_frames(index)
+
+    @property
+    def size(self) -> tuple[int, int]:
+        cols = self.store.split(self.split).columns
+        return int(cols["video_height"][self.index]), int(cols["video_width"][self.index])
+
+    def read(self, positions: np.ndarray) -> np.ndarray:
+        return self.store.frames(self.split, self.index, positions)
+
+    def payloads(self, positions: np.ndarray) -> list[torch.Tensor]:
+        return [torch.frombuffer(bytearray(p), dtype=torch.uint8)
+                for p in self.store.payloads(self.split, self.index, positions)]
 
 
-class TubeTrainDataset(Dataset):
-    """Random training clips: uint8 (3, T, img, img) and the label.
+class VideoSource:
+    """A labelled list of videos the sampling rules can read: `video(i)` has `num_frames` and `read(positions)`."""
 
-    flip=None takes the store's default (off for SSv2-like data, where left/right is part of the label).
-    """
-
-    def __init__(self, root: str, split: str = "train", num_frames: int = 8, img_size: int = 224, flip: bool | None = None,
-                 scale: tuple[float, float] = (0.08, 1.0), randaugment: str | None = None, seed: int = 0,
-                 decode: str = "worker"):
-        if decode not in ("worker", "batch"):
-            raise ValueError(f"decode must be 'worker' or 'batch', not {decode!r}")
-        self.decode = decode
-        self.store = TubeStore(root)
-        if decode == "batch" and self.store.meta["codec"] != "jpeg":
-            raise StoreError(f"{root}: decode='batch' needs a JPEG store (this one is {self.store.meta['codec']})")
-        self.split = split
-        self.num_frames = num_frames
-        self.img_size = img_size
-        self.flip = self.store.meta.get("flip", True) if flip is None else flip
-        self.scale = tuple(scale)
-        self.randaugment = parse_randaugment(randaugment)
-        self.seed = seed
-        self.epoch = 0
-        self.rule = self.store.meta["sampling"]
-        self.rows, self.labels, self.video_ids = _labels(self.store, split)
-        index = self.store.split(split)
-        self._views = [index.tubes_of(r, TRAIN_VIEW) for r in self.rows]
-        if not self._views or any(len(v) == 0 for v in self._views):
-            raise StoreError(f"{root}: split {split!r} has no training views (prepared as an evaluation split?)")
-        self._stored_frames = int(index.tubes[self._views[0][0]][3])
-        if num_frames > self._stored_frames:
-            raise StoreError(f"{root}: split {split!r} stores {self._stored_frames}-frame tubes, "
-                             f"{num_frames} frames were asked for")
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
+    classes: list[str]
+    labels: list[int]
+    ids: list[str]
+    keep_every: int = 1  # the rules' stride is divided by this (a store may keep every k-th frame)
+    codec: str = "video"
+    flip_allowed: bool = True
+    dataset: str = "other"
 
     def __len__(self) -> int:
-        return len(self.rows)
+        return len(self.labels)
 
-    def __getitem__(self, i: int) -> tuple[torch.Tensor | "EncodedClip", int]:
-        rng = np.random.default_rng((self.seed, self.epoch, i))
-        views = self._views[i]
-        tube = int(views[rng.integers(0, len(views))])
-        positions = subsample_positions(self._stored_frames, self.num_frames, self.rule, train=True, rng=rng)
-        h, w = (int(v) for v in self.store.split(self.split).tubes[tube][5:7])
-        box = random_crop_box(h, w, rng, scale=self.scale)
-        flip = bool(self.flip and rng.random() < 0.5)
-        augment_seed = int(rng.integers(0, 2**31)) if self.randaugment is not None else None
-        plan = EncodedClip([], box, self.img_size, flip, self.randaugment, augment_seed)
-        if self.decode == "batch":  # JPEG bytes travel; the batch is decoded at once, on the GPU when training there
-            plan.payloads = [torch.frombuffer(bytearray(p), dtype=torch.uint8)
-                             for p in self.store.payloads(self.split, tube, positions)]
-            return plan, self.labels[i]
-        return plan.finish(to_tensor_clip(self.store.frames(self.split, tube, positions))), self.labels[i]
+    def video(self, i: int) -> Any:
+        raise NotImplementedError
+
+
+class StoreSource(VideoSource):
+    """One split of a frame store (the fast path: no video decoder, frames by memory-mapped random access)."""
+
+    def __init__(self, root: str | Path, split: str):
+        self.store = FrameStore(root)
+        self.root, self.split = str(root), split
+        index = self.store.split(split)
+        self.classes = self.store.classes
+        self.labels = [int(index.videos[r]["label"]) for r in index.video_rows]
+        self.ids = [index.videos[r]["id"] for r in index.video_rows]
+        self.keep_every = int(self.store.meta.get("keep_every", 1))
+        self.codec = self.store.codec
+        self.flip_allowed = bool(self.store.meta.get("flip", True))
+        self.dataset = str(self.store.meta.get("dataset", "other"))
+        if not self.labels:
+            raise StoreError(f"{root}: split {split!r} holds no videos")
+
+    def video(self, i: int) -> StoredVideo:
+        return StoredVideo(self.store, self.split, i)
+
+
+class FileSource(VideoSource):
+    """Video files decoded on the fly in the loader's workers (decord first, as the official loaders)."""
+
+    def __init__(self, paths: Sequence[str], labels: Sequence[int], classes: Sequence[str],
+                 ids: Sequence[str] | None = None, flip_allowed: bool = True, dataset: str = "other"):
+        self.paths = [str(p) for p in paths]
+        self.labels = [int(label) for label in labels]
+        self.classes = list(classes)
+        self.ids = list(ids) if ids is not None else [Path(p).stem for p in self.paths]
+        self.flip_allowed = flip_allowed
+        self.dataset = dataset
+        if not self.paths:
+            raise StoreError("no videos in the list")
+
+    def video(self, i: int):
+        return open_video(self.paths[i])
+
+
+def effective_stride(stride: int, keep_every: int) -> int:
+    """The rules' stride on a store that kept every k-th frame: exact only when k divides it."""
+    if stride % keep_every:
+        raise StoreError(f"stride {stride} is not a multiple of the store's keep_every {keep_every}; "
+                         "prepare with a keep_every that divides the sampling stride")
+    return stride // keep_every
+
+
+# ----------------------------------------------------------------------------------------------- views
+@dataclass(frozen=True)
+class TrainView:
+    """How training clips are drawn: the training half of a data protocol."""
+
+    num_frames: int = 8
+    img_size: int = 224
+    sampling: str = "tsn"  # tsn | lin | seg
+    stride: int = 4
+    crop: str = "msc"  # msc (multi-scale corner crop) | rrc (random resized crop)
+    crop_scale: tuple[float, float] = (0.08, 1.0)  # rrc area range
+    flip: bool = False
+    randaugment: str | None = None  # e.g. "rand-m7-n4-mstd0.5-inc1"
+    reprob: float = 0.0  # random erasing probability (one box per clip)
+    num_sample: int = 1  # independently augmented copies of each clip in the batch (repeated augmentation)
+
+    def __post_init__(self) -> None:
+        if self.sampling not in TRAIN_RULES:
+            raise ValueError(f"unknown training sampling {self.sampling!r}; use one of {', '.join(TRAIN_RULES)}")
+        if self.crop not in ("msc", "rrc"):
+            raise ValueError(f"unknown training crop {self.crop!r}; use msc or rrc")
+        if self.num_sample < 1:
+            raise ValueError("num_sample must be at least 1")
+
+
+@dataclass(frozen=True)
+class TestView:
+    """Every test view of a video: temporal clips x spatial crops (the test half of a data protocol)."""
+
+    num_frames: int = 8
+    img_size: int = 224
+    sampling: str = "dense"  # dense | ssv2
+    stride: int = 4
+    clips: int = 4
+    crops: int = 3
+    short_side: int = 224
+
+    __test__ = False  # not a pytest class
+
+    def __post_init__(self) -> None:
+        if self.sampling not in TEST_RULES:
+            raise ValueError(f"unknown test sampling {self.sampling!r}; use one of {', '.join(TEST_RULES)}")
+
+    @property
+    def views(self) -> int:
+        return self.clips * self.crops
+
+
+@dataclass
+class SpatialPlan:
+    """The spatial augmentation drawn for one clip, applied after decoding (in the worker, or on the GPU)."""
+
+    box: tuple[int, int, int, int]
+    size: int
+    antialias: bool
+    flip: bool
+    erase: tuple[int, int, int, int] = NO_BOX
+
+    @classmethod
+    def draw(cls, height: int, width: int, view: TrainView, rng: np.random.Generator) -> "SpatialPlan":
+        if view.crop == "msc":  # AF:datasets/videomae_transforms.py:92-162 (PIL bilinear resize)
+            box, antialias = msc_box(height, width, rng, size=view.img_size), True
+        else:  # VM:video_transforms.py:499-573 (torch bilinear, no antialias)
+            box, antialias = rrc_box(height, width, rng, scale=view.crop_scale), False
+        flip = bool(view.flip and rng.random() < 0.5)
+        erase = erase_box(view.img_size, view.img_size, rng, prob=view.reprob) if view.reprob > 0 else None
+        return cls(tuple(box), view.img_size, antialias, flip, tuple(erase) if erase is not None else NO_BOX)
+
+    def apply(self, clip: torch.Tensor) -> torch.Tensor:
+        clip = crop_resize(clip, self.box, self.size, antialias=self.antialias)
+        return clip.flip(-1) if self.flip else clip
 
 
 @dataclass
@@ -95,20 +193,66 @@ class EncodedClip:
     """A training clip before decoding: its JPEG frames and the augmentation already drawn for it."""
 
     payloads: list[torch.Tensor]
-    box: tuple[int, int, int, int]
-    size: int
-    flip: bool
-    randaugment: tuple[int, int] | None
-    augment_seed: int | None
+    plan: SpatialPlan = field(default_factory=lambda: SpatialPlan(NO_BOX, 0, False, False))
 
-    def finish(self, clip: torch.Tensor) -> torch.Tensor:
-        """Decoded uint8 (3, T, H, W) -> the augmented training clip (same result on any device)."""
-        clip = crop_resize(clip, self.box, self.size)
-        if self.flip:
-            clip = clip.flip(-1)
-        if self.randaugment is not None:
-            clip = rand_augment(clip, *self.randaugment, seed=self.augment_seed)
-        return clip
+
+class TrainClips(Dataset):
+    """Training clips: (uint8 (S, 3, T, img, img), label, erase boxes (S, 4)) with S = view.num_sample copies.
+
+    decode="batch" (JPEG stores, no RandAugment, one copy) returns the clip still encoded, for one batched
+    `decode_jpeg` call per batch on the GPU (`decode_batch`).
+    """
+
+    def __init__(self, source: VideoSource, view: TrainView, seed: int = 0, decode: str = "worker"):
+        if decode not in ("worker", "batch"):
+            raise ValueError(f"decode must be 'worker' or 'batch', not {decode!r}")
+        if decode == "batch" and (source.codec != "jpeg" or view.randaugment or view.num_sample > 1):
+            raise StoreError("decode='batch' needs a JPEG store, no RandAugment and num_sample 1")
+        self.source, self.view, self.seed, self.decode = source, view, seed, decode
+        self.stride = effective_stride(view.stride, source.keep_every)
+        self.randaugment = ClipRandAugment(view.randaugment, img_size=view.img_size) if view.randaugment else None
+        self.epoch = 0
+        self._warned: set[int] = set()
+
+    @property
+    def labels(self) -> list[int]:
+        return self.source.labels
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def _open(self, i: int) -> tuple[int, Any]:
+        """The video, or for a file that fails to decode the next readable one (warned once): one corrupt
+        video must not stop a long run."""
+        for k in range(len(self.source)):
+            j = (i + k) % len(self.source)
+            try:
+                return j, self.source.video(j)
+            except VideoDecodeError as err:
+                if j not in self._warned:
+                    self._warned.add(j)
+                    warnings.warn(f"skipping unreadable training video: {err}", stacklevel=2)
+        raise StoreError("no training video could be decoded")
+
+    def __getitem__(self, i: int):
+        rng = np.random.default_rng((self.seed, self.epoch, i))
+        j, video = self._open(i)
+        label = self.source.labels[j]
+        idx = train_indices(self.view.sampling, video.num_frames, self.view.num_frames, self.stride, rng)
+        if self.decode == "batch":
+            plan = SpatialPlan.draw(*video.size, self.view, rng)
+            return EncodedClip(video.payloads(idx), plan), label
+        clip = to_tensor_clip(video.read(idx))
+        copies, boxes = [], []
+        for _ in range(self.view.num_sample):  # VM:ssv2.py:93-103: one temporal sample, independent augmentation
+            augmented = self.randaugment(clip, rng) if self.randaugment is not None else clip
+            plan = SpatialPlan.draw(*augmented.shape[-2:], self.view, rng)
+            copies.append(plan.apply(augmented))
+            boxes.append(plan.erase)
+        return torch.stack(copies), label, torch.tensor(boxes, dtype=torch.int64)
 
 
 def collate_encoded(batch: list[tuple[EncodedClip, int]]) -> tuple[list[EncodedClip], torch.Tensor]:
@@ -116,9 +260,9 @@ def collate_encoded(batch: list[tuple[EncodedClip, int]]) -> tuple[list[EncodedC
     return [clip for clip, _ in batch], torch.tensor([label for _, label in batch])
 
 
-def decode_batch(clips: list[EncodedClip], device: torch.device | str = "cpu") -> torch.Tensor:
-    """All frames of a batch through one `torchvision.io.decode_jpeg` call (nvJPEG on CUDA); uint8 (B, 3, T, S, S)."""
-    import warnings
+def decode_batch(clips: list[EncodedClip], device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
+    """All frames of a batch through one `torchvision.io.decode_jpeg` call (nvJPEG on CUDA), then each clip's plan:
+    uint8 (B, 1, 3, T, S, S) and erase boxes (B, 1, 4), the worker path's shapes."""
     payloads = [p for clip in clips for p in clip.payloads]
     with warnings.catch_warnings():  # torchvision 0.29 points to torchcodec; decode_jpeg still works
         warnings.simplefilter("ignore", (UserWarning, DeprecationWarning))
@@ -127,45 +271,97 @@ def decode_batch(clips: list[EncodedClip], device: torch.device | str = "cpu") -
     out, at = [], 0
     for clip in clips:
         t = len(clip.payloads)
-        out.append(clip.finish(torch.stack(frames[at:at + t], dim=1)))
+        out.append(clip.plan.apply(torch.stack(frames[at:at + t], dim=1)))
         at += t
+    boxes = torch.tensor([[clip.plan.erase] for clip in clips], dtype=torch.int64)
+    return torch.stack(out).unsqueeze(1), boxes
+
+
+def to_model_input(clips: torch.Tensor, boxes: torch.Tensor | None, device: torch.device,
+                   generator: torch.Generator | None = None) -> torch.Tensor:
+    """uint8 clips (B, 3, T, H, W) -> normalised floats on the device, with their random-erasing boxes filled by
+    fresh N(0, 1) noise per frame (VM:random_erasing.py:109-150: erasing follows normalisation)."""
+    x = normalize_clips(clips.to(device, non_blocking=True))
+    if boxes is not None and bool((boxes[:, 0] >= 0).any()):
+        x = apply_erasing(x, [tuple(int(v) for v in b) if b[0] >= 0 else None for b in boxes], generator)
+    return x
+
+
+class TestClips(Dataset):
+    """Every test view of a video: (uint8 (V, 3, T, img, img), label, index), V = clips x crops, in the protocol's
+    order (clip-major)."""
+
+    __test__ = False
+
+    def __init__(self, source: VideoSource, view: TestView):
+        self.source, self.view = source, view
+        self.stride = effective_stride(view.stride, source.keep_every)
+
+    @property
+    def labels(self) -> list[int]:
+        return self.source.labels
+
+    @property
+    def video_ids(self) -> list[str]:
+        return self.source.ids
+
+    @property
+    def views_per_video(self) -> int:
+        return self.view.views
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int, int]:
+        video = self.source.video(i)
+        return views_of(video, self.view, self.stride), self.source.labels[i], i
+
+
+def views_of(video: Any, view: TestView, stride: int, start: int = 0, end: int | None = None) -> torch.Tensor:
+    """uint8 (V, 3, T, S, S): the test views of frames [start, end) of an opened video (store or file)."""
+    end = video.num_frames if end is None else end
+    clips = test_clips(view.sampling, end - start, view.num_frames, stride, view.clips)
+    wanted = np.unique(np.concatenate(clips))
+    frames = video.read(wanted + start)
+    lookup = {int(f): k for k, f in enumerate(wanted)}
+    out = []
+    for idx in clips:
+        clip = to_tensor_clip(frames[[lookup[int(f)] for f in idx]])
+        out += test_views_spatial(clip, short_side=view.short_side, crop=view.img_size, num_crops=view.crops)
     return torch.stack(out)
 
 
-class TubeTestDataset(Dataset):
-    """Every test view of a video: uint8 (V, 3, T, img, img) with V = stored clips x spatial crops."""
+class MonitorClips(Dataset):
+    """The per-epoch validation view (VAL-EPOCH): one clip by the training rule, resized so the short side is the
+    input size, centre-cropped (AF:datasets/kinetics.py:73-80; VM:ssv2.py:51-58). Monitoring only: the reported
+    number is the final multi-view test. The temporal draw is fixed per video so epochs are comparable."""
 
-    def __init__(self, root: str, split: str = "val", num_frames: int = 8, img_size: int = 224, num_crops: int = 3):
-        self.store = TubeStore(root)
-        self.split = split
-        self.num_frames = num_frames
-        self.img_size = img_size
-        self.num_crops = num_crops
-        self.rows, self.labels, self.video_ids = _labels(self.store, split)
-        index = self.store.split(split)
-        self._clips = [index.tubes_of(r, TEST_VIEW, num_frames) for r in self.rows]
-        if not self._clips or any(len(c) == 0 for c in self._clips):
-            have = sorted(set(index.tubes[index.tubes[:, 1] == TEST_VIEW, 3].tolist()))
-            raise StoreError(f"{root}: split {split!r} has no {num_frames}-frame test views (has {have})")
-        self.views_per_video = len(self._clips[0]) * num_crops
+    def __init__(self, source: VideoSource, view: TrainView, seed: int = 0):
+        self.source, self.view, self.seed = source, view, seed
+        self.stride = effective_stride(view.stride, source.keep_every)
+
+    @property
+    def labels(self) -> list[int]:
+        return self.source.labels
 
     def __len__(self) -> int:
-        return len(self.rows)
+        return len(self.source)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int, int]:
-        views = []
-        for tube in self._clips[i]:
-            clip = to_tensor_clip(self.store.frames(self.split, int(tube)))
-            views += spatial_crops(clip, self.img_size, self.num_crops)
-        return torch.stack(views), self.labels[i], i
+        rng = np.random.default_rng((self.seed, 1_000_003, i))
+        video = self.source.video(i)
+        idx = train_indices(self.view.sampling, video.num_frames, self.view.num_frames, self.stride, rng)
+        clip = to_tensor_clip(video.read(idx))
+        views = test_views_spatial(clip, short_side=self.view.img_size, crop=self.view.img_size, num_crops=1)
+        return torch.stack(views), self.source.labels[i], i
 
 
-def describe(store: TubeStore) -> dict[str, Any]:
+def describe(store: FrameStore) -> dict[str, Any]:
     """Videos per class and split, frames and bytes: what `data_prep.check` prints."""
     out: dict[str, Any] = {}
     for split in store.meta.get("splits", {}):
         s = store.split(split)
         counts = np.bincount([int(s.videos[r]["label"]) for r in s.video_rows], minlength=len(store.classes))
-        out[split] = {"videos": len(s.video_rows), "tubes": len(s.tubes), "frames": int(len(s.frame_offset)),
+        out[split] = {"videos": len(s.video_rows), "frames": int(len(s.frame_offset)),
                       "bytes": int(s.frame_length.sum()), "per_class": counts.tolist(), "failed": len(s.failed)}
     return out

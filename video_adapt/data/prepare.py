@@ -1,18 +1,18 @@
-"""Turn lists of videos into a tube store: decode once, sample, resize, encode, shard. Resumable and robust.
+"""Turn lists of videos into a frame store: decode each video once, keep its frames, encode, shard. Resumable, robust.
 
-Every data_prep command builds `VideoEntry` lists per split and calls `prepare_store`. One failing video (missing,
-empty, corrupt, truncated, not a video) is recorded in `failed.csv` with its reason and the job goes on; a killed
-job, rerun, keeps the finished shards and redoes only the rest.
+Every data_prep command builds `VideoEntry` lists per split and calls `prepare_store`. Workers decode, resize and
+encode (the expensive parts run in parallel); the main process only appends bytes to the shard file. One failing
+video (missing, empty, corrupt, truncated, not a video) is recorded in `failed.csv` with its reason and the job
+goes on; a killed job, rerun, keeps the finished shards and redoes only the rest.
 """
 from __future__ import annotations
 
 import json
 import multiprocessing as mp
-import os
 import shutil
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -20,19 +20,20 @@ import numpy as np
 from tqdm import tqdm
 
 from video_adapt.data.decode import VideoDecodeError, open_video
-from video_adapt.data.sampling import eval_clip_indices, train_clip_indices
-from video_adapt.data.tubes import (
+from video_adapt.data.store import (
     FORMAT,
-    TEST_VIEW,
-    TRAIN_VIEW,
     VERSION,
+    PreparedVideo,
     ShardWriter,
-    Tube,
+    encode_frames,
+    read_shard_index,
     resize_short_side,
     shard_done,
     write_csv_atomic,
     write_json_atomic,
 )
+
+DECODE_CHUNK = 64  # frames decoded, resized and encoded at a time: bounded memory for long videos
 
 
 class PrepError(Exception):
@@ -49,66 +50,46 @@ class VideoEntry:
 
 @dataclass
 class PrepOptions:
-    frames: list[int] = field(default_factory=lambda: [2, 4, 8, 16])
-    sampling: str = "segment"  # segment | dense
-    stride: int = 4  # dense sampling stride
-    short_side: int = 256  # 0 keeps the source size
-    train_views: int = 2
-    test_clips: int = 2
+    short_side: int = 0  # 0 keeps the decoded size, as the official loaders (keep_aspect_ratio) decode
+    keep_every: int = 1  # keep every k-th frame (long sources such as Kinetics); 1 keeps every frame
     codec: str = "jpeg"
     quality: int = 90
     shard_size: int = 500
-    seed: int = 0
 
     def check(self) -> None:
-        if self.sampling not in ("segment", "dense"):
-            raise PrepError(f"--sampling must be segment or dense, not {self.sampling!r}")
         if self.codec not in ("jpeg", "raw"):
             raise PrepError(f"--codec must be jpeg or raw, not {self.codec!r}")
-        if not self.frames or min(self.frames) < 1:
-            raise PrepError("--frames needs positive frame counts")
-        big = max(self.frames)
-        if self.sampling == "segment" and any(big % t for t in self.frames):
-            raise PrepError(f"--frames {self.frames}: with segment sampling every count must divide {big}, "
-                            "since smaller clips are derived from the largest")
-        if self.train_views < 1 or self.test_clips < 1 or self.shard_size < 1:
-            raise PrepError("--train-views, --test-clips and the shard size must be at least 1")
+        if self.keep_every < 1 or self.shard_size < 1 or self.short_side < 0:
+            raise PrepError("--keep-every and the shard size must be at least 1, --short-side at least 0")
+        if not 1 <= self.quality <= 100:
+            raise PrepError(f"--quality must be in 1..100, not {self.quality}")
 
 
 @dataclass
 class SplitSpec:
     name: str
     entries: list[VideoEntry]
-    kind: str  # "train" (random training views) | "eval" (test views per frame count)
 
 
-def video_tubes(path: str, kind: str, opts: PrepOptions, row: int) -> tuple[list[Tube], tuple[int, float, int, int]]:
-    """Decode one video into its stored tubes (the work of one worker)."""
+def prepare_video(path: str, opts: PrepOptions) -> PreparedVideo:
+    """Decode one video and encode its kept frames (the work of one worker)."""
     reader = open_video(path)
-    n = reader.num_frames
-    plans: list[tuple[int, int, np.ndarray]] = []
-    if kind == "train":
-        rng = np.random.default_rng((opts.seed, row))
-        for view in range(opts.train_views):
-            plans.append((TRAIN_VIEW, view, train_clip_indices(opts.sampling, n, max(opts.frames), rng, opts.stride)))
-    else:
-        for t in sorted(set(opts.frames)):
-            for clip, idx in enumerate(eval_clip_indices(opts.sampling, n, t, opts.test_clips, opts.stride)):
-                plans.append((TEST_VIEW, clip, idx))
-    wanted = np.unique(np.concatenate([p[2] for p in plans]))
-    frames = resize_short_side(reader.read(wanted), opts.short_side)
-    lookup = {int(f): i for i, f in enumerate(wanted)}
-    tubes = [Tube(k, v, frames[[lookup[int(f)] for f in idx]]) for k, v, idx in plans]
-    return tubes, (n, reader.fps, reader.height, reader.width)
+    kept = np.arange(0, reader.num_frames, opts.keep_every)
+    payloads: list[bytes] = []
+    height = width = 0
+    for at in range(0, len(kept), DECODE_CHUNK):
+        frames = resize_short_side(reader.read(kept[at:at + DECODE_CHUNK]), opts.short_side)
+        height, width = frames.shape[1:3]
+        payloads += encode_frames(frames, opts.codec, opts.quality)
+    return PreparedVideo(reader.num_frames, reader.fps, height, width, payloads)
 
 
-def _work(job: tuple[int, VideoEntry, str, PrepOptions]) -> tuple[int, list[Tube] | None, Any]:
-    row, entry, kind, opts = job
+def _work(job: tuple[int, VideoEntry, PrepOptions]) -> tuple[int, PreparedVideo | None, str | None]:
+    row, entry, opts = job
     if entry.error:
         return row, None, entry.error
     try:
-        tubes, info = video_tubes(entry.path, kind, opts, row)
-        return row, tubes, info
+        return row, prepare_video(entry.path, opts), None
     except VideoDecodeError as err:
         return row, None, str(err)
     except Exception as err:  # anything else still must not stop a 200k-video job
@@ -136,25 +117,30 @@ def _prepare_out_dir(out: Path, options: dict[str, Any], overwrite: bool) -> Non
         looks_like_store = prep_path.exists() or (out / "meta.json").exists()
         if overwrite:
             if not looks_like_store:
-                raise PrepError(f"{out}: not empty and not a tube store; refusing to overwrite it")
+                raise PrepError(f"{out}: not empty and not a frame store; refusing to overwrite it")
             shutil.rmtree(out)
         elif not looks_like_store:
-            raise PrepError(f"{out}: not empty and not a tube store; choose another --out")
-        elif json.loads(prep_path.read_text()) != options:
-            raise PrepError(f"{out}: prepared earlier with other options; pass --overwrite to start again")
+            raise PrepError(f"{out}: not empty and not a frame store; choose another --out")
+        elif not prep_path.exists() or json.loads(prep_path.read_text()) != options:
+            raise PrepError(f"{out}: prepared earlier with other options or by another version; "
+                            "pass --overwrite to start again")
     out.mkdir(parents=True, exist_ok=True)
     if not prep_path.exists():
         write_json_atomic(prep_path, options)
 
 
-def prepare_store(out: str | os.PathLike, classes: list[str], splits: list[SplitSpec], opts: PrepOptions,
-                  source: str, flip: bool, workers: int = 1, overwrite: bool = False, progress: bool = True,
+def prepare_store(out: str | Path, classes: list[str], splits: list[SplitSpec], opts: PrepOptions, source: str,
+                  flip: bool, workers: int = 1, overwrite: bool = False, progress: bool = True,
                   extra_meta: dict[str, Any] | None = None) -> PrepReport:
-    """Write (or finish) the store at `out`; returns counts and failures."""
+    """Write (or finish) the store at `out`; returns counts and failures.
+
+    `flip` records whether horizontal flips keep the labels (False for SSv2-like data); `extra_meta` (e.g.
+    `{"dataset": "ssv2"}`) lets the data protocols pick their per-dataset settings.
+    """
     opts.check()
     out = Path(out)
-    options = {"classes": classes, "opts": asdict(opts), "source": source,
-               "splits": {s.name: [len(s.entries), s.kind] for s in splits}}
+    options = {"format": FORMAT, "version": VERSION, "classes": classes, "opts": asdict(opts), "source": source,
+               "splits": {s.name: len(s.entries) for s in splits}}
     _prepare_out_dir(out, options, overwrite)
     start = time.perf_counter()
     todo = []
@@ -170,15 +156,15 @@ def prepare_store(out: str | os.PathLike, classes: list[str], splits: list[Split
     bar = tqdm(total=total, desc="preparing", unit="video", disable=not progress, file=sys.stderr)
     try:
         for spec, directory, index, rows in todo:
-            writer = ShardWriter(directory, index, opts.codec, opts.quality)
-            jobs = [(r, spec.entries[r], spec.kind, opts) for r in rows]
+            writer = ShardWriter(directory, index)
+            jobs = [(r, spec.entries[r], opts) for r in rows]
             results: Iterable = pool.imap(_work, jobs) if pool else map(_work, jobs)
             try:
-                for row, tubes, info in results:
-                    if tubes is None:
-                        writer.add_failure(row, str(info))
+                for row, video, reason in results:
+                    if video is None:
+                        writer.add_failure(row, str(reason))
                     else:
-                        writer.add_video(row, tubes, info)
+                        writer.add_video(row, video)
                     bar.update(1)
             except BaseException:
                 writer.abort()
@@ -203,28 +189,27 @@ def _finish(out: Path, classes: list[str], splits: list[SplitSpec], opts: PrepOp
         info: dict[int, tuple] = {}
         failed: dict[int, str] = {}
         for path in sorted(directory.glob("shard-*.npz")):
-            with np.load(path, allow_pickle=False) as z:
-                for row, n, fps, h, w in zip(z["video_rows"], z["video_frames"], z["video_fps"], z["video_height"],
-                                             z["video_width"]):
-                    info[int(row)] = (int(n), float(fps), int(h), int(w))
-                failed.update(zip(z["failed_rows"].tolist(), z["failed_reasons"].tolist()))
-                total_bytes += int(z["frame_length"].sum())
+            z = read_shard_index(path)
+            for row, stored, n, fps, h, w in zip(z["video_rows"], z["video_stored"], z["video_frames"],
+                                                 z["video_fps"], z["video_height"], z["video_width"]):
+                info[int(row)] = (int(n), int(stored), float(fps), int(h), int(w))
+            failed.update(zip(z["failed_rows"].tolist(), z["failed_reasons"].tolist()))
+            total_bytes += int(z["frame_length"].sum())
         rows = []
         for r, e in enumerate(spec.entries):
             if r in info:
-                n, fps, h, w = info[r]
-                rows.append([r, e.id, e.label, e.path, n, f"{fps:.3f}", h, w])
+                n, stored, fps, h, w = info[r]
+                rows.append([r, e.id, e.label, e.path, n, stored, f"{fps:.3f}", h, w])
             elif r in failed:
                 failures.append((spec.name, e.id, e.path, failed[r]))
-        write_csv_atomic(directory / "videos.csv", ["row", "id", "label", "source", "num_frames", "fps", "height", "width"],
-                         rows)
+        write_csv_atomic(directory / "videos.csv",
+                         ["row", "id", "label", "source", "num_frames", "stored_frames", "fps", "height", "width"], rows)
         videos += len(spec.entries)
         counts = np.bincount([int(r[2]) for r in rows if int(r[2]) >= 0], minlength=len(classes))
-        split_meta[spec.name] = {"kind": spec.kind, "videos": len(rows), "failed": len(spec.entries) - len(rows),
-                                 "per_class": counts.tolist()}
+        split_meta[spec.name] = {"videos": len(rows), "failed": len(spec.entries) - len(rows),
+                                 "frames": int(sum(int(r[5]) for r in rows)), "per_class": counts.tolist()}
     write_csv_atomic(out / "failed.csv", ["split", "id", "source", "reason"], failures)
-    meta = {"format": FORMAT, "version": VERSION, "classes": classes, "sampling": opts.sampling, "stride": opts.stride,
-            "frames": sorted(set(opts.frames)), "train_views": opts.train_views, "test_clips": opts.test_clips,
+    meta = {"format": FORMAT, "version": VERSION, "classes": classes, "keep_every": opts.keep_every,
             "short_side": opts.short_side, "codec": opts.codec, "quality": opts.quality, "flip": flip,
             "source": source, "splits": split_meta, **extra_meta}
     write_json_atomic(out / "meta.json", meta)

@@ -1,99 +1,142 @@
-"""Which frames of a video make a clip. Pure functions of (video length, rule, randomness).
+"""Which frames of a video make a clip: the official index rules as pure functions of (length, rule, randomness).
 
-- segment (TSN / SSv2, VideoMAE's `SSVideoClsDataset`): T equal segments, one frame from each: random for
-  training, the centre for testing; VideoMAE's second test clip takes each segment's start.
-- dense (Kinetics / HMDB51, VideoMAE's `VideoClsDataset`): T frames at stride s; a random start for training,
-  N evenly spaced starts for testing.
-Videos shorter than the rule needs are padded by repeating frames (the last one for dense clips, neighbouring
-indices for segments), as VideoMAE does, so a clip always has exactly T frames.
+Every rule reproduces the index arithmetic of the official loaders, short-video padding included, so a model
+trained here sees the frames it would see under the released code. N is the number of decoded frames, T the
+frames per clip, r the stride. Training rules draw from a `numpy.random.Generator`; test rules are
+deterministic.
+
+Training (one clip per call, drawn afresh from the whole video):
+- `tsn_indices`  S-TSN: one dense window of T*r frames at a random start (AdaptFormer's training set for SSv2
+  and HMDB51, VideoMAE's pre-training);
+- `lin_indices`  S-LIN: T points on a linspace over a random window of T*r frames (VideoMAE's Kinetics/HMDB51
+  fine-tuning);
+- `seg_indices`  S-SEG: T equal segments, one random frame from each (VideoMAE's SSv2 fine-tuning).
+Testing (every view of a video):
+- `dense_test_clips`  T-DENSE: S evenly spaced windows of T consecutive frames of the stride-r subsequence;
+- `ssv2_test_clips`   T-SSV2: segment starts and segment centres (VideoMAE's 2 test clips for SSv2).
 """
 from __future__ import annotations
 
 import numpy as np
 
+TRAIN_RULES = ("tsn", "lin", "seg")
+TEST_RULES = ("dense", "ssv2")
 
-def _check(num_frames: int, t: int) -> None:
+
+def _check(num_frames: int, t: int, stride: int = 1) -> None:
     if num_frames < 1:
         raise ValueError(f"video has {num_frames} frames; need at least 1")
     if t < 1:
         raise ValueError(f"clip length must be at least 1, got {t}")
+    if stride < 1:
+        raise ValueError(f"stride must be at least 1, got {stride}")
 
 
-def segment_indices(num_frames: int, t: int, train: bool, rng: np.random.Generator | None = None,
-                    clip: int = 0) -> np.ndarray:
-    """T frames, one per equal segment. Test clip 0 takes segment centres, clip 1 segment starts."""
-    _check(num_frames, t)
-    edges = np.linspace(0, num_frames, t + 1)
-    starts = np.floor(edges[:-1]).astype(np.int64)
-    ends = np.maximum(np.floor(edges[1:]).astype(np.int64), starts + 1)  # a segment holds at least one frame
-    if train:
-        rng = rng if rng is not None else np.random.default_rng()
-        idx = starts + (rng.random(t) * (ends - starts)).astype(np.int64)
-    elif clip % 2 == 0:
-        idx = ((edges[:-1] + edges[1:]) / 2).astype(np.int64)
-    else:
-        idx = starts
-    return np.clip(idx, 0, num_frames - 1)
+def tsn_indices(num_frames: int, t: int, stride: int, rng: np.random.Generator) -> np.ndarray:
+    """S-TSN: a window of T*r frames at a start s ~ U{0..N-T*r} (s = 0 when the video is shorter).
 
-
-def dense_indices(num_frames: int, t: int, stride: int, start: int) -> np.ndarray:
-    """T frames from `start` at `stride`; past the end the last frame repeats."""
-    _check(num_frames, t)
-    return np.minimum(start + stride * np.arange(t), num_frames - 1).astype(np.int64)
-
-
-def dense_train_indices(num_frames: int, t: int, stride: int, rng: np.random.Generator | None = None) -> np.ndarray:
-    rng = rng if rng is not None else np.random.default_rng()
-    span = (t - 1) * stride + 1
-    start = int(rng.integers(0, num_frames - span + 1)) if num_frames > span else 0
-    return dense_indices(num_frames, t, stride, start)
-
-
-def dense_test_indices(num_frames: int, t: int, stride: int, num_clips: int) -> list[np.ndarray]:
-    """N clips with evenly spaced starts covering the whole video (one centred clip when N = 1)."""
-    span = (t - 1) * stride + 1
-    room = max(num_frames - span, 0)
-    if num_clips == 1:
-        starts = [room // 2]
-    else:
-        starts = [int(round(room * i / (num_clips - 1))) for i in range(num_clips)]
-    return [dense_indices(num_frames, t, stride, s) for s in starts]
-
-
-def eval_clip_indices(rule: str, num_frames: int, t: int, num_clips: int, stride: int = 4) -> list[np.ndarray]:
-    """The test views' frame indices for a sampling rule ("segment" or "dense")."""
-    if rule == "segment":
-        return [segment_indices(num_frames, t, train=False, clip=c) for c in range(num_clips)]
-    if rule == "dense":
-        return dense_test_indices(num_frames, t, stride, num_clips)
-    raise ValueError(f"unknown sampling rule {rule!r}; use 'segment' or 'dense'")
-
-
-def train_clip_indices(rule: str, num_frames: int, t: int, rng: np.random.Generator, stride: int = 4) -> np.ndarray:
-    if rule == "segment":
-        return segment_indices(num_frames, t, train=True, rng=rng)
-    if rule == "dense":
-        return dense_train_indices(num_frames, t, stride, rng)
-    raise ValueError(f"unknown sampling rule {rule!r}; use 'segment' or 'dense'")
-
-
-def subsample_positions(stored: int, t: int, rule: str, train: bool, rng: np.random.Generator | None = None) -> np.ndarray:
-    """Positions inside a stored T_max-frame training tube that give a T-frame clip of the same rule.
-
-    segment: each of the T segments is the union of T_max/T stored segments, each holding one uniformly drawn
-    frame, so picking one of them at random is again a uniform frame of the larger segment (exact in
-    distribution). For a test view the middle one is taken. dense: a contiguous run of T stored frames (the
-    same stride), at a random offset for training, centred for testing.
+    Frame i is s + r*min(i, K) with K the largest k such that s + r*k <= N-2: the official loader advances its
+    offset only while the next one stays below the last frame, so a short video repeats its last reachable frame.
+    (VM:kinetics.py:515-550 `_sample_train_indices` + `_video_TSN_decord_batch_loader`;
+    AF:datasets/kinetics.py:539-574, no temporal jitter at AF:datasets/kinetics.py:619.)
     """
-    if stored % t and rule == "segment":
-        raise ValueError(f"cannot derive {t} segments from {stored} stored segments")
-    if t > stored:
-        raise ValueError(f"cannot derive {t} frames from a tube of {stored}")
-    rng = rng if rng is not None else np.random.default_rng()
-    if rule == "segment":
-        group = stored // t
-        offset = rng.integers(0, group, size=t) if train else np.full(t, group // 2)
-        return np.arange(t) * group + offset
-    room = stored - t
-    start = int(rng.integers(0, room + 1)) if train else room // 2
-    return np.arange(start, start + t)
+    _check(num_frames, t, stride)
+    span = t * stride
+    room = num_frames - span + 1
+    start = int(rng.integers(0, room)) if room > 0 else 0
+    k = np.arange(t)
+    reachable = max(0, (num_frames - 2 - start) // stride)  # K; frame s is always taken
+    return (start + stride * np.minimum(k, reachable)).astype(np.int64)
+
+
+def lin_indices(num_frames: int, t: int, stride: int, rng: np.random.Generator) -> np.ndarray:
+    """S-LIN: T points of floor(linspace(e - T*r, e, T)) for an end e ~ U{T*r..N-1}, the last clipped to e-1.
+
+    A video of N <= T*r frames takes N//r points of linspace(0, N), pads with N up to T points and clips to
+    [0, N-1]. (VM:kinetics.py:251-272 `loadvideo_decord`, num_segment = 1; AF:datasets/kinetics.py:275-296.)
+    """
+    _check(num_frames, t, stride)
+    span = t * stride
+    if num_frames <= span:
+        index = np.linspace(0, num_frames, num=num_frames // stride)
+        index = np.concatenate((index, np.ones(t - num_frames // stride) * num_frames))
+        return np.clip(index, 0, num_frames - 1).astype(np.int64)
+    end = int(rng.integers(span, num_frames))
+    start = end - span
+    return np.clip(np.linspace(start, end, num=t), start, end - 1).astype(np.int64)
+
+
+def seg_indices(num_frames: int, t: int, rng: np.random.Generator) -> np.ndarray:
+    """S-SEG: a = N//T; frame k is k*a + U{0..a-1}, independently per segment; all zeros when N < T.
+
+    The frames after T*a are never drawn, as in the official loader. (VM:ssv2.py:250-263.)
+    """
+    _check(num_frames, t)
+    a = num_frames // t
+    if a > 0:
+        return (np.arange(t) * a + rng.integers(0, a, size=t)).astype(np.int64)
+    # N < T: the official `elif len(vr) > num_segment` branch cannot be reached, so every index is 0
+    return np.zeros(t, dtype=np.int64)
+
+
+def dense_test_clips(num_frames: int, t: int, stride: int, num_clips: int) -> list[np.ndarray]:
+    """T-DENSE: the subsequence 0, r, 2r, ... < N, padded with its last frame to at least T (length M); clip c
+    starts at int(c * max((M-T)/(S-1), 0)) of it and takes T consecutive subsampled frames.
+
+    (VM:kinetics.py:243-249 and 137-152; AF:datasets/kinetics.py:267-273 and 162-177.) The official code divides by
+    S-1, so it needs S >= 2; for S = 1 we take the centred window (our extension).
+    """
+    _check(num_frames, t, stride)
+    if num_clips < 1:
+        raise ValueError(f"need at least one test clip, got {num_clips}")
+    sub = list(range(0, num_frames, stride))
+    while len(sub) < t:
+        sub.append(sub[-1])
+    sub_arr = np.asarray(sub, dtype=np.int64)
+    m = len(sub_arr)
+    if num_clips == 1:
+        starts = [(m - t) // 2]
+    else:
+        step = max((m - t) / (num_clips - 1), 0.0)
+        starts = [int(c * step) for c in range(num_clips)]
+    return [sub_arr[s:s + t] for s in starts]
+
+
+def ssv2_test_clips(num_frames: int, t: int, num_clips: int = 2) -> list[np.ndarray]:
+    """T-SSV2: tick = N/T; the 2T indices int(tick*k + tick/2) and int(tick*k), sorted; clip c takes every second
+    index from position c (c = 0: the segment starts, c = 1: the centres when tick >= 1).
+
+    (VM:ssv2.py:238-248 `loadvideo_decord` test branch and VM:ssv2.py:140-147 `buffer[temporal_start::2]`.) The
+    official rule is written for 2 clips; 1 clip takes clip 0.
+    """
+    _check(num_frames, t)
+    if num_clips not in (1, 2):
+        raise ValueError(f"the SSv2 test rule has 1 or 2 temporal clips, not {num_clips}")
+    tick = num_frames / float(t)
+    index = [int(tick / 2.0 + tick * x) for x in range(t)] + [int(tick * x) for x in range(t)]
+    index = np.sort(np.asarray(index, dtype=np.int64))
+    return [index[c::2] for c in range(num_clips)]
+
+
+def train_indices(rule: str, num_frames: int, t: int, stride: int, rng: np.random.Generator) -> np.ndarray:
+    """One training clip by rule name ("tsn" | "lin" | "seg")."""
+    if rule == "tsn":
+        return tsn_indices(num_frames, t, stride, rng)
+    if rule == "lin":
+        return lin_indices(num_frames, t, stride, rng)
+    if rule == "seg":
+        return seg_indices(num_frames, t, rng)
+    raise ValueError(f"unknown training sampling rule {rule!r}; use one of {', '.join(TRAIN_RULES)}")
+
+
+def test_clips(rule: str, num_frames: int, t: int, stride: int, num_clips: int) -> list[np.ndarray]:
+    """Every temporal test view by rule name ("dense" | "ssv2")."""
+    if rule == "dense":
+        return dense_test_clips(num_frames, t, stride, num_clips)
+    if rule == "ssv2":
+        return ssv2_test_clips(num_frames, t, num_clips)
+    raise ValueError(f"unknown test sampling rule {rule!r}; use one of {', '.join(TEST_RULES)}")
+
+
+test_clips.__test__ = False  # a library function, not a pytest test
+

@@ -1,0 +1,90 @@
+"""Lists of labelled videos: class folders (`<class>/<video>`) or list files of `path label` lines.
+
+Shared by `data_prep.folder` (which prepares a frame store from them) and training straight from video files
+(`data.source: videos`). List files: one video per line, `path label` separated by a space, tab or comma
+(VideoMAE's train.csv / val.csv work as they are); the label is a class index or a class name; paths are relative
+to a root and may not escape it (such lines are kept with an error, so one bad line never stops a job).
+"""
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import numpy as np
+
+from video_adapt.data.decode import VIDEO_EXTENSIONS
+from video_adapt.data.prepare import PrepError, VideoEntry
+
+
+def scan_class_folders(root: Path, classes: list[str] | None = None) -> tuple[list[str], list[VideoEntry]]:
+    """`root/<class>/<video>`: classes are the sorted folder names (or the given list)."""
+    if not root.is_dir():
+        raise PrepError(f"{root}: no such directory")
+    found = sorted(d.name for d in root.iterdir() if d.is_dir())
+    classes = classes or found
+    unknown = [c for c in found if c not in classes]
+    if unknown:
+        raise PrepError(f"{root}: class folders {unknown} are not among the training classes")
+    entries = []
+    for label, name in enumerate(classes):
+        folder = root / name
+        if not folder.is_dir():
+            continue
+        for path in sorted(folder.rglob("*")):
+            if path.is_file() and (path.suffix.lower() in VIDEO_EXTENSIONS or not path.suffix):
+                entries.append(VideoEntry(str(path.relative_to(root).with_suffix("")), str(path), label))
+    if not entries:
+        raise PrepError(f"{root}: no videos found in class folders")
+    return classes, entries
+
+
+def read_list(path: Path, root: Path, classes: list[str] | None) -> tuple[list[str], list[VideoEntry]]:
+    """`path label` lines; labels are indices or class names. Paths escaping `root` are refused per line."""
+    if not path.is_file():
+        raise PrepError(f"{path}: no such list file")
+    pairs = []
+    for n, line in enumerate(path.read_text().splitlines(), 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        parts = re.split(r"[,\t ]+", line)
+        if len(parts) < 2:
+            raise PrepError(f"{path}:{n}: expected 'path label', got {line!r}")
+        pairs.append((parts[0], parts[-1] if len(parts) == 2 else parts[1], n))
+    names_are_ints = all(re.fullmatch(r"-?\d+", label) for _, label, _ in pairs)
+    if classes is None:
+        if names_are_ints:
+            classes = [str(i) for i in range(max((int(l) for _, l, _ in pairs), default=-1) + 1)]
+        else:
+            classes = sorted({label for _, label, _ in pairs})
+    root_resolved = root.resolve()
+    entries = []
+    for rel, label, n in pairs:
+        if names_are_ints:
+            index = int(label)
+            if not 0 <= index < len(classes):
+                raise PrepError(f"{path}:{n}: label {index} out of range 0..{len(classes) - 1}")
+        elif label in classes:
+            index = classes.index(label)
+        else:
+            raise PrepError(f"{path}:{n}: unknown class {label!r}")
+        full = (root / rel).resolve()
+        error = None
+        if root_resolved not in full.parents and full != root_resolved:
+            error = f"{rel}: path escapes --root {root}; refused"
+        entries.append(VideoEntry(os.path.splitext(rel)[0], str(full), index, error))
+    return classes, entries
+
+
+def holdout(entries: list[VideoEntry], fraction: float, seed: int) -> tuple[list[VideoEntry], list[VideoEntry]]:
+    """Every class keeps at least one training video; about `fraction` of each class goes to validation."""
+    rng = np.random.default_rng(seed)
+    train, val = [], []
+    for label in sorted({e.label for e in entries}):
+        items = [e for e in entries if e.label == label]
+        order = rng.permutation(len(items))
+        k = min(int(round(fraction * len(items))), len(items) - 1)
+        val += [items[i] for i in sorted(order[:k])]
+        train += [items[i] for i in sorted(order[k:])]
+    return train, val

@@ -1,0 +1,293 @@
+"""The frame store: every decoded frame of every video (or every k-th), in a few large shard files, by random access.
+
+The official loaders decode each video afresh every epoch and draw a new temporal sample from all of its frames.
+The store keeps exactly what they decode (every frame, at the decoded resolution, optionally downscaled), so the
+sampling rules of `sampling.py` run at load time on the stored frames: training, testing and inference share one
+implementation of each rule, and nothing about a clip is fixed at preparation time.
+
+Layout of a store directory (format `video_adapt.frames`, version 2):
+
+    meta.json                 classes, keep_every, short side, codec, flip default, dataset kind, per-split counts;
+                              written last: its presence means the preparation finished
+    prep.json                 the preparation options (a rerun with other options needs --overwrite)
+    failed.csv                videos that could not be prepared: split, id, source, reason
+    <split>/videos.csv        row, id, label, source, num_frames, stored_frames, fps, height, width
+    <split>/shard-00000.bin   frame payloads back to back (JPEG files, or raw uint8 H x W x 3)
+    <split>/shard-00000.npz   the shard's index (plain numpy arrays, no pickle), columns named in INDEX_COLUMNS
+
+`num_frames` is the decoded length N of the source; `stored_frames` is ceil(N / keep_every); height and width are
+the stored size. A shard is complete once its `.npz` exists: both files are written under temporary names and
+renamed, payload first, so a killed job leaves no half shard and a rerun redoes only the missing shards. Video rows
+are global positions in the split's video list, so shards written by different jobs can be merged by renaming.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import cv2
+import numpy as np
+
+FORMAT = "video_adapt.frames"
+VERSION = 2
+VIDEO_COLUMNS = ("video_rows", "video_first", "video_stored", "video_frames", "video_fps", "video_height",
+                 "video_width")
+INDEX_COLUMNS = VIDEO_COLUMNS + ("frame_offset", "frame_length", "failed_rows", "failed_reasons")
+
+
+class StoreError(Exception):
+    """A missing or damaged frame store; one line naming the path."""
+
+
+def encode_frames(frames: np.ndarray, codec: str, quality: int = 90) -> list[bytes]:
+    """uint8 (T, H, W, 3) RGB -> one payload per frame."""
+    if codec == "raw":
+        return [np.ascontiguousarray(f).tobytes() for f in frames]
+    if codec != "jpeg":
+        raise ValueError(f"unknown codec {codec!r}; use 'jpeg' or 'raw'")
+    out = []
+    for frame in frames:
+        ok, buf = cv2.imencode(".jpg", cv2.cvtColor(frame, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, quality])
+        if not ok:
+            raise ValueError("JPEG encoding failed")
+        out.append(buf.tobytes())
+    return out
+
+
+def decode_jpegs(payloads: Sequence[Any]) -> np.ndarray:
+    """JPEG payloads -> uint8 (T, H, W, 3) RGB (libjpeg-turbo through OpenCV)."""
+    frames = []
+    for p in payloads:
+        img = cv2.imdecode(np.frombuffer(p, np.uint8), cv2.IMREAD_COLOR)
+        if img is None:
+            raise StoreError("corrupt JPEG frame in frame store")
+        frames.append(cv2.cvtColor(img, cv2.COLOR_BGR2RGB))
+    return np.stack(frames)
+
+
+def resize_short_side(frames: np.ndarray, short_side: int) -> np.ndarray:
+    """Resize (T, H, W, 3) so the shorter side is `short_side` (0 = keep); never upscales. Area interpolation:
+    a store downscaled once should look like the source seen at that size."""
+    h, w = frames.shape[1:3]
+    if short_side <= 0 or min(h, w) <= short_side:
+        return frames
+    scale = short_side / min(h, w)
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    return np.stack([cv2.resize(f, size, interpolation=cv2.INTER_AREA) for f in frames])
+
+
+@dataclass
+class PreparedVideo:
+    """One prepared video as a worker hands it over: already encoded, so the writer only copies bytes."""
+
+    num_frames: int  # decoded length N of the source
+    fps: float
+    height: int  # stored size
+    width: int
+    payloads: list[bytes]  # one per stored frame
+
+
+class ShardWriter:
+    """Collects the videos of one shard and publishes it atomically."""
+
+    def __init__(self, directory: Path, index: int):
+        self.bin_path = directory / f"shard-{index:05d}.bin"
+        self.idx_path = directory / f"shard-{index:05d}.npz"
+        self._tmp_bin = self.bin_path.with_name(self.bin_path.name + ".tmp")
+        self._file = open(self._tmp_bin, "wb")
+        self._offset = 0
+        self.videos: list[tuple[int, int, int, int, float, int, int]] = []
+        self.frame_offset: list[int] = []
+        self.frame_length: list[int] = []
+        self.failed_rows: list[int] = []
+        self.failed_reasons: list[str] = []
+
+    def add_video(self, row: int, video: PreparedVideo) -> None:
+        self.videos.append((row, len(self.frame_offset), len(video.payloads), video.num_frames, video.fps,
+                            video.height, video.width))
+        for payload in video.payloads:
+            self._file.write(payload)
+            self.frame_offset.append(self._offset)
+            self.frame_length.append(len(payload))
+            self._offset += len(payload)
+
+    def add_failure(self, row: int, reason: str) -> None:
+        self.failed_rows.append(row)
+        self.failed_reasons.append(reason)
+
+    def close(self) -> None:
+        self._file.flush()
+        os.fsync(self._file.fileno())
+        self._file.close()
+        os.replace(self._tmp_bin, self.bin_path)
+        table = np.asarray(self.videos, dtype=np.float64).reshape(-1, len(VIDEO_COLUMNS))
+        columns = {name: table[:, k].astype(np.float64 if name == "video_fps" else np.int64)
+                   for k, name in enumerate(VIDEO_COLUMNS)}
+        tmp_idx = self.idx_path.with_name(self.idx_path.name + ".tmp.npz")
+        np.savez(tmp_idx, **columns, frame_offset=np.asarray(self.frame_offset, np.int64),
+                 frame_length=np.asarray(self.frame_length, np.int64),
+                 failed_rows=np.asarray(self.failed_rows, np.int64),
+                 failed_reasons=np.asarray(self.failed_reasons, dtype=np.str_))
+        os.replace(tmp_idx, self.idx_path)
+
+    def abort(self) -> None:
+        self._file.close()
+        self._tmp_bin.unlink(missing_ok=True)
+
+
+def shard_done(directory: Path, index: int) -> bool:
+    return (directory / f"shard-{index:05d}.npz").exists() and (directory / f"shard-{index:05d}.bin").exists()
+
+
+def read_shard_index(path: Path) -> dict[str, np.ndarray]:
+    """The named columns of one shard index; a damaged file is a one-line StoreError."""
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            missing = [c for c in INDEX_COLUMNS if c not in z.files]
+            if missing:
+                raise StoreError(f"{path}: shard index lacks {', '.join(missing)} (made by another version?)")
+            return {c: z[c] for c in INDEX_COLUMNS}
+    except StoreError:
+        raise
+    except Exception as err:
+        raise StoreError(f"{path}: unreadable shard index ({str(err).splitlines()[0][:120]})") from None
+
+
+class SplitIndex:
+    """All shards of one split: per video its first frame, stored count, source length and size; per frame its
+    shard, offset and length."""
+
+    def __init__(self, directory: Path):
+        self.directory = directory
+        shards = sorted(directory.glob("shard-*.npz"))
+        if not shards:
+            raise StoreError(f"{directory}: no shards (is the preparation finished?)")
+        videos, offsets, lengths, shard_of_frame = [], [], [], []
+        self.shard_paths: list[Path] = []
+        self.failed: list[tuple[int, str]] = []
+        frame_base = 0
+        for k, path in enumerate(shards):
+            z = read_shard_index(path)
+            table = {c: z[c] for c in VIDEO_COLUMNS}
+            table["video_first"] = table["video_first"] + frame_base
+            videos.append(table)
+            offsets.append(z["frame_offset"])
+            lengths.append(z["frame_length"])
+            shard_of_frame.append(np.full(len(z["frame_offset"]), k, np.int32))
+            self.failed += list(zip(z["failed_rows"].tolist(), z["failed_reasons"].tolist()))
+            frame_base += len(z["frame_offset"])
+            self.shard_paths.append(path.with_suffix(".bin"))
+        self.columns = {c: np.concatenate([v[c] for v in videos]) for c in VIDEO_COLUMNS}
+        order = np.argsort(self.columns["video_rows"], kind="stable")
+        self.columns = {c: v[order] for c, v in self.columns.items()}
+        self.frame_offset = np.concatenate(offsets)
+        self.frame_length = np.concatenate(lengths)
+        self.frame_shard = np.concatenate(shard_of_frame)
+        self.video_rows = [int(r) for r in self.columns["video_rows"]]  # dataset index -> video row
+        self.videos = self._read_videos()
+
+    def _read_videos(self) -> dict[int, dict[str, str]]:
+        path = self.directory / "videos.csv"
+        if not path.exists():
+            raise StoreError(f"{path}: missing (is the preparation finished?)")
+        with path.open(newline="") as f:
+            return {int(r["row"]): r for r in csv.DictReader(f)}
+
+    def __len__(self) -> int:
+        return len(self.video_rows)
+
+    def stored_frames(self, i: int) -> int:
+        return int(self.columns["video_stored"][i])
+
+    def frame_ids(self, i: int, positions: Sequence[int] | np.ndarray) -> np.ndarray:
+        """Global frame numbers of stored positions of video i (dataset order); out of range is an error."""
+        pos = np.asarray(positions, dtype=np.int64)
+        n = self.stored_frames(i)
+        if pos.size and (pos.min() < 0 or pos.max() >= n):
+            raise StoreError(f"{self.directory}: video row {self.video_rows[i]} has {n} stored frames, "
+                             f"positions {pos.min()}..{pos.max()} were asked for")
+        return int(self.columns["video_first"][i]) + pos
+
+
+class FrameStore:
+    """Read side of a store. Shard files are memory-mapped lazily per process (safe after fork)."""
+
+    def __init__(self, root: str | os.PathLike):
+        self.root = Path(root)
+        meta_path = self.root / "meta.json"
+        if not meta_path.exists():
+            hint = " (a tube store of an earlier version: prepare it again)" if (self.root / "prep.json").exists() else ""
+            raise StoreError(f"{self.root}: not a frame store (no meta.json){hint}; prepare one with "
+                             "python -m data_prep.<name>")
+        try:
+            self.meta: dict[str, Any] = json.loads(meta_path.read_text())
+        except json.JSONDecodeError as err:
+            raise StoreError(f"{meta_path}: not valid JSON ({err})") from None
+        if self.meta.get("format") != FORMAT:
+            raise StoreError(f"{meta_path}: not a {FORMAT} store (format {self.meta.get('format')!r}); "
+                             "prepare it again with python -m data_prep.<name>")
+        self._splits: dict[str, SplitIndex] = {}
+        self._maps: dict[tuple[int, str, int], np.memmap] = {}
+
+    @property
+    def classes(self) -> list[str]:
+        return list(self.meta["classes"])
+
+    @property
+    def codec(self) -> str:
+        return str(self.meta["codec"])
+
+    def split(self, name: str) -> SplitIndex:
+        if name not in self._splits:
+            if name not in self.meta.get("splits", {}):
+                raise StoreError(f"{self.root}: no split {name!r} (has {', '.join(self.meta.get('splits', {}))})")
+            self._splits[name] = SplitIndex(self.root / name)
+        return self._splits[name]
+
+    def _shard(self, split: SplitIndex, k: int) -> np.memmap:
+        key = (os.getpid(), str(split.directory), k)
+        mm = self._maps.get(key)
+        if mm is None:
+            if len(self._maps) > 64:  # other processes' maps are stale after fork; keep the cache small
+                self._maps = {kk: v for kk, v in self._maps.items() if kk[0] == os.getpid()}
+            mm = np.memmap(split.shard_paths[k], dtype=np.uint8, mode="r")
+            self._maps[key] = mm
+        return mm
+
+    def payloads(self, split: str, i: int, positions: Sequence[int] | np.ndarray) -> list[memoryview]:
+        """Encoded frames at stored `positions` of the i-th video of `split`, without decoding."""
+        s = self.split(split)
+        out = []
+        for f in s.frame_ids(i, positions):
+            mm = self._shard(s, int(s.frame_shard[f]))
+            o, n = int(s.frame_offset[f]), int(s.frame_length[f])
+            out.append(mm[o:o + n])
+        return out
+
+    def frames(self, split: str, i: int, positions: Sequence[int] | np.ndarray) -> np.ndarray:
+        """Decoded frames at stored `positions` of the i-th video of `split`: uint8 (T, H, W, 3) RGB."""
+        s = self.split(split)
+        payloads = self.payloads(split, i, positions)
+        if self.codec == "raw":
+            h, w = int(s.columns["video_height"][i]), int(s.columns["video_width"][i])
+            return np.stack([np.frombuffer(p, np.uint8).reshape(h, w, 3) for p in payloads])
+        return decode_jpegs(payloads)
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2))
+    os.replace(tmp, path)
+
+
+def write_csv_atomic(path: Path, header: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with tmp.open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(header)
+        writer.writerows(rows)
+    os.replace(tmp, path)
