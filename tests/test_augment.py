@@ -40,7 +40,7 @@ def _within(count: int, n: int, p: float) -> bool:
                                          (256, 340, (256, 224, 192, 168)), (222, 300, (224, 194, 166, 146)),
                                          (227, 300, (227, 198, 170, 149))])  # 3 px off: not snapped
 def test_msc_pairs_are_the_official_candidates(h, w, sides):
-    # AF:datasets/videomae_transforms.py:113-126: sides int(min * s) for s in (1, .875, .75, .66), snapped to 224
+    # AF:datasets/videomae_transforms.py:116-125: sides int(min * s) for s in (1, .875, .75, .66), snapped to 224
     # within 3 px (256 * .875 = 224 exactly; 222 -> 224); pairs with |i - j| <= 1, h index outer, w index inner
     a, b, c, d = sides
     assert A.msc_pairs(h, w) == [(a, a), (a, b), (b, a), (b, b), (b, c), (c, b), (c, c), (c, d), (d, c), (d, d)]
@@ -59,14 +59,14 @@ def test_msc_pairs_are_the_official_candidates(h, w, sides):
                           (8, 29), (8, 87), (24, 29), (24, 87)]),
 ])
 def test_msc_offsets_are_the_official_13_in_order(h, w, ch, cw, expected):
-    # AF:datasets/videomae_transforms.py:138-162 (= VM:transforms.py:137-161), (w, h) there, (top, left) here:
+    # AF:datasets/videomae_transforms.py:141-162 (= VM:transforms.py:140-161), (w, h) there, (top, left) here:
     # 4 corners, centre, centre left/right, lower/upper centre, 4 quarter points
     assert A.msc_offsets(h, w, ch, cw) == expected
     assert A.msc_offsets(h, w, ch, cw, more_fix_crop=False) == expected[:5]
 
 
 def test_msc_box_draws_a_uniform_pair_then_a_uniform_offset():
-    # AF:datasets/videomae_transforms.py:128,137: random.choice(pairs), then random.choice(13 offsets); boxes
+    # AF:datasets/videomae_transforms.py:127,136-138: random.choice(pairs), then random.choice(13 offsets); boxes
     # that coincide (here the 240-px crops have a zero vertical step) add their probabilities
     h, w, n = 240, 320, 13000
     expected = Counter()
@@ -112,9 +112,9 @@ def test_crop_outside_the_frame_is_black_and_inside_is_a_view():
 # --- random-resized crop ------------------------------------------------------------------------------------
 
 def test_rrc_box_bounds_area_and_aspect():
-    # VM:video_transforms.py:499-530: area U(scale) * H * W, aspect exp(U(log ratio)), w = int(round(sqrt(a * r))),
+    # VM:video_transforms.py:499-523: area U(scale) * H * W, aspect exp(U(log ratio)), w = int(round(sqrt(a * r))),
     # h = int(round(sqrt(a / r))), kept if 0 < w <= W and 0 < h <= H; top/left randint inclusive
-    assert A.VM_RRC_SCALE == (0.08, 1.0) and A.VM_RRC_RATIO == (0.75, 1.3333)  # VM:ssv2.py:182-185
+    assert A.VM_RRC_SCALE == (0.08, 1.0) and A.VM_RRC_RATIO == (0.75, 1.3333)  # VM:ssv2.py:184-187
     rng = np.random.default_rng(0)
     h, w = 240, 427
     fracs, aspects, corners = [], [], Counter()
@@ -139,12 +139,12 @@ def test_rrc_box_bounds_area_and_aspect():
     (100, 100, (0, 0, 100, 100)),    # aspect inside the range: the whole frame
 ])
 def test_rrc_falls_back_to_the_official_centre_crop(h, w, expected):
-    # VM:video_transforms.py:521-535: after 10 failed tries (an impossible scale forces them here)
+    # VM:video_transforms.py:525-538: after 10 failed tries (an impossible scale forces them here)
     assert A.rrc_box(h, w, np.random.default_rng(0), scale=(2.0, 3.0)) == expected
 
 
 def test_rrc_accepts_a_box_as_tall_as_the_frame():
-    # VM:video_transforms.py:516: `0 < h <= height`; a box of the frame's full height is drawn, not the fallback
+    # VM:video_transforms.py:520: `0 < h <= height`; a box of the frame's full height is drawn, not the fallback
     # (which would always put it at left 0 here): 10 x 21 frame, area 210, aspect 2 -> 10 x 20, left 0 or 1
     rng = np.random.default_rng(0)
     boxes = {A.rrc_box(10, 21, rng, scale=(1.0, 1.0), ratio=(2.0, 2.0)) for _ in range(50)}
@@ -152,7 +152,7 @@ def test_rrc_accepts_a_box_as_tall_as_the_frame():
 
 
 def test_rrc_resize_matches_the_official_float_interpolation():
-    # VM:video_transforms.py:566-573: F.interpolate(bilinear, align_corners=False), no antialias, on the normalised
+    # VM:video_transforms.py:568-573: F.interpolate(bilinear, align_corners=False), no antialias, on the normalised
     # float clip. Interpolation commutes with the per-channel normalisation, so our uint8 crop-resize, normalised
     # afterwards, differs from it by the rounding to uint8: at most one grey level.
     clip = _clip(t=2, h=120, w=200)
@@ -172,7 +172,7 @@ def test_hflip_mirrors_every_frame():
 
 # --- RandAugment ------------------------------------------------------------------------------------------
 
-# VM:rand_augment.py:404-420 (_RAND_INCREASING_TRANSFORMS), chosen by 'inc1' (VM:rand_augment.py:509-511)
+# VM:rand_augment.py:404-420 (_RAND_INCREASING_TRANSFORMS), chosen by 'inc1' (VM:rand_augment.py:514-516)
 VM_INCREASING_OPS = ["AutoContrast", "Equalize", "Invert", "Rotate", "PosterizeIncreasing", "SolarizeIncreasing",
                      "SolarizeAdd", "ColorIncreasing", "ContrastIncreasing", "BrightnessIncreasing",
                      "SharpnessIncreasing", "ShearX", "ShearY", "TranslateXRel", "TranslateYRel"]
@@ -182,14 +182,15 @@ def test_randaugment_settings_are_videomaes():
     aug = A.ClipRandAugment()  # VM:run_class_finetuning.py:91: 'rand-m7-n4-mstd0.5-inc1'
     ra = aug.transform
     assert aug.op_names == VM_INCREASING_OPS
-    assert ra.num_layers == 4 and ra.choice_weights is None  # 4 ops with replacement (VM:rand_augment.py:453-464)
-    for op in ra.ops:  # VM:rand_augment.py:342-366,434-441: p 0.5, m 7, mstd 0.5; fill 128 (VM:rand_augment.py:35)
+    assert ra.num_layers == 4 and ra.choice_weights is None  # 4 ops with replacement (VM:rand_augment.py:462-478)
+    for op in ra.ops:  # VM:rand_augment.py:342-362,453-459: p 0.5, m 7, mstd 0.5; fill 128 (:36,348-352)
         assert (op.prob, op.magnitude, op.magnitude_std) == (0.5, 7, 0.5)
-        assert op.kwargs == {"fillcolor": (128, 128, 128), "resample": Image.BICUBIC}  # VM:run_class_finetuning.py:95
-    # translation is relative: 0.45 of the frame's own width/height at magnitude 10 (VM:rand_augment.py:228-233)
+        # bicubic from --train_interpolation (VM:run_class_finetuning.py:95)
+        assert op.kwargs == {"fillcolor": (128, 128, 128), "resample": Image.BICUBIC}
+    # translation is relative: 0.45 of the frame's own width/height at magnitude 10 (VM:rand_augment.py:234-239)
     translate = ra.ops[VM_INCREASING_OPS.index("TranslateXRel")]
     assert abs(translate.level_fn(10.0, translate.hparams)[0]) == pytest.approx(0.45)
-    assert translate.hparams["translate_const"] == 100  # int(224 * 0.45) (VM:video_transforms.py:645); unused by Rel
+    assert translate.hparams["translate_const"] == 100  # int(224 * 0.45) (VM:video_transforms.py:647); unused by Rel
     with pytest.raises(ValueError, match="randaugment spec"):
         A.ClipRandAugment("augmix-m5")
     with pytest.raises(ValueError, match="randaugment spec"):
@@ -208,7 +209,7 @@ def _recording(aug: A.ClipRandAugment, log: list, passthrough: bool) -> None:
 
 
 def _magnitude(name: str, args: tuple) -> float | None:
-    """The magnitude behind an op's level argument (VM:rand_augment.py:205-233), or None if not invertible."""
+    """The magnitude behind an op's level argument (VM:rand_augment.py:200-239), or None if not invertible."""
     if name == "Rotate":
         return abs(args[0]) / 30 * 10
     if name in ("ShearX", "ShearY"):
@@ -221,7 +222,7 @@ def _magnitude(name: str, args: tuple) -> float | None:
 
 
 def test_randaugment_draws_are_per_clip_with_videomaes_probabilities():
-    # VM:rand_augment.py:368-383 (one coin, magnitude and sign per op for the whole frame list) and 453-464
+    # VM:rand_augment.py:364-383 (one coin, magnitude and sign per op for the whole frame list) and 462-478
     aug = A.ClipRandAugment()
     log: list = []
     _recording(aug, log, passthrough=False)

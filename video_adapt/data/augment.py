@@ -6,7 +6,7 @@ width) and leave the pixels to `transforms.crop_resize`, so a loader can draw in
 
 Official sources (AF = ShoufaChen/AdaptFormer @6967d67, VM = MCG-NJU/VideoMAE @14ef8d8):
 - multi-scale crop (MSC): AF:datasets/videomae_transforms.py:92-162 (= VM:transforms.py:91-161)
-- VideoMAE training augmentation: VM:ssv2.py:152-212 (= VM:kinetics.py:160-219): RandAugment at the decoded
+- VideoMAE training augmentation: VM:ssv2.py:155-214 (= VM:kinetics.py:160-219): RandAugment at the decoded
   resolution (VM:video_transforms.py:621-654, VM:rand_augment.py), normalise, random-resized crop
   (VM:video_transforms.py:499-573), flip (not for SSv2), random erasing (VM:random_erasing.py)
 - test views: VM:functional.py:26-74 (resize), VM:ssv2.py:134-147 / VM:kinetics.py:137-152 (3 crops),
@@ -30,7 +30,7 @@ MSC_SCALES = (1, .875, .75, .66)
 # --- multi-scale crop (AdaptFormer training, VideoMAE pre-training) ---------------------------------------
 
 def msc_pairs(h: int, w: int, size: int = 224, scales=MSC_SCALES, max_distort: int = 1) -> list[tuple[int, int]]:
-    """Candidate (crop height, crop width) pairs in the official order (AF:datasets/videomae_transforms.py:113-126).
+    """Candidate (crop height, crop width) pairs in the official order (AF:datasets/videomae_transforms.py:116-125).
 
     Sides are int(min(h, w) * scale), snapped to `size` when within 3 px; a pair's two scale indices differ by
     at most `max_distort`. Pairs may repeat; each list entry is equally likely, as with `random.choice`.
@@ -41,7 +41,7 @@ def msc_pairs(h: int, w: int, size: int = 224, scales=MSC_SCALES, max_distort: i
 
 
 def msc_offsets(h: int, w: int, ch: int, cw: int, more_fix_crop: bool = True) -> list[tuple[int, int]]:
-    """The 5 or 13 fixed (top, left) offsets in the official order (AF:datasets/videomae_transforms.py:138-162).
+    """The 5 or 13 fixed (top, left) offsets in the official order (AF:datasets/videomae_transforms.py:141-162).
 
     Steps are (w - cw) // 4 and (h - ch) // 4: corners, centre, then edge centres and quarter points.
     """
@@ -71,16 +71,16 @@ def msc_box(h: int, w: int, rng: np.random.Generator, size: int = 224, scales=MS
 # --- VideoMAE: random-resized crop ------------------------------------------------------------------------
 
 VM_RRC_SCALE = (0.08, 1.0)
-VM_RRC_RATIO = (0.75, 1.3333)  # VM:ssv2.py:182-185 writes 1.3333, not 4/3
+VM_RRC_RATIO = (0.75, 1.3333)  # VM:ssv2.py:184-187 writes 1.3333, not 4/3
 
 
 def rrc_box(h: int, w: int, rng: np.random.Generator, scale=VM_RRC_SCALE, ratio=VM_RRC_RATIO) -> Box:
-    """VideoMAE's random-resized-crop box, `_get_param_spatial_crop` (VM:video_transforms.py:499-535).
+    """VideoMAE's random-resized-crop box, `_get_param_spatial_crop` (VM:video_transforms.py:499-538).
 
     10 tries of area ~ U(scale) * h * w and log-uniform aspect, sides int(round()), kept if they fit; then the
     fallback: the whole frame, or its centre at the nearest allowed aspect. Resize the box with
     `crop_resize(..., antialias=False)`: the official code calls torch's bilinear interpolate without antialias
-    (VM:video_transforms.py:566-573).
+    (VM:video_transforms.py:568-573).
     """
     area = h * w
     log_ratio = (math.log(ratio[0]), math.log(ratio[1]))
@@ -107,13 +107,17 @@ class ClipRandAugment:
     """timm's RandAugment applied with one set of draws to every frame of a clip, as VideoMAE does.
 
     VideoMAE runs its copy of timm's RandAugment on the list of a clip's frames: each chosen op draws its coin,
-    magnitude and sign once and applies them to all frames (VM:rand_augment.py:342-383,453-531), at the decoded
-    resolution, before cropping (VM:ssv2.py:160-170). Its hparams are translate_const int(0.45 * img_size),
-    bicubic and the default fill 128 (VM:video_transforms.py:621-654, VM:run_class_finetuning.py:91-96). We call
-    the installed timm's transform per frame with Python's and numpy's global RNGs seeded identically (one seed
-    drawn from the caller's generator), so every frame sees the same draws; the global states are restored.
-    timm 1.0's op set, probabilities, magnitude noise and level functions equal VideoMAE's copy for magnitudes
-    <= 10 (its extra clamps act only above 10); tests/test_augment.py pins them.
+    magnitude and sign once and applies them to all frames (VM:rand_augment.py:364-383,462-478), at the decoded
+    resolution, before cropping (VM:ssv2.py:161-171). Its hparams are translate_const int(0.45 * img_size)
+    (unused by the 'inc1' ops, whose translation is 0.45 of the frame's own side), bicubic, and the default
+    fill 128 (VM:video_transforms.py:621-654, VM:rand_augment.py:36,348-356, VM:run_class_finetuning.py:91-96).
+
+    We call the installed timm's transform per frame with Python's and numpy's global RNGs seeded identically
+    (one seed drawn from the caller's generator): the draws do not depend on the pixels, so every frame sees
+    the same ones. The global states are restored afterwards (not thread-safe; DataLoader workers are
+    processes). timm 1.0's op set, probabilities, magnitude noise and level functions equal VideoMAE's copy for
+    magnitudes <= 10 (its extra clamps act only above 10): with the same seed the output is pixel-identical to
+    VideoMAE's own rand_augment.py (checked on 3000 clips); tests/test_augment.py pins the settings.
     """
 
     def __init__(self, spec: str = "rand-m7-n4-mstd0.5-inc1", img_size: int = 224):
