@@ -17,7 +17,7 @@ from scipy.stats import chisquare
 from timm.data.auto_augment import NAME_TO_OP
 
 from video_adapt.data import augment as A
-from video_adapt.data.transforms import IMAGENET_MEAN, IMAGENET_STD, crop, crop_resize, hflip, normalize_clips
+from video_adapt.data.transforms import IMAGENET_STD, crop, crop_resize, hflip, normalize_clips
 
 
 def _clip(t=2, h=48, w=64, seed=0) -> torch.Tensor:
