@@ -184,6 +184,7 @@ def apply_erasing(x: torch.Tensor, boxes: list[Box | None], generator: torch.Gen
     x: NORMALISED float clips (B, C, T, H, W) on any device, after the crop and flip, before mixup, as in
     VideoMAE where erasing ends the per-clip augmentation (VM:ssv2.py:202-212). `_erase_cube` draws new pixels
     for every frame (VM:random_erasing.py:137-148, `_get_pixels` per frame in pixel mode).
+    A `generator`, if given, must live on x's device.
     """
     if len(boxes) != x.shape[0]:
         raise ValueError(f"apply_erasing: {len(boxes)} boxes for a batch of {x.shape[0]} clips")
