@@ -1,4 +1,4 @@
-"""The embedded benchmark, end to end: synthetic videos -> tubes -> fine-tuning grid -> multi-view test ->
+"""The embedded benchmark, end to end: synthetic videos -> frame store -> fine-tuning grid -> multi-view test ->
 comparison table -> classification of a fresh video file. Everything printed is measured in this run.
 """
 from __future__ import annotations
@@ -28,18 +28,17 @@ def load_grid(path: Path = DEMO_GRID) -> dict[str, Any]:
 
 
 def prepare_data(out: Path, grid: dict[str, Any], progress: bool = True) -> Path:
-    """Generate the videos and their tube store (both resume if interrupted)."""
+    """Generate the videos and their frame store (both resume if interrupted)."""
     from data_prep.synthetic import write_dataset
     from video_adapt.data.prepare import PrepOptions, SplitSpec, prepare_store
     from video_adapt.data.synthetic import CLASSES, SyntheticSpec
     data = grid["data"]
     spec = SyntheticSpec(size=data["size"], frames=data["video_frames"], num_classes=data["classes"])
     lists = write_dataset(out, spec, data["train_per_class"], data["val_per_class"], data["seed"], progress)
-    opts = PrepOptions(frames=sorted(set(grid["frames"])), sampling="segment", short_side=0, train_views=2,
-                       test_clips=2, shard_size=5000, seed=data["seed"])
     report = prepare_store(out / "store", list(CLASSES[:data["classes"]]),
-                           [SplitSpec("train", lists["train"], "train"), SplitSpec("val", lists["val"], "eval")],
-                           opts, source="video_adapt synthetic benchmark", flip=False, progress=progress)
+                           [SplitSpec("train", lists["train"]), SplitSpec("val", lists["val"])],
+                           PrepOptions(short_side=0, shard_size=5000), source="video_adapt synthetic benchmark",
+                           flip=False, progress=progress, extra_meta={"dataset": "synthetic"})
     print(f"[demo] {report.summary()}")
     return out / "store"
 

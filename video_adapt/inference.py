@@ -3,8 +3,9 @@
     from video_adapt import predict
     results = predict(["clip.mp4"], checkpoint="runs/ssv2_adaptformer_8f")
 
-Frames are sampled by the rule and frame count stored with the trained model (segment for SSv2-like data,
-dense otherwise), each clip is cut into spatial crops, and the class probabilities are averaged over all views.
+Frames are sampled by the test views of the data protocol stored with the trained model (T-DENSE or T-SSV2 clips x
+3 crops at the protocol's short side), and the views' scores are combined as that protocol does (mean logits for
+AdaptFormer's, mean probabilities for VideoMAE's).
 A file that cannot be read gives a one-line error in its result; the other files still run.
 """
 from __future__ import annotations
@@ -19,8 +20,8 @@ from torch import nn
 
 from video_adapt.checkpoint import CheckpointError, load_adapters, load_pretrained, read_adapter_config
 from video_adapt.data.decode import VIDEO_EXTENSIONS, VideoDecodeError, open_video
-from video_adapt.data.sampling import test_clips
-from video_adapt.data.transforms import normalize_clips, spatial_crops, to_tensor_clip
+from video_adapt.data.datasets import TestView, views_of
+from video_adapt.data.transforms import normalize_clips
 from video_adapt.models.factory import model_from_build_args
 
 
@@ -62,14 +63,11 @@ def segments(windows: Sequence[WindowPrediction]) -> list[WindowPrediction]:
 
 @dataclass
 class ViewSpec:
-    """How a trained model expects its clips (from the run's adapter config)."""
+    """How a trained model expects its clips and how their scores combine (from the run's adapter config): the
+    test views of the data protocol it was trained with."""
 
-    num_frames: int
-    img_size: int
-    sampling: str = "segment"
-    stride: int = 4
-    test_clips: int = 2
-    crops: int = 3
+    view: TestView
+    average: str = "softmax"  # softmax: mean of probabilities (VideoMAE) | logits: mean of logits (AdaptFormer)
 
     @classmethod
     def from_info(cls, data: dict[str, Any] | None, crops: int | None = None) -> "ViewSpec":
@@ -77,9 +75,12 @@ class ViewSpec:
         if "num_frames" not in data or "img_size" not in data:
             raise CheckpointError("the checkpoint does not say how many frames and which size the model was "
                                   "trained on; pass a training run directory or adapters saved by tools/train.py")
-        return cls(int(data["num_frames"]), int(data["img_size"]), data.get("sampling") or "segment",
-                   int(data.get("stride") or 4), int(data.get("test_clips") or 2),
-                   int(crops or data.get("test_crops") or 3))
+        img = int(data["img_size"])
+        view = TestView(num_frames=int(data["num_frames"]), img_size=img,
+                        sampling=data.get("test_sampling") or "dense", stride=int(data.get("stride") or 4),
+                        clips=int(data.get("test_clips") or 4), crops=int(crops or data.get("test_crops") or 3),
+                        short_side=int(data.get("test_short_side") or img))
+        return cls(view, data.get("view_average") or "softmax")
 
 
 class Predictor:
@@ -121,28 +122,21 @@ class Predictor:
                    ViewSpec.from_info(info.get("data"), crops), device)
 
     def _views_of(self, reader, start: int = 0, end: int | None = None) -> torch.Tensor:
-        """uint8 (V, 3, T, S, S): test clips of frames [start, end) x spatial crops."""
-        v = self.views
-        end = reader.num_frames if end is None else end
-        clips = test_clips(v.sampling, end - start, v.num_frames, v.stride, v.test_clips)
-        wanted = np.unique(np.concatenate(clips)) + start
-        frames = reader.read(wanted)
-        lookup = {int(f): i for i, f in enumerate(wanted)}
-        out = []
-        for idx in clips:
-            clip = to_tensor_clip(frames[[lookup[int(f) + start] for f in idx]])
-            out += spatial_crops(clip, v.img_size, v.crops)
-        return torch.stack(out)
+        """uint8 (V, 3, T, S, S): the protocol's test clips of frames [start, end) x spatial crops."""
+        return views_of(reader, self.views.view, self.views.view.stride, start, end)
 
     @torch.inference_mode()
     def _probs(self, views: torch.Tensor, counts: list[int]) -> list[np.ndarray]:
+        """Per video: the views' scores averaged as the protocol does (logits or probabilities), as probabilities."""
         from video_adapt.engine import autocast_context
         x = normalize_clips(views.to(self.device))
         with autocast_context(self.device, self.amp):
-            probs = self.model(x).float().softmax(-1).cpu().numpy()
+            logits = self.model(x).float()
         out, at = [], 0
         for n in counts:
-            out.append(probs[at:at + n].mean(0))
+            chunk = logits[at:at + n]
+            mean = chunk.mean(0).softmax(-1) if self.views.average == "logits" else chunk.softmax(-1).mean(0)
+            out.append(mean.cpu().numpy())
             at += n
         return out
 

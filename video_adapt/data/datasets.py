@@ -107,8 +107,11 @@ class FileSource(VideoSource):
         return open_video(self.paths[i])
 
 
-def effective_stride(stride: int, keep_every: int) -> int:
-    """The rules' stride on a store that kept every k-th frame: exact only when k divides it."""
+def effective_stride(stride: int, keep_every: int, rule: str) -> int:
+    """The rule's stride on a store that kept every k-th frame: exact only when k divides it. Segment rules
+    (seg, ssv2) have no stride and take the stored frames as they are."""
+    if rule in ("seg", "ssv2"):
+        return 1
     if stride % keep_every:
         raise StoreError(f"stride {stride} is not a multiple of the store's keep_every {keep_every}; "
                          "prepare with a keep_every that divides the sampling stride")
@@ -209,7 +212,7 @@ class TrainClips(Dataset):
         if decode == "batch" and (source.codec != "jpeg" or view.randaugment or view.num_sample > 1):
             raise StoreError("decode='batch' needs a JPEG store, no RandAugment and num_sample 1")
         self.source, self.view, self.seed, self.decode = source, view, seed, decode
-        self.stride = effective_stride(view.stride, source.keep_every)
+        self.stride = effective_stride(view.stride, source.keep_every, view.sampling)
         self.randaugment = ClipRandAugment(view.randaugment, img_size=view.img_size) if view.randaugment else None
         self.epoch = 0
         self._warned: set[int] = set()
@@ -295,7 +298,7 @@ class TestClips(Dataset):
 
     def __init__(self, source: VideoSource, view: TestView):
         self.source, self.view = source, view
-        self.stride = effective_stride(view.stride, source.keep_every)
+        self.stride = effective_stride(view.stride, source.keep_every, view.sampling)
 
     @property
     def labels(self) -> list[int]:
@@ -338,7 +341,7 @@ class MonitorClips(Dataset):
 
     def __init__(self, source: VideoSource, view: TrainView, seed: int = 0):
         self.source, self.view, self.seed = source, view, seed
-        self.stride = effective_stride(view.stride, source.keep_every)
+        self.stride = effective_stride(view.stride, source.keep_every, view.sampling)
 
     @property
     def labels(self) -> list[int]:
