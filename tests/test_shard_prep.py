@@ -275,3 +275,18 @@ def test_merge_runs_both_ways(tmp_path):
     out = subprocess.run([sys.executable, "data_prep/merge.py", str(tmp_path)], cwd=ROOT, capture_output=True, text=True)
     assert out.returncode == 2 and out.stderr.strip().endswith("no part-*-of-* directories; pass the part directories "
                                                                "after OUT"), out.stderr[-300:]
+
+
+def test_bench_prep_smoke(tmp_path):
+    out = subprocess.run([sys.executable, "tools/bench_prep.py", "--smoke", "--json", str(tmp_path / "p.json")],
+                         cwd=ROOT, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-800:]
+    figures = json.loads((tmp_path / "p.json").read_text())
+    assert set(figures) == {"SSv2 jpeg", "HMDB51 jpeg"}
+    for name, f in figures.items():
+        assert f["videos/s per worker"] > 0 and f["merge ms per shard file"] > 0
+        assert f["store KB per video"] > 0 and f["source KB per video"] > 0
+        gb = 19.4 if name.startswith("SSv2") else 2.0
+        assert f["1 machines store GB"] == pytest.approx(gb * f["store bytes per source byte"])
+        assert f["8 machines minutes"] < f["1 machines minutes"]
+    assert "| SSv2 (220,847 videos, 19.4 GB) | jpeg |" in out.stdout
