@@ -272,7 +272,8 @@ def test_val_fraction_holdout_is_seeded_so_shards_agree(tmp_path):
 def test_merge_runs_both_ways(tmp_path):
     out = subprocess.run([sys.executable, "-m", "data_prep.merge", "--help"], cwd=ROOT, capture_output=True, text=True)
     assert out.returncode == 0 and "usage" in out.stdout and "part" in out.stdout, out.stderr[-300:]
-    out = subprocess.run([sys.executable, "data_prep/merge.py", str(tmp_path)], cwd=ROOT, capture_output=True, text=True)
+    out = subprocess.run([sys.executable, "data_prep/merge.py", str(tmp_path)], cwd=ROOT, capture_output=True,
+                         text=True)
     assert out.returncode == 2 and out.stderr.strip().endswith("no part-*-of-* directories; pass the part directories "
                                                                "after OUT"), out.stderr[-300:]
 

@@ -93,7 +93,8 @@ def measure(kind: Kind, sources: list[Path], codec: str, out: Path, shard_size: 
     store_bytes = tree_bytes(out)
     return {"videos/s per worker": len(sources) / cpu, "videos/s here (wall)": len(sources) / seconds,
             "source KB per video": source_bytes / len(sources) / 1e3,
-            "store KB per video": store_bytes / len(sources) / 1e3, "store bytes per source byte": store_bytes / source_bytes,
+            "store KB per video": store_bytes / len(sources) / 1e3,
+            "store bytes per source byte": store_bytes / source_bytes,
             "merge ms per shard file": 1e3 * merge_s / merged.shards}
 
 
@@ -102,8 +103,9 @@ def full_dataset(kind: Kind, m: dict[str, float], workers: int, machines: int, s
     rate = m["videos/s per worker"] * workers * machines
     shards = -(-kind.full_videos // shard_size) + machines  # about one short shard more per part
     merge_s = m["merge ms per shard file"] * shards / 1e3 if machines > 1 else 0.0
-    return {"store GB": kind.full_gb * m["store bytes per source byte"], "minutes": (kind.full_videos / rate + merge_s) / 60,
-            "merge s": merge_s, "write MB/s per machine": m["store KB per video"] / 1e3 * rate / machines}
+    return {"store GB": kind.full_gb * m["store bytes per source byte"],
+            "minutes": (kind.full_videos / rate + merge_s) / 60, "merge s": merge_s,
+            "write MB/s per machine": m["store KB per video"] / 1e3 * rate / machines}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -112,7 +114,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--codecs", nargs="+", default=["jpeg", "raw"], choices=["jpeg", "raw"])
     parser.add_argument("--workers", type=int, default=16, help="workers per machine in the extrapolation")
     parser.add_argument("--machines", type=int, nargs="+", default=[1, 8])
-    parser.add_argument("--shard-size", type=int, default=4, help="videos per shard here (the merge is timed per shard)")
+    parser.add_argument("--shard-size", type=int, default=4,
+                        help="videos per shard here (the merge is timed per shard file)")
     parser.add_argument("--smoke", action="store_true")
     parser.add_argument("--json", help="write the figures here")
     args = parser.parse_args(argv)
