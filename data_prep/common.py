@@ -5,7 +5,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from video_adapt.data.prepare import PrepError, PrepOptions, PrepReport, SplitSpec, prepare_store
+from video_adapt.data.prepare import (PrepError, PrepOptions, PrepReport, SplitSpec, parse_shard, part_name,
+                                      prepare_store)
 
 
 def add_common_options(parser: argparse.ArgumentParser) -> None:
@@ -22,6 +23,25 @@ def add_common_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--limit", type=int, default=None, help="at most N videos per split (for a quick try)")
     parser.add_argument("--overwrite", action="store_true", help="delete an existing store and start again")
     parser.add_argument("--strict", action="store_true", help="exit non-zero when any video failed")
+    add_shard_option(parser)
+
+
+def add_shard_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--shard", metavar="I/N", type=shard_arg, default=None,
+                        help="prepare only part I of N (I = 0..N-1, e.g. $SLURM_ARRAY_TASK_ID/8) into "
+                             "OUT/part-I-of-N; join the N parts with python -m data_prep.merge OUT")
+
+
+def shard_arg(text: str) -> tuple[int, int]:
+    try:
+        return parse_shard(text)
+    except PrepError as err:
+        raise argparse.ArgumentTypeError(str(err).removeprefix("--shard ")) from None
+
+
+def output_dir(out: str | Path, shard: tuple[int, int] | None) -> Path:
+    """Where this job writes: the store itself, or its part directory under --shard."""
+    return Path(out) / part_name(*shard) if shard else Path(out)
 
 
 def options_from_args(args: argparse.Namespace) -> PrepOptions:
@@ -34,21 +54,29 @@ def run(args: argparse.Namespace, classes: list[str], splits: list[SplitSpec], s
     """Prepare, print the summary and every output path; exit code 1 under --strict with failures."""
     if args.limit is not None:
         splits = [SplitSpec(s.name, s.entries[:args.limit]) for s in splits]
+    out = output_dir(args.out, args.shard)
     try:
-        report: PrepReport = prepare_store(args.out, classes, splits, options_from_args(args), source=source,
+        report: PrepReport = prepare_store(out, classes, splits, options_from_args(args), source=source,
                                            flip=flip, workers=args.workers, overwrite=args.overwrite,
-                                           extra_meta={"dataset": dataset})
+                                           extra_meta={"dataset": dataset}, shard=args.shard)
     except PrepError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    print_report(report)
+    if args.shard:
+        print(f"part {args.shard[0]} of {args.shard[1]} done; once all are: python -m data_prep.merge {args.out}")
+    return 1 if args.strict and report.failed else 0
+
+
+def print_report(report: PrepReport) -> None:
+    """The first failures, the summary line and every output path."""
     for split, vid, path, reason in report.failures[:10]:
         print(f"failed ({split}): {reason}", file=sys.stderr)
     if len(report.failures) > 10:
-        print(f"... {len(report.failures) - 10} more in {Path(args.out) / 'failed.csv'}", file=sys.stderr)
+        print(f"... {len(report.failures) - 10} more in {report.out / 'failed.csv'}", file=sys.stderr)
     print(report.summary())
     for name in ("meta.json", "failed.csv"):
-        print(f"{name}: {Path(args.out) / name}")
-    return 1 if args.strict and report.failed else 0
+        print(f"{name}: {report.out / name}")
 
 
 def fail(message: str) -> int:

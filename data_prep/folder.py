@@ -30,6 +30,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--val-list", type=Path, help="validation list file")
     parser.add_argument("--root", type=Path, default=Path("."), help="root of the paths in list files")
     parser.add_argument("--val-fraction", type=float, default=0.0, help="hold out this share of training videos")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="seed of the --val-fraction hold-out (every --shard job must use the same)")
     parser.add_argument("--flip", action=argparse.BooleanOptionalAction, default=True,
                         help="allow horizontal flips in training (off when left/right matters)")
     parser.add_argument("--dataset", default="other",

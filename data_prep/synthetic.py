@@ -1,13 +1,15 @@
 """Generate the embedded benchmark: real encoded mp4 videos of an SSv2-like task where temporal order decides
-the class (see video_adapt.data.synthetic), with annotations, and optionally its tube store.
+the class (see video_adapt.data.synthetic), with annotations, and optionally its frame store.
 
     python -m data_prep.synthetic --out data/synthetic --prep
 writes data/synthetic/videos/{train,val}/<class>/<id>.mp4, train.csv and val.csv (`path label`, usable by
-`data_prep.folder --list`), classes.txt, and with --prep the store data/synthetic/store.
+`data_prep.folder --list`), classes.txt, and with --prep the store data/synthetic/store (with --shard I/N only part
+I of it, data/synthetic/store/part-I-of-N, to join with `python -m data_prep.merge data/synthetic/store`).
 """
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -17,7 +19,7 @@ if __package__ in (None, ""):
 import numpy as np
 from tqdm import tqdm
 
-from data_prep.common import fail
+from data_prep.common import add_shard_option, fail, output_dir, print_report
 from video_adapt.data.prepare import PrepError, PrepOptions, SplitSpec, VideoEntry, prepare_store
 from video_adapt.data.synthetic import CLASSES, SyntheticSpec, generate_clip, write_video
 
@@ -40,7 +42,7 @@ def write_dataset(out: Path, spec: SyntheticSpec, train_per_class: int, val_per_
                 path = folder / f"{vid}.mp4"
                 if not path.exists():
                     rng = np.random.default_rng((seed, s, label, i))
-                    tmp = path.with_name(path.stem + ".tmp.mp4")
+                    tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp.mp4")  # shard jobs may race here
                     write_video(str(tmp), generate_clip(label, rng, spec))
                     tmp.replace(path)
                 entries.append(VideoEntry(vid, str(path), label))
@@ -66,9 +68,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--prep", action="store_true", help="also prepare the frame store OUT/store")
     parser.add_argument("--workers", type=int, default=1)
+    add_shard_option(parser)
     args = parser.parse_args(argv)
     if not 1 <= args.classes <= len(CLASSES):
         return fail(f"--classes must be between 1 and {len(CLASSES)}")
+    if args.shard and not args.prep:
+        return fail("--shard splits the store's preparation; it needs --prep")
     spec = SyntheticSpec(size=args.size, frames=args.frames, num_classes=args.classes, distractors=args.distractors,
                          noise=args.noise)
     lists = write_dataset(args.out, spec, args.videos_per_class, args.val_per_class, args.seed)
@@ -78,14 +83,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.prep:
         opts = PrepOptions(short_side=0, shard_size=2000)
         try:
-            report = prepare_store(args.out / "store", list(CLASSES[:args.classes]),
+            report = prepare_store(output_dir(args.out / "store", args.shard), list(CLASSES[:args.classes]),
                                    [SplitSpec("train", lists["train"]), SplitSpec("val", lists["val"])],
                                    opts, source=f"synthetic {spec}", flip=False, workers=args.workers,
-                                   extra_meta={"dataset": "synthetic"})
+                                   extra_meta={"dataset": "synthetic"}, shard=args.shard)
         except PrepError as err:
             return fail(str(err))
-        print(report.summary())
-        print(f"store: {args.out / 'store'}")
+        print_report(report)
+        print(f"store: {report.out}")
     return 0
 
 

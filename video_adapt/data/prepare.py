@@ -4,9 +4,14 @@ Every data_prep command builds `VideoEntry` lists per split and calls `prepare_s
 encode (the expensive parts run in parallel); the main process only appends bytes to the shard file. One failing
 video (missing, empty, corrupt, truncated, not a video) is recorded in `failed.csv` with its reason and the job
 goes on; a killed job, rerun, keeps the finished shards and redoes only the rest.
+
+Many machines: `shard=(i, n)` prepares only part i of n (a contiguous, count-balanced range of every split's rows,
+`shard_plan`) into a store-like part directory; `video_adapt.data.merge` joins the parts by hard-linking their shard
+files. Shard numbers are global, so the parts' files never collide and the merge copies no frame.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import multiprocessing as mp
 import shutil
@@ -71,6 +76,51 @@ class SplitSpec:
     entries: list[VideoEntry]
 
 
+def parse_shard(text: str) -> tuple[int, int]:
+    """'I/N' (I in 0..N-1, as a SLURM array index) -> (I, N); anything else is a one-line PrepError."""
+    try:
+        i, n = (int(v) for v in text.split("/"))
+    except ValueError:
+        raise PrepError(f"--shard {text!r}: expected I/N, e.g. 3/8") from None
+    if not 0 <= i < n:
+        raise PrepError(f"--shard {text!r}: I must be in 0..N-1")
+    return i, n
+
+
+def part_name(index: int, parts: int) -> str:
+    """Directory of part `index` of `parts` inside the output directory."""
+    return f"part-{index}-of-{parts}"
+
+
+def shard_plan(rows: int, shard_size: int, part: int = 0, parts: int = 1) -> list[tuple[int, range]]:
+    """The shard files that part `part` of `parts` writes for a split of `rows` videos: (shard number, rows).
+
+    Part p owns rows [p * rows // parts, (p + 1) * rows // parts): contiguous, balanced to one video, and fixed by
+    (rows, parts) alone, so a rerun or another worker count gives the same share. Each part cuts its range into
+    shards of `shard_size`; shard numbers run on across the parts in row order, so the parts' files never share a
+    name and the merged split is numbered like a whole job's. `parts=1` is the whole job. An empty split gets one
+    empty shard (from part 0) so that the split still exists.
+    """
+    plan, number = [], 0
+    for p in range(parts):
+        start, end = p * rows // parts, (p + 1) * rows // parts
+        for k in range(start, end, shard_size):
+            if p == part:
+                plan.append((number, range(k, min(k + shard_size, end))))
+            number += 1
+    if rows == 0 and part == 0:
+        plan.append((0, range(0)))
+    return plan
+
+
+def entries_digest(splits: list[SplitSpec]) -> str:
+    """sha256 of every split's entry list (id, path, label, listing error): parts of one job must agree on it."""
+    h = hashlib.sha256()
+    for spec in splits:
+        h.update(json.dumps([spec.name, [[e.id, e.path, e.label, e.error] for e in spec.entries]]).encode())
+    return h.hexdigest()
+
+
 def prepare_video(path: str, opts: PrepOptions) -> PreparedVideo:
     """Decode one video and encode its kept frames (the work of one worker)."""
     reader = open_video(path)
@@ -111,6 +161,12 @@ class PrepReport:
                 f"{self.seconds:.1f} s ({rate:.1f} videos/s), {self.bytes / 2**20:.1f} MB -> {self.out}")
 
 
+def job_options(classes: list[str], splits: list[SplitSpec], opts: PrepOptions, source: str) -> dict[str, Any]:
+    """What prep.json records: a rerun (or another part of the same job) must agree on all of it."""
+    return {"format": FORMAT, "version": VERSION, "classes": classes, "opts": asdict(opts), "source": source,
+            "splits": {s.name: len(s.entries) for s in splits}, "entries": entries_digest(splits)}
+
+
 def _prepare_out_dir(out: Path, options: dict[str, Any], overwrite: bool) -> None:
     prep_path = out / "prep.json"
     if out.exists() and any(out.iterdir()):
@@ -131,26 +187,32 @@ def _prepare_out_dir(out: Path, options: dict[str, Any], overwrite: bool) -> Non
 
 def prepare_store(out: str | Path, classes: list[str], splits: list[SplitSpec], opts: PrepOptions, source: str,
                   flip: bool, workers: int = 1, overwrite: bool = False, progress: bool = True,
-                  extra_meta: dict[str, Any] | None = None) -> PrepReport:
+                  extra_meta: dict[str, Any] | None = None, shard: tuple[int, int] | None = None) -> PrepReport:
     """Write (or finish) the store at `out`; returns counts and failures.
 
     `flip` records whether horizontal flips keep the labels (False for SSv2-like data); `extra_meta` (e.g.
-    `{"dataset": "ssv2"}`) lets the data protocols pick their per-dataset settings.
+    `{"dataset": "ssv2"}`) lets the data protocols pick their per-dataset settings. With `shard=(i, n)`, `out`
+    becomes part i of n: only its rows (`shard_plan`), with global row numbers, its own failed.csv and a meta.json
+    that marks it as a part (a FrameStore refuses it until `merge_parts` has joined all n).
     """
     opts.check()
     out = Path(out)
-    options = {"format": FORMAT, "version": VERSION, "classes": classes, "opts": asdict(opts), "source": source,
-               "splits": {s.name: len(s.entries) for s in splits}}
+    part, parts = shard or (0, 1)
+    if not 0 <= part < parts:
+        raise PrepError(f"shard {part}/{parts}: the index must be in 0..{parts - 1}")
+    options = job_options(classes, splits, opts, source)
+    if shard is not None:
+        options["shard"] = [part, parts]
     _prepare_out_dir(out, options, overwrite)
     start = time.perf_counter()
     todo = []
+    owned: dict[str, list[int]] = {}
     for spec in splits:
         directory = out / spec.name
         directory.mkdir(exist_ok=True)
-        for k in range(0, max(len(spec.entries), 1), opts.shard_size):
-            index = k // opts.shard_size
-            if not shard_done(directory, index):
-                todo.append((spec, directory, index, range(k, min(k + opts.shard_size, len(spec.entries)))))
+        plan = shard_plan(len(spec.entries), opts.shard_size, part, parts)
+        owned[spec.name] = [r for _, rows in plan for r in rows]
+        todo += [(spec, directory, index, rows) for index, rows in plan if not shard_done(directory, index)]
     total = sum(len(rows) for *_, rows in todo)
     pool = mp.get_context("spawn").Pool(workers) if workers > 1 and total > 1 else None
     bar = tqdm(total=total, desc="preparing", unit="video", disable=not progress, file=sys.stderr)
@@ -174,12 +236,16 @@ def prepare_store(out: str | Path, classes: list[str], splits: list[SplitSpec], 
         bar.close()
         if pool is not None:
             pool.terminate()
-    return _finish(out, classes, splits, opts, source, flip, start, extra_meta or {})
+    extra = dict(extra_meta or {})
+    if shard is not None:
+        extra["part"] = [part, parts]
+    return _finish(out, classes, splits, owned, opts, source, flip, start, extra)
 
 
-def _finish(out: Path, classes: list[str], splits: list[SplitSpec], opts: PrepOptions, source: str, flip: bool,
-            start: float, extra_meta: dict[str, Any]) -> PrepReport:
-    """Write videos.csv per split, failed.csv and, last, meta.json (its presence means: complete)."""
+def _finish(out: Path, classes: list[str], splits: list[SplitSpec], owned: dict[str, list[int]], opts: PrepOptions,
+            source: str, flip: bool, start: float, extra_meta: dict[str, Any]) -> PrepReport:
+    """Write videos.csv per split, failed.csv and, last, meta.json (its presence means: complete), for the rows
+    this job owns (all of them, or a part's share)."""
     failures: list[tuple[str, str, str, str]] = []
     split_meta: dict[str, Any] = {}
     total_bytes = 0
@@ -196,7 +262,8 @@ def _finish(out: Path, classes: list[str], splits: list[SplitSpec], opts: PrepOp
             failed.update(zip(z["failed_rows"].tolist(), z["failed_reasons"].tolist()))
             total_bytes += int(z["frame_length"].sum())
         rows = []
-        for r, e in enumerate(spec.entries):
+        for r in owned[spec.name]:
+            e = spec.entries[r]
             if r in info:
                 n, stored, fps, h, w = info[r]
                 rows.append([r, e.id, e.label, e.path, n, stored, f"{fps:.3f}", h, w])
@@ -204,9 +271,9 @@ def _finish(out: Path, classes: list[str], splits: list[SplitSpec], opts: PrepOp
                 failures.append((spec.name, e.id, e.path, failed[r]))
         write_csv_atomic(directory / "videos.csv",
                          ["row", "id", "label", "source", "num_frames", "stored_frames", "fps", "height", "width"], rows)
-        videos += len(spec.entries)
+        videos += len(owned[spec.name])
         counts = np.bincount([int(r[2]) for r in rows if int(r[2]) >= 0], minlength=len(classes))
-        split_meta[spec.name] = {"videos": len(rows), "failed": len(spec.entries) - len(rows),
+        split_meta[spec.name] = {"videos": len(rows), "failed": len(owned[spec.name]) - len(rows),
                                  "frames": int(sum(int(r[5]) for r in rows)), "per_class": counts.tolist()}
     write_csv_atomic(out / "failed.csv", ["split", "id", "source", "reason"], failures)
     meta = {"format": FORMAT, "version": VERSION, "classes": classes, "keep_every": opts.keep_every,

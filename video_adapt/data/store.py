@@ -18,7 +18,8 @@ Layout of a store directory (format `video_adapt.frames`, version 2):
 `num_frames` is the decoded length N of the source; `stored_frames` is ceil(N / keep_every); height and width are
 the stored size. A shard is complete once its `.npz` exists: both files are written under temporary names and
 renamed, payload first, so a killed job leaves no half shard and a rerun redoes only the missing shards. Video rows
-are global positions in the split's video list, so shards written by different jobs can be merged by renaming.
+are global positions in the split's video list, so shards written by different jobs can be merged by linking
+(`video_adapt.data.merge`); a part of such a job has `"part": [i, n]` in its meta.json and is refused here.
 """
 from __future__ import annotations
 
@@ -230,6 +231,10 @@ class FrameStore:
         if self.meta.get("format") != FORMAT:
             raise StoreError(f"{meta_path}: not a {FORMAT} store (format {self.meta.get('format')!r}); "
                              "prepare it again with python -m data_prep.<name>")
+        if "part" in self.meta:  # one machine's share of a sharded preparation: serving it would drop videos
+            i, n = self.meta["part"]
+            raise StoreError(f"{self.root}: part {i} of {n} of a sharded preparation, not a whole store; join the "
+                             f"parts with python -m data_prep.merge")
         self._splits: dict[str, SplitIndex] = {}
         self._maps: dict[tuple[int, str, int], np.memmap] = {}
 
