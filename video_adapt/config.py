@@ -2,40 +2,67 @@
 
 A YAML file states only what differs from its base (`_base_: ../base.yaml`, a path relative to the file,
 or a list of them, merged in order). Overrides on the command line use dotted keys:
-`train.lr=0.01 model.tuning=vpt data.num_frames=4`. Unknown keys fail before anything runs, naming the key.
+`train.lr=0.01 model.tuning=vpt data.num_frames=4`. Unknown keys and values of the wrong type or out of range
+fail before anything runs, naming the key (video_adapt.schema).
 `train.recipe` picks a named set of optimisation defaults (`paper` or `videomae`); keys set explicitly
 in the file or on the command line win over the recipe.
 """
 from __future__ import annotations
 
 import copy
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from video_adapt.errors import ConfigError
+from video_adapt.files import write_text_atomic
+from video_adapt.schema import from_dict, option
 
-class ConfigError(Exception):
-    """A bad configuration; the message names the key or file."""
+__all__ = ["Config", "ConfigError", "DataConfig", "ModelConfig", "RECIPES", "TrainConfig", "config_from_dict",
+           "deep_merge", "load_config", "parse_overrides", "read_config_values", "save_config"]
+
+
+def _model_names() -> list[str]:
+    from video_adapt.models.vit import PRESETS
+    return list(PRESETS)
+
+
+def _tuning_methods() -> tuple[str, ...]:
+    from video_adapt.models.tuning import METHODS
+    return METHODS
+
+
+def _scale_check(value: float | str) -> str | None:
+    return None if not isinstance(value, str) or value == "learnable" else "must be a number or 'learnable'"
+
+
+def _randaugment_check(value: str | None) -> str | None:
+    from video_adapt.data.transforms import parse_randaugment
+    try:
+        parse_randaugment(value)
+    except ValueError:
+        return "is not of the form 'rand-m<magnitude>-n<ops>'"
+    return None
 
 
 @dataclass
 class ModelConfig:
-    name: str = "vit_base_patch16_224"
-    tuning: str = "adaptformer"  # adaptformer | vpt | linear | full
+    name: str = option("vit_base_patch16_224", choices=_model_names)
+    tuning: str = option("adaptformer", choices=_tuning_methods)  # video_adapt.models.tuning.METHODS
     pretrained: str | None = None  # official/HF/own checkpoint; None = random backbone (a control)
-    num_classes: int | None = None  # None = from the tube store
-    bottleneck: int = 64
-    adapter_scale: float | str = 0.1
-    adapter_position: str = "parallel"
-    adapter_input: str = "norm"
-    adapter_layers: list[int] | None = None
-    adapter_dropout: float = 0.0
-    vpt_tokens: int = 1
-    vpt_mode: str = "deep"
+    num_classes: int | None = option(None, ge=1)  # None = from the tube store
+    bottleneck: int = option(64, ge=1)
+    adapter_scale: float | str = option(0.1, check=_scale_check)
+    adapter_position: str = option("parallel", choices=("parallel", "sequential"))
+    adapter_input: str = option("norm", choices=("norm", "residual"))
+    adapter_layers: list[int] | None = option(None, ge=0)
+    adapter_dropout: float = option(0.0, ge=0, lt=1)
+    vpt_tokens: int = option(1, ge=1)
+    vpt_mode: str = option("deep", choices=("deep", "shallow"))
     head_bn: bool = True  # AdaptFormer's video code puts BatchNorm1d(affine=False) before every head
-    drop_path_rate: float = 0.0
+    drop_path_rate: float = option(0.0, ge=0, lt=1)
     use_checkpoint: bool = False
     arch: dict[str, Any] = field(default_factory=dict)  # embed_dim, depth, patch_size ... overrides
 
@@ -45,43 +72,43 @@ class DataConfig:
     root: str = ""  # a tube store written by data_prep
     train_split: str = "train"
     val_split: str = "val"
-    num_frames: int = 8
-    img_size: int = 224
-    batch_size: int = 32  # per process
-    num_workers: int = 4
+    num_frames: int = option(8, ge=1)
+    img_size: int = option(224, ge=1)
+    batch_size: int = option(32, ge=1)  # per process
+    num_workers: int = option(4, ge=0)
     flip: bool | None = None  # None = from the store (off for SSv2: left/right is in its labels)
-    crop_scale: list[float] = field(default_factory=lambda: [0.08, 1.0])  # random resized crop area range
-    randaugment: str | None = None  # e.g. "rand-m7-n4-mstd0.5-inc1" (VideoMAE)
-    test_crops: int = 3
-    eval_crops: int = 1  # crops for the per-epoch validation (1 = centre); tools/test.py does all views
+    crop_scale: list[float] = option(factory=lambda: [0.08, 1.0], gt=0, le=1)  # random resized crop area range
+    randaugment: str | None = option(None, check=_randaugment_check)  # e.g. "rand-m7-n4-mstd0.5-inc1" (VideoMAE)
+    test_crops: int = option(3, ge=1)
+    eval_crops: int = option(1, ge=1)  # crops for the per-epoch validation (1 = centre); tools/test.py does all views
     gpu_decode: bool = True  # decode JPEG tubes on the GPU when training there
 
 
 @dataclass
 class TrainConfig:
-    recipe: str = "paper"
-    epochs: int = 90
-    warmup_epochs: float = 10
-    optimizer: str = "sgd"  # sgd | adamw
-    base_lr: float = 0.1  # scaled by global batch / 256 unless `lr` is set
-    lr: float | None = None  # absolute learning rate; wins over base_lr
-    min_lr: float = 0.0
-    warmup_lr: float = 0.0
-    momentum: float = 0.9
-    weight_decay: float = 0.0
-    layer_decay: float | None = None
-    clip_grad: float | None = None
-    accum_steps: int = 1
-    mixup: float = 0.0
-    cutmix: float = 0.0
-    label_smoothing: float = 0.0
-    repeated_aug: int = 1
-    amp: str = "auto"  # auto | bf16 | fp16 | off
+    recipe: str = option("paper", choices=lambda: RECIPES)
+    epochs: int = option(90, ge=1)
+    warmup_epochs: float = option(10, ge=0)
+    optimizer: str = option("sgd", choices=("sgd", "adamw"))
+    base_lr: float = option(0.1, gt=0)  # scaled by global batch / 256 unless `lr` is set
+    lr: float | None = option(None, gt=0)  # absolute learning rate; wins over base_lr
+    min_lr: float = option(0.0, ge=0)
+    warmup_lr: float = option(0.0, ge=0)
+    momentum: float = option(0.9, ge=0, le=1)
+    weight_decay: float = option(0.0, ge=0)
+    layer_decay: float | None = option(None, gt=0, le=1)
+    clip_grad: float | None = option(None, gt=0)
+    accum_steps: int = option(1, ge=1)
+    mixup: float = option(0.0, ge=0)
+    cutmix: float = option(0.0, ge=0)
+    label_smoothing: float = option(0.0, ge=0, lt=1)
+    repeated_aug: int = option(1, ge=1)
+    amp: str = option("auto", choices=("auto", "bf16", "fp16", "off"))
     compile: bool = False
-    nonfinite: str = "skip"  # skip | stop: what a NaN/inf loss does
-    eval_every: int = 1
-    log_every: int = 20
-    seed: int = 0
+    nonfinite: str = option("skip", choices=("skip", "stop"))  # what a NaN/inf loss does
+    eval_every: int = option(1, ge=1)
+    log_every: int = option(20, ge=1)
+    seed: int = option(0, ge=0)
 
 
 RECIPES: dict[str, dict[str, dict[str, Any]]] = {
@@ -106,7 +133,7 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     out_dir: str = "runs/default"
     resume: str | None = None  # "auto" = latest checkpoint in out_dir, or a path
-    device: str = "auto"  # auto | cpu | cuda
+    device: str = option("auto", choices=("auto", "cpu", "cuda"))
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -151,65 +178,36 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
         parts = key.strip().split(".")
         for part in parts[:-1]:
             node = node.setdefault(part, {})
-        node[parts[-1]] = yaml.safe_load(raw) if raw != "" else None
+            if not isinstance(node, dict):
+                raise ConfigError(f"override {item!r}: '{part}' is not a section")
+        try:
+            node[parts[-1]] = yaml.safe_load(raw) if raw != "" else None
+        except yaml.YAMLError:
+            raise ConfigError(f"override {item!r}: value is not valid YAML") from None
     return tree
 
 
-_SECTIONS = {"model": ModelConfig, "data": DataConfig, "train": TrainConfig}
-
-
-def _section(cls: type, values: Any, where: str) -> Any:
-    if not isinstance(values, dict):
-        raise ConfigError(f"config key '{where}' must be a mapping")
-    known = {f.name for f in fields(cls)}
-    for key in values:
-        if key not in known:
-            raise ConfigError(f"unknown config key '{where}.{key}' (known: {', '.join(sorted(known))})")
-    return cls(**values)
+def read_config_values(path: str | Path | None = None, overrides: list[str] | None = None) -> dict[str, Any]:
+    """The merged mapping of a YAML file (with its `_base_` chain) and dotted overrides, not yet checked."""
+    values = _read_yaml(Path(path).resolve()) if path else {}
+    return deep_merge(values, parse_overrides(overrides or []))
 
 
 def config_from_dict(values: dict[str, Any]) -> Config:
+    """The training config of a mapping: recipe defaults first, then every key checked (video_adapt.schema)."""
     values = copy.deepcopy(values)
     train = values.get("train") or {}
-    recipe = train.get("recipe", TrainConfig.recipe)
-    if recipe not in RECIPES:
+    recipe = train.get("recipe", TrainConfig.recipe) if isinstance(train, dict) else TrainConfig.recipe
+    if not isinstance(recipe, str) or recipe not in RECIPES:
         raise ConfigError(f"unknown config value train.recipe={recipe!r} (known: {', '.join(RECIPES)})")
-    values = deep_merge(RECIPES[recipe], values)
-    top_level = {f.name for f in fields(Config)}
-    kwargs = {}
-    for key, value in values.items():
-        if key in _SECTIONS:
-            kwargs[key] = _section(_SECTIONS[key], value or {}, key)
-        elif key in top_level:
-            kwargs[key] = value
-        else:
-            raise ConfigError(f"unknown config key '{key}' (known: {', '.join(sorted(top_level))})")
-    cfg = Config(**kwargs)
-    _check_choices(cfg)
-    return cfg
-
-
-def _check_choices(cfg: Config) -> None:
-    choices = {
-        "model.tuning": (cfg.model.tuning, ("adaptformer", "vpt", "linear", "full")),
-        "train.optimizer": (cfg.train.optimizer, ("sgd", "adamw")),
-        "train.amp": (cfg.train.amp, ("auto", "bf16", "fp16", "off")),
-        "train.nonfinite": (cfg.train.nonfinite, ("skip", "stop")),
-        "device": (cfg.device, ("auto", "cpu", "cuda")),
-    }
-    for key, (value, allowed) in choices.items():
-        if value not in allowed:
-            raise ConfigError(f"config value {key}={value!r} is not one of {', '.join(allowed)}")
-    if cfg.train.accum_steps < 1 or cfg.train.epochs < 1 or cfg.data.batch_size < 1:
-        raise ConfigError("train.accum_steps, train.epochs and data.batch_size must be at least 1")
+    return from_dict(Config, deep_merge(RECIPES[recipe], values))
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
     """Config from a YAML file (with its `_base_` chain) and dotted overrides."""
-    values = _read_yaml(Path(path).resolve()) if path else {}
-    values = deep_merge(values, parse_overrides(overrides or []))
-    return config_from_dict(values)
+    return config_from_dict(read_config_values(path, overrides))
 
 
-def save_config(cfg: Config, path: str | Path) -> None:
-    Path(path).write_text(yaml.safe_dump(cfg.as_dict(), sort_keys=False))
+def save_config(cfg: Any, path: str | Path) -> None:
+    """Any config dataclass as YAML (readable back by `read_config_values`)."""
+    write_text_atomic(path, yaml.safe_dump(asdict(cfg), sort_keys=False))

@@ -33,9 +33,10 @@ from video_adapt.data.tubes import (
     write_csv_atomic,
     write_json_atomic,
 )
+from video_adapt.errors import VideoAdaptError
 
 
-class PrepError(Exception):
+class PrepError(VideoAdaptError):
     """The job cannot start (bad inputs or options); one line."""
 
 

@@ -32,12 +32,14 @@ from typing import Any, Sequence
 import cv2
 import numpy as np
 
+from video_adapt.errors import VideoAdaptError
+
 FORMAT = "video_adapt.tubes"
 VERSION = 1
 TRAIN_VIEW, TEST_VIEW = 0, 1
 
 
-class StoreError(Exception):
+class StoreError(VideoAdaptError):
     """A missing or damaged tube store; one line naming the path."""
 
 

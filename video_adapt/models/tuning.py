@@ -97,7 +97,8 @@ class PromptTokens(nn.Module):
     """VPT prompts, prepended as extra tokens without position encoding.
 
     deep: one set per block, added before it and removed after it; shallow: one set added before
-    block 0 and removed after the last block. Xavier-uniform init as in VPT.
+    block 0 and removed after the last block. Uniform init with the Xavier bound sqrt(6 / (num_tokens + dim));
+    VPT's own code takes the patch embedding's fan-in instead, sqrt(6 / (3 * patch * patch + dim)).
     """
 
     def __init__(self, dim: int, depth: int, num_tokens: int, mode: str = "deep"):
