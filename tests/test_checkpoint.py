@@ -7,10 +7,13 @@ import torch
 from tiny_models import TINY, clips, randomize_, tiny_model
 from video_adapt import CheckpointError, load_adapters, load_model, load_pretrained, save_adapters, save_model
 
-transformers = pytest.importorskip("transformers")
+@pytest.fixture
+def transformers():
+    """Only the tests that compare with Hugging Face need it (an extra: pip install video_adapt[bench])."""
+    return pytest.importorskip("transformers")
 
 
-def hf_config(**kw):
+def hf_config(transformers, **kw):
     cfg = dict(image_size=32, patch_size=8, num_channels=3, num_frames=4, tubelet_size=2, hidden_size=32,
                num_hidden_layers=2, num_attention_heads=2, intermediate_size=128, qkv_bias=True,
                use_mean_pooling=True, num_labels=5, layer_norm_eps=1e-12)
@@ -18,9 +21,9 @@ def hf_config(**kw):
     return transformers.VideoMAEConfig(**cfg)
 
 
-def test_logits_match_transformers_videomae(tmp_path):
+def test_logits_match_transformers_videomae(tmp_path, transformers):
     torch.manual_seed(0)
-    hf = transformers.VideoMAEForVideoClassification(hf_config())
+    hf = transformers.VideoMAEForVideoClassification(hf_config(transformers))
     randomize_(hf, seed=3, std=0.1)
     hf.save_pretrained(tmp_path / "hf")
     hf.eval()
@@ -34,9 +37,9 @@ def test_logits_match_transformers_videomae(tmp_path):
     assert torch.allclose(ours, expected, atol=1e-4), (ours - expected).abs().max()
 
 
-def test_transformers_pretraining_weights_load_backbone(tmp_path):
+def test_transformers_pretraining_weights_load_backbone(tmp_path, transformers):
     torch.manual_seed(0)
-    hf = transformers.VideoMAEForPreTraining(hf_config(decoder_hidden_size=16, decoder_num_hidden_layers=1,
+    hf = transformers.VideoMAEForPreTraining(hf_config(transformers, decoder_hidden_size=16, decoder_num_hidden_layers=1,
                                                        decoder_num_attention_heads=2, decoder_intermediate_size=32))
     randomize_(hf, seed=4, std=0.1)
     hf.save_pretrained(tmp_path / "pre")
@@ -51,9 +54,9 @@ def test_transformers_pretraining_weights_load_backbone(tmp_path):
     assert torch.allclose(ours, expected, atol=1e-4)
 
 
-def test_hf_weights_file_alone_loads_with_either_bias_naming(tmp_path):
+def test_hf_weights_file_alone_loads_with_either_bias_naming(tmp_path, transformers):
     from safetensors.torch import load_file, save_file
-    hf = randomize_(transformers.VideoMAEForVideoClassification(hf_config()), seed=5)
+    hf = randomize_(transformers.VideoMAEForVideoClassification(hf_config(transformers)), seed=5)
     hf.save_pretrained(tmp_path / "hf")
     state = load_file(str(tmp_path / "hf" / "model.safetensors"))
     renamed = {k.replace("attention.attention.q_bias", "attention.attention.query.bias")

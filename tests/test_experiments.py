@@ -42,6 +42,7 @@ def test_table_plot_and_standard_errors(tmp_path):
     assert write_csv(cells, tmp_path / "t.csv").read_text().count("\n") == 5
 
 
+@pytest.mark.slow
 def test_compare_tool_runs_a_small_grid_and_collects(synthetic_store, tmp_path):
     import subprocess
     import sys
@@ -74,6 +75,7 @@ def test_studies_cover_the_articles_ablations():
     assert {v.name for v in s["position"]} == {"parallel", "sequential"}
 
 
+@pytest.mark.slow
 def test_ablate_tool_runs_a_study(synthetic_store, tmp_path):
     import subprocess
     import sys

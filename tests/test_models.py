@@ -146,6 +146,10 @@ def test_drop_path_is_active_only_in_training():
     model = randomize_(tiny_model(drop_path_rate=0.5)).eval()
     x = clips()
     assert torch.equal(model(x), model(x))
+    torch.manual_seed(0)
+    model.train()
+    assert not torch.allclose(model(x), model(x))  # residual branches are dropped at random, per sample
+    assert torch.equal(randomize_(tiny_model(drop_path_rate=0.0)).train()(x), randomize_(tiny_model()).eval()(x))
 
 
 def test_bad_options_fail_with_a_clear_message():

@@ -23,9 +23,11 @@ from typing import Any
 import numpy as np
 import torch
 from safetensors import safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import nn
 
+from video_adapt.errors import CheckpointError
+from video_adapt.files import save_safetensors_atomic, write_json_atomic
 from video_adapt.models.factory import model_from_build_args
 from video_adapt.models.tuning import parameter_group, tuned_state_dict
 
@@ -34,10 +36,6 @@ ADAPTER_CONFIG = "adapter_config.json"
 FORMAT_TAG = "video_adapt"
 HF_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "model.safetensors.index.json",
                    "pytorch_model.bin.index.json")
-
-
-class CheckpointError(Exception):
-    """A checkpoint that cannot be used as asked; the message is one line naming the file."""
 
 
 # ----------------------------------------------------------------------------------------------- reading
@@ -60,8 +58,9 @@ def _torch_load(path: Path) -> Any:
             f"{path}: refused: loading it would need unsafe unpickling of non-tensor objects "
             f"({reason[:160]}); re-save the state dict with torch.save(weights) or as safetensors"
         ) from None
-    except (RuntimeError, EOFError, OSError) as err:
-        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({str(err).splitlines()[0][:160]})") from None
+    except Exception as err:  # torch.load fails on other files with many types (IndexError on a text file)
+        reason = str(err).strip().splitlines()[0][:160] if str(err).strip() else type(err).__name__
+        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({reason})") from None
 
 
 def _read_weights_file(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
@@ -258,18 +257,6 @@ def backbone_fingerprint(model: nn.Module) -> str:
     return value
 
 
-def _atomic_save_tensors(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    save_file({k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}, str(tmp), metadata=metadata)
-    os.replace(tmp, path)
-
-
-def _atomic_write_text(text: str, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def adapter_config(model: nn.Module, class_names: list[str] | None = None) -> dict[str, Any]:
     tuning = getattr(model, "tuning", None)
     method = tuning.method if tuning is not None else "full"
@@ -291,13 +278,15 @@ def save_adapters(model: nn.Module, path: str | os.PathLike, class_names: list[s
     config = adapter_config(model, class_names)
     if extra:
         config.update(extra)
-    _atomic_save_tensors(tuned_state_dict(model), out / ADAPTER_WEIGHTS, {"format": FORMAT_TAG})
-    _atomic_write_text(json.dumps(config, indent=2), out / ADAPTER_CONFIG)
+    save_safetensors_atomic(tuned_state_dict(model), out / ADAPTER_WEIGHTS, {"format": FORMAT_TAG})
+    write_json_atomic(out / ADAPTER_CONFIG, config)
     return out
 
 
 def _adapter_paths(path: str | os.PathLike) -> tuple[Path, Path]:
     path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f"{path}: no such file or directory")
     directory = path if path.is_dir() else path.parent
     weights, config = directory / ADAPTER_WEIGHTS, directory / ADAPTER_CONFIG
     for needed in (weights, config):
@@ -343,13 +332,9 @@ def load_adapters(model: nn.Module, path: str | os.PathLike, force: bool = False
 
 def save_model(model: nn.Module, path: str | os.PathLike, class_names: list[str] | None = None) -> Path:
     """Whole model as one safetensors file, with what is needed to rebuild it in the metadata."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     meta = {"format": FORMAT_TAG, "build_args": json.dumps(getattr(model, "build_args", None)),
             "class_names": json.dumps(class_names)}
-    state = {k: v for k, v in model.state_dict().items()}
-    _atomic_save_tensors(state, path, meta)
-    return path
+    return save_safetensors_atomic(dict(model.state_dict()), path, meta)
 
 
 def load_model(path: str | os.PathLike) -> tuple[nn.Module, list[str] | None]:

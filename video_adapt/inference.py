@@ -87,7 +87,7 @@ class Predictor:
 
     def __init__(self, model: nn.Module, class_names: list[str], views: ViewSpec, device: str = "auto"):
         from video_adapt.distributed import resolve_device
-        from video_adapt.engine import autocast_dtype
+        from video_adapt.engine.precision import autocast_dtype
         self.device = resolve_device(device)
         self.model = model.to(self.device).eval()
         self.class_names = class_names
@@ -136,7 +136,7 @@ class Predictor:
 
     @torch.inference_mode()
     def _probs(self, views: torch.Tensor, counts: list[int]) -> list[np.ndarray]:
-        from video_adapt.engine import autocast_context
+        from video_adapt.engine.precision import autocast_context
         x = normalize_clips(views.to(self.device))
         with autocast_context(self.device, self.amp):
             probs = self.model(x).float().softmax(-1).cpu().numpy()
@@ -208,7 +208,7 @@ def expand_inputs(inputs: Sequence[str]) -> list[str]:
     return paths
 
 
-def predict(inputs: Sequence[str] | str, checkpoint: str | None = None, backbone: str | None = None,
+def predict(inputs: Sequence[str] | str, *, checkpoint: str | None = None, backbone: str | None = None,
             adapters: str | None = None, topk: int = 5, device: str = "auto", crops: int | None = None,
             window: float | None = None, stride: float | None = None) -> list[Prediction]:
     """Classify video files (or folders of them); see `Predictor` for the protocol."""
