@@ -14,6 +14,7 @@ if __package__ in (None, ""):
 
 from tqdm import tqdm
 
+from video_adapt.console import command
 from video_adapt.data.datasets import describe
 from video_adapt.data.tubes import StoreError, TubeStore
 
@@ -61,6 +62,7 @@ def check_store(root: Path, progress: bool = True) -> list[str]:
     return problems
 
 
+@command
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("store", type=Path)

@@ -19,6 +19,7 @@ if __package__ in (None, ""):  # run as `python data_prep/folder.py`
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from data_prep.common import add_common_options, fail, run
+from video_adapt.console import command
 from video_adapt.data.decode import VIDEO_EXTENSIONS
 from video_adapt.data.prepare import PrepError, SplitSpec, VideoEntry
 
@@ -97,6 +98,7 @@ def holdout(entries: list[VideoEntry], fraction: float, seed: int) -> tuple[list
     return train, val
 
 
+@command
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     src = parser.add_mutually_exclusive_group(required=True)

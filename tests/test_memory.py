@@ -42,6 +42,7 @@ def test_peak_of_a_linear_layer_by_hand():
     assert 4 * weights <= update <= 6 * weights + 2**20
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("tuning,checkpointing", [("full", False), ("adaptformer", False), ("adaptformer", True)])
 def test_two_and_three_block_fit_predicts_a_deeper_model_at_a_larger_batch(tuning, checkpointing):
     build = _build(tuning, checkpointing)
@@ -51,6 +52,7 @@ def test_two_and_three_block_fit_predicts_a_deeper_model_at_a_larger_batch(tunin
     assert estimate.fixed + 5 * estimate.per_clip == pytest.approx(measured[0], rel=0.03)
 
 
+@pytest.mark.slow
 def test_checkpointing_and_adapters_shrink_the_per_clip_memory():
     per_clip = {(t, c): estimate_training_memory(_build(t, c), 6, 8, 64).per_clip
                 for t in ("full", "adaptformer") for c in (False, True)}
@@ -71,6 +73,7 @@ def test_largest_batch_arithmetic():
     assert estimate.largest_batch(2**30) == 0
 
 
+@pytest.mark.slow
 def test_bench_memory_smoke(tmp_path):
     out = subprocess.run([sys.executable, "tools/bench_memory.py", "--smoke", "--json", str(tmp_path / "m.json")],
                          cwd=ROOT, capture_output=True, text=True)

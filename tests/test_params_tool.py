@@ -2,9 +2,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.slow
 def test_params_tool_prints_vit_base_adaptformer_table():
     out = subprocess.run([sys.executable, "tools/params.py", "--model", "vit_base_patch16_224", "--tuning",
                           "adaptformer", "vpt"], cwd=ROOT, capture_output=True, text=True, check=True).stdout

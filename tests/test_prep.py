@@ -148,6 +148,7 @@ def test_rerun_with_other_options_needs_overwrite(tmp_path):
     assert (tmp_path / "precious" / "thesis.txt").exists()
 
 
+@pytest.mark.slow
 def test_killed_job_resumes_and_matches_an_uninterrupted_run(tmp_path):
     videos = class_folders(tmp_path / "videos", per_class=12)
     args = ["--videos", str(videos), *SMALL, "--shard-size", "2"]
@@ -189,6 +190,7 @@ def test_check_rejects_a_damaged_store(tmp_path, capsys):
     assert check.check_store(tmp_path / "videos", progress=False)[0].endswith("prepare one with python -m data_prep.<name>")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("script", ["ssv2", "hmdb51", "folder", "synthetic", "check"])
 def test_data_prep_scripts_have_help_both_ways(script):
     for cmd in ([sys.executable, "-m", f"data_prep.{script}", "--help"], [sys.executable, f"data_prep/{script}.py", "--help"]):

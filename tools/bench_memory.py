@@ -23,7 +23,9 @@ from pathlib import Path
 import torch
 
 from video_adapt import create_model
+from video_adapt.console import command
 from video_adapt.models.memory import GiB, estimate_training_memory
+from video_adapt.models.tuning import METHODS
 from video_adapt.models.vit import vit_config
 
 SIZES = {"nano": "vit_nano_patch8_32", "tiny": "vit_tiny_patch16_224", "small": "vit_small_patch16_224", "base": "vit_base_patch16_224",
@@ -71,11 +73,12 @@ def table(rows: list[dict], capacities: list[float]) -> str:
     return "\n".join(lines)
 
 
+@command
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", nargs="+", default=["base", "large", "huge"], choices=list(SIZES))
     parser.add_argument("--methods", nargs="+", default=["full", "adaptformer"],
-                        choices=["full", "adaptformer", "vpt", "linear"])
+                        choices=METHODS)
     parser.add_argument("--frames", type=int, default=16)
     parser.add_argument("--img-size", type=int, default=224)
     parser.add_argument("--capacities", type=float, nargs="+", default=[24, 80], help="GPU memory, GB")
