@@ -10,7 +10,8 @@ import contextlib
 import functools
 import os
 import sys
-from typing import Callable, Iterator
+from pathlib import Path
+from typing import Callable, Iterator, Mapping
 
 from video_adapt.errors import VideoAdaptError
 
@@ -48,6 +49,12 @@ def command(main: Callable[[list[str] | None], int | None]) -> Callable[[list[st
         return EXIT_ERROR
 
     return run
+
+
+def print_outputs(paths: Mapping[str, str | Path], prefix: str = "") -> None:
+    """Every output file a command wrote, one `name: path` line each, so users can find them."""
+    for name, path in paths.items():
+        print(f"{prefix}{name}: {path}")
 
 
 @contextlib.contextmanager

@@ -9,8 +9,9 @@ from typing import Any
 
 import numpy as np
 
-from video_adapt.experiments import aggregate, load_grid, run_grid, write_comparison
+from video_adapt.console import print_outputs
 from video_adapt.errors import ConfigError
+from video_adapt.experiments import aggregate, load_grid, run_grid, write_comparison
 from video_adapt.files import write_json_atomic
 
 REPO = Path(__file__).resolve().parents[1]
@@ -69,8 +70,7 @@ def run_demo(out: str | Path = "runs/demo", seeds: list[int] | None = None, fram
     summary = {"wall_time_s": time.perf_counter() - start, "outputs": {k: str(v) for k, v in paths.items()},
                "multi_view_test": test_metrics, "prediction": prediction}
     write_json_atomic(out / "demo_summary.json", summary)
-    for name, path in paths.items():
-        print(f"[demo] {name}: {path}")
+    print_outputs(paths, prefix="[demo] ")
     print(f"[demo] runs: {out / 'runs'}")
     print(f"[demo] done in {summary['wall_time_s'] / 60:.1f} min")
     return summary

@@ -71,9 +71,7 @@ def build(spec: StepSpec) -> tuple[torch.nn.Module, Callable[[torch.Tensor], tor
         return hf, lambda x: hf(pixel_values=x.permute(0, 2, 1, 3, 4)).logits
     model = create_model(spec.name, num_classes=NUM_CLASSES, num_frames=spec.frames, img_size=spec.img_size,
                          tuning=method, use_checkpoint=checkpointing == "ckpt")
-    load_hf_weights(model, hf)
-    del hf
-    return model, model
+    return load_hf_weights(model, hf), model
 
 
 def clip_flops_of(spec: StepSpec):

@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 from video_adapt.config import load_config
-from video_adapt.console import command
+from video_adapt.console import command, print_outputs
 from video_adapt.experiments import aggregate, run_grid, studies, write_comparison
 from video_adapt.models.vit import vit_config
 
@@ -37,8 +37,7 @@ def main(argv: list[str] | None = None) -> int:
         cells = aggregate(run_grid(args.config, args.overrides, variants, [args.frames], args.seeds, out))
         table, paths = write_comparison(cells, out, study=name)
         print(f"\n## {name}\n{table}")
-        for kind, path in paths.items():
-            print(f"{kind}: {path}")
+        print_outputs(paths)
     return 0
 
 

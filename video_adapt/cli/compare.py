@@ -12,7 +12,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from video_adapt.console import command
+from video_adapt.console import command, print_outputs
 from video_adapt.errors import ConfigError
 from video_adapt.experiments import aggregate, collect, load_grid, run_grid, write_comparison
 
@@ -42,8 +42,7 @@ def main(argv: list[str] | None = None) -> int:
                            args.seeds or grid["seeds"], out)
     table, paths = write_comparison(aggregate(results), out)
     print(table)
-    for name, path in paths.items():
-        print(f"{name}: {path}")
+    print_outputs(paths)
     return 0
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from video_adapt.console import command
+from video_adapt.console import command, print_outputs
 from video_adapt.engine.runs import evaluate_run
 
 
@@ -32,8 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     r = test.result
     print(f"{test.split}: top-1 {r.top1:.2f}  top-5 {r.top5:.2f}  ({r.num_videos} videos, "
           f"{test.crops} crops, {test.average} averaging)")
-    for name, path in test.paths.items():
-        print(f"{name}: {path}")
+    print_outputs(test.paths)
     return 0
 
 
