@@ -15,15 +15,14 @@ On a GPU, `tools/bench_model.py --device cuda --batch auto` finds the real large
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from functools import partial
-from pathlib import Path
 
 import torch
 
 from video_adapt import create_model
 from video_adapt.console import command
+from video_adapt.files import write_json_atomic
 from video_adapt.models.memory import GiB, estimate_training_memory
 from video_adapt.models.tuning import METHODS
 from video_adapt.models.vit import vit_config
@@ -96,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(table(rows, args.capacities))
     if args.json:
-        Path(args.json).write_text(json.dumps(rows, indent=2))
+        write_json_atomic(args.json, rows)
         print(f"rows: {args.json}")
     return 0
 

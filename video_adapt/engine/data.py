@@ -5,6 +5,7 @@ on the device (`to_model_input`).
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -67,6 +68,32 @@ def make_loader(dataset: Dataset, batch_size: int, sampler, workers: int, device
     return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=workers,
                       pin_memory=device.type == "cuda", drop_last=drop_last, persistent_workers=False,
                       collate_fn=collate)
+
+
+@dataclass
+class TrainData:
+    """The training set with its sampler and loader, and the per-epoch validation loader (None without one)."""
+
+    train_set: Dataset
+    sampler: Any
+    loader: DataLoader
+    val_loader: DataLoader | None
+
+
+def build_loaders(cfg: Config, dist_state: DistState) -> TrainData:
+    """Datasets, samplers and loaders of a run; fails if an epoch would not fill one optimizer update."""
+    device = dist_state.device
+    train_set, val_set = build_datasets(cfg)
+    sampler = train_sampler(train_set, cfg, dist_state)
+    loader = make_loader(train_set, cfg.data.batch_size, sampler, cfg.data.num_workers, device, drop_last=True)
+    if len(loader) < cfg.train.accum_steps:
+        raise ConfigError(f"data.batch_size={cfg.data.batch_size} x {dist_state.world_size} process(es) leaves "
+                          f"{len(loader)} batches per epoch from {len(train_set)} training clips")
+    val_loader = None
+    if val_set is not None and len(val_set):
+        val_loader = make_loader(val_set, cfg.data.batch_size, eval_sampler(val_set, dist_state),
+                                 cfg.data.num_workers, device, drop_last=False)
+    return TrainData(train_set, sampler, loader, val_loader)
 
 
 def to_model_input(clips: torch.Tensor | list, device: torch.device) -> torch.Tensor:

@@ -28,14 +28,7 @@ from video_adapt.engine.builders import (
     build_scheduler,
     learning_rate,
 )
-from video_adapt.engine.data import (
-    build_datasets,
-    eval_sampler,
-    make_loader,
-    open_store_meta,
-    to_model_input,
-    train_sampler,
-)
+from video_adapt.engine.data import build_loaders, open_store_meta, to_model_input
 from video_adapt.engine.evaluation import EvalResult, evaluate
 from video_adapt.engine.optim import Updater
 from video_adapt.engine.precision import Precision
@@ -148,26 +141,16 @@ def train(cfg: Config) -> dict[str, Any]:
 
 def _train(cfg: Config, dist: DistState) -> dict[str, Any]:
     wall_start = time.perf_counter()
-    out_dir, device, accum = Path(cfg.out_dir), dist.device, cfg.train.accum_steps
+    out_dir, device = Path(cfg.out_dir), dist.device
     meta = open_store_meta(cfg.data.root)
     num_classes = check_config(cfg, meta)
     seed_everything(cfg.train.seed)
 
     model, load_report = build_model(cfg, num_classes)
     model.to(device)
-    train_set, val_set = build_datasets(cfg)
-    sampler = train_sampler(train_set, cfg, dist)
-    loader = make_loader(train_set, cfg.data.batch_size, sampler, cfg.data.num_workers, device, drop_last=True)
-    if len(loader) < accum:
-        raise ConfigError(f"data.batch_size={cfg.data.batch_size} x {dist.world_size} process(es) leaves "
-                          f"{len(loader)} batches per epoch from {len(train_set)} training clips")
-    val_loader = None
-    if val_set is not None and len(val_set):
-        val_loader = make_loader(val_set, cfg.data.batch_size, eval_sampler(val_set, dist), cfg.data.num_workers,
-                                 device, drop_last=False)
-
-    steps_per_epoch = len(loader) // accum
-    lr = learning_rate(cfg, cfg.data.batch_size * accum * dist.world_size)
+    data = build_loaders(cfg, dist)
+    steps_per_epoch = len(data.loader) // cfg.train.accum_steps
+    lr = learning_rate(cfg, cfg.data.batch_size * cfg.train.accum_steps * dist.world_size)
     optimizer = build_optimizer(model, cfg, lr)
     updater = Updater(optimizer, build_scheduler(optimizer, cfg, steps_per_epoch), Precision.create(device, cfg.train.amp))
     mixup, loss_fn = build_loss(cfg, num_classes)
@@ -179,27 +162,21 @@ def _train(cfg: Config, dist: DistState) -> dict[str, Any]:
     if resume_path is not None:
         state = load_training_state(resume_path, model, updater)
         start_epoch, best = state["epoch"] + 1, state["best_top1"]
-    net: nn.Module = model
-    if dist.enabled:
-        net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None,
-                                      find_unused_parameters=False)
-    if cfg.train.compile:
-        net = torch.compile(net)
 
     if dist.is_main:
         out_dir.mkdir(parents=True, exist_ok=True)
         save_config(cfg, out_dir / "config.yaml")
         print(f"[video_adapt] {cfg.model.name} / {cfg.model.tuning}: {params['trainable']:,} of "
               f"{params['total']:,} parameters train ({100 * params['trainable_ratio']:.2f}%); lr {lr:.3g}; "
-              f"{len(train_set)} training clips, {steps_per_epoch} steps/epoch on {dist.world_size} process(es)")
+              f"{len(data.train_set)} training clips, {steps_per_epoch} steps/epoch on {dist.world_size} process(es)")
         if load_report is not None:
             print(f"[video_adapt] {load_report.summary()}")
         if resume_path is not None:
             print(f"[video_adapt] resumed from {resume_path} at epoch {start_epoch}")
         else:
             (out_dir / "metrics.csv").unlink(missing_ok=True)  # a fresh run does not append to an old run's rows
-    run = TrainRun(cfg=cfg, dist=dist, model=model, net=net, loader=loader, updater=updater, loss_fn=loss_fn,
-                   mixup=mixup, log=RunLog(out_dir, dist.is_main))
+    run = TrainRun(cfg=cfg, dist=dist, model=model, net=_distributed(model, cfg, dist), loader=data.loader,
+                   updater=updater, loss_fn=loss_fn, mixup=mixup, log=RunLog(out_dir, dist.is_main))
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats(device)
     class_names = list(meta["classes"])
@@ -209,13 +186,13 @@ def _train(cfg: Config, dist: DistState) -> dict[str, Any]:
 
     result = None
     for epoch in range(start_epoch, cfg.train.epochs):
-        sampler.set_epoch(epoch)
-        train_set.set_epoch(epoch)
+        data.sampler.set_epoch(epoch)
+        data.train_set.set_epoch(epoch)
         stats = train_one_epoch(run, epoch)
         row: dict[str, Any] = {"epoch": epoch, "step": updater.step, **stats, "lr": updater.lr}
         last = epoch == cfg.train.epochs - 1
-        if val_loader is not None and ((epoch + 1) % cfg.train.eval_every == 0 or last):
-            result = evaluate(model, val_loader, device, updater.precision.dtype, num_classes, dist_state=dist)
+        if data.val_loader is not None and ((epoch + 1) % cfg.train.eval_every == 0 or last):
+            result = evaluate(model, data.val_loader, device, updater.precision.dtype, num_classes, dist_state=dist)
             row.update(val_top1=result.top1, val_top5=result.top5, val_loss=result.loss)
             if dist.is_main and result.top1 > best:
                 best = result.top1
@@ -243,6 +220,18 @@ def _train(cfg: Config, dist: DistState) -> dict[str, Any]:
         print(f"[video_adapt] summary: {out_dir / 'summary.json'}")
     run.log.close()
     return summary
+
+
+def _distributed(model: nn.Module, cfg: Config, dist: DistState) -> nn.Module:
+    """What runs forward and backward: the model, in DDP across processes and compiled when asked."""
+    net = model
+    if dist.enabled:
+        device = dist.device
+        net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None,
+                                      find_unused_parameters=False)
+    if cfg.train.compile:
+        net = torch.compile(net)
+    return net
 
 
 def _summary(cfg: Config, dist: DistState, params: dict[str, Any], result: EvalResult | None, best: float,
