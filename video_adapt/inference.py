@@ -22,6 +22,7 @@ from video_adapt.data.decode import VIDEO_EXTENSIONS, VideoDecodeError, open_vid
 from video_adapt.data.sampling import eval_clip_indices
 from video_adapt.data.transforms import normalize_clips, spatial_crops, to_tensor_clip
 from video_adapt.models.factory import model_from_build_args
+from video_adapt.models.tuning import merge_lora
 
 
 @dataclass
@@ -117,6 +118,8 @@ class Predictor:
             elif info.get("backbone_fingerprint"):
                 raise CheckpointError(f"{adapters}: adapters need their backbone; pass --backbone FILE")
         load_adapters(model, adapters, force=force)
+        if info.get("method") == "lora":
+            merge_lora(model)  # the same logits at the backbone's speed: plain Linear layers, fused attention
         return cls(model, info["class_names"] or [str(i) for i in range(model.num_classes)],
                    ViewSpec.from_info(info.get("data"), crops), device)
 
