@@ -246,8 +246,8 @@ def load_pretrained(model: nn.Module, path: str | os.PathLike) -> LoadReport:
 def backbone_fingerprint(model: nn.Module) -> str:
     """sha256 of the backbone tensors the method leaves frozen (names in the plain backbone, shapes, float32 bytes).
 
-    BitFit's trained biases are left out (they travel in the adapter file), and LoRA's wrapped weights count under
-    their plain names, so the fingerprint is the pretrained file's whatever the method. Cached while unchanged.
+    BitFit's trained biases are left out (they travel in the adapter file); LoRA's wrapped weights count under their
+    plain names, so a LoRA model has its plain backbone's fingerprint. Cached while the tensors are unchanged.
     """
     method = getattr(getattr(model, "tuning", None), "method", "full")
     tensors = [(backbone_key(n), t) for n, t in model.state_dict(keep_vars=True).items()
