@@ -18,6 +18,12 @@ def _backbone_file(tmp_path, seed=3):
     return backbone.eval(), path
 
 
+def _vit_b(**kwargs):
+    """ViT-B for counting parameters: on the meta device, nothing is allocated or initialised."""
+    with torch.device("meta"):
+        return create_model("vit_base_patch16_224", num_classes=174, **kwargs)
+
+
 def _unfused(model):
     """The backbone with each qkv called as a module: the path a wrapped (LoRA) qkv takes, bias added after."""
     for block in model.blocks:
@@ -68,12 +74,11 @@ def test_merged_lora_equals_unmerged_and_is_the_plain_backbone(tmp_path):
 
 
 def test_lora_parameter_counts_vit_base():
-    qkv = parameter_report(create_model("vit_base_patch16_224", num_classes=174, tuning="lora", lora_rank=8))
+    qkv = parameter_report(_vit_b(tuning="lora", lora_rank=8))
     assert qkv["groups"]["lora"]["total"] == 294_912 == 12 * 8 * (768 + 3 * 768)
     assert qkv["groups"]["backbone"]["trainable"] == 0
     assert qkv["trainable"] == 294_912 + 768 * 2 + 768 * 174 + 174
-    every = parameter_report(create_model("vit_base_patch16_224", num_classes=174, tuning="lora", lora_rank=8,
-                                          lora_targets=["qkv", "proj", "fc1", "fc2"]))
+    every = parameter_report(_vit_b(tuning="lora", lora_rank=8, lora_targets=["qkv", "proj", "fc1", "fc2"]))
     assert every["groups"]["lora"]["total"] == 12 * 8 * ((768 + 2304) + (768 + 768) + 2 * (768 + 3072)) == 1_179_648
 
 
@@ -92,7 +97,7 @@ def test_bitfit_trains_every_bias_and_the_head_only():
 
 
 def test_bitfit_parameter_counts_vit_base():
-    report = parameter_report(create_model("vit_base_patch16_224", num_classes=174, tuning="bitfit"))
+    report = parameter_report(_vit_b(tuning="bitfit"))
     per_block = 768 * 2 + 768 + 3072 + 768 + 768 * 2  # q/v bias, proj, fc1, fc2, two LayerNorms
     assert report["groups"]["backbone"]["trainable"] == 12 * per_block + 768 == 92_928  # + the patch embedding's
     assert report["added"] == 0 and report["trainable"] == 92_928 + 768 * 2 + 768 * 174 + 174
@@ -140,10 +145,9 @@ def test_st_adapter_convolves_over_time_height_width_of_the_token_grid():
 def test_st_adapter_parameter_counts_vit_base():
     """The official ViT-B/16 sizes: 12 x 384 (one per block) and 24 x 384 (two per block), kernel 3x1x1."""
     per_adapter = 768 * 384 + 384 + 384 * 3 + 384 + 384 * 768 + 768
-    one = parameter_report(create_model("vit_base_patch16_224", num_classes=174, tuning="st_adapter", bottleneck=384))
+    one = parameter_report(_vit_b(tuning="st_adapter", bottleneck=384))
     assert one["groups"]["adapters"]["total"] == 12 * per_adapter == 7_110_144
-    two = parameter_report(create_model("vit_base_patch16_224", num_classes=174, tuning="st_adapter", bottleneck=384,
-                                        st_position="both"))
+    two = parameter_report(_vit_b(tuning="st_adapter", bottleneck=384, st_position="both"))
     assert two["groups"]["adapters"]["total"] == 24 * per_adapter
     assert one["groups"]["backbone"]["trainable"] == 0
 
