@@ -2,7 +2,7 @@
 
 Parameter names follow the official fine-tune checkpoints (`patch_embed.proj`, `blocks.N.attn.qkv`,
 `blocks.N.attn.q_bias` ...), so those files load without renaming. The backbone knows nothing about
-tuning methods; it offers two explicit extension points that `tuning.py` fills:
+tuning methods; it offers explicit extension points that `tuning.py` fills:
 
 - `Block.mlp_adapter(residual, normed, mlp_out) -> mlp_out'`: rewrites the MLP branch of one block
   (AdaptFormer's AdaptMLP, parallel or sequential);
