@@ -5,6 +5,7 @@ The browser test uses Debian's `chromium` + `chromium-driver` through Selenium (
 """
 from __future__ import annotations
 
+import runpy
 import shutil
 import socket
 import subprocess
@@ -20,7 +21,8 @@ import torch
 
 from conftest import tiny_overrides
 from videos import make_broken, write
-from video_adapt.app import DEMO_RUN, PageResult, check_upload, classify_file, frame_strip, synthetic_examples
+from video_adapt.app import (DEMO_RUN, STRIP_GAP, STRIP_HEADER, STRIP_MARGIN, PageResult, check_upload,
+                            classify_file, frame_strip, synthetic_examples)
 from video_adapt.config import load_config
 from video_adapt.data.synthetic import CLASSES, SyntheticSpec, generate_clip
 from video_adapt.engine import train
@@ -61,10 +63,10 @@ def test_check_upload_refuses_other_kinds_empty_and_too_large_files(tmp_path):
 def test_frame_strip_is_every_view_and_frame_pixel_for_pixel():
     views = torch.randint(0, 256, (6, 3, 4, 32, 32), dtype=torch.uint8)
     strip = frame_strip(views, crops=3)
-    scale, gap, margin = 3, 4, 120  # 32 px -> 96 px rows
-    assert strip.shape == (6 * (96 + gap) - gap, margin + 4 * (96 + gap) - gap, 3)
+    scale, gap, margin, header = 3, STRIP_GAP, STRIP_MARGIN, STRIP_HEADER  # 32 px -> 96 px rows
+    assert strip.shape == (header + 6 * (96 + gap) - gap, margin + 4 * (96 + gap) - gap, 3)
     v, t = 4, 2  # clip 2, crop 2, third frame
-    top, left = v * (96 + gap), margin + t * (96 + gap)
+    top, left = header + v * (96 + gap), margin + t * (96 + gap)
     expected = views[v, :, t].permute(1, 2, 0).numpy().repeat(scale, 0).repeat(scale, 1)
     assert np.array_equal(strip[top:top + 96, left:left + 96], expected)
 
@@ -112,16 +114,17 @@ def test_synthetic_examples_only_for_models_of_the_synthetic_task(tmp_path):
     assert synthetic_examples(tmp_path / "other", ["cat", "dog"], 32) == []
 
 
-def test_tool_without_a_model_says_how_to_get_one(tmp_path):
+def test_tool_without_a_model_says_how_to_get_one(tmp_path, monkeypatch, capsys):
     out = subprocess.run([sys.executable, str(ROOT / "tools" / "app.py")], cwd=tmp_path, capture_output=True,
                          text=True)
     assert out.returncode == 2 and "Traceback" not in out.stderr
     assert out.stderr.count("\n") == 1 and str(DEMO_RUN) in out.stderr and "tools/demo.py" in out.stderr
-    missing = subprocess.run([sys.executable, str(ROOT / "tools" / "app.py"), "--checkpoint", str(tmp_path / "nope")],
-                             capture_output=True, text=True)
-    assert missing.returncode == 2 and missing.stderr == f"error: {tmp_path / 'nope'}: no such file or directory\n"
-    help_text = subprocess.run([sys.executable, str(ROOT / "tools" / "app.py"), "--help"], capture_output=True,
-                               text=True).stdout
+    main = runpy.run_path(str(ROOT / "tools" / "app.py"), run_name="app_tool")["main"]
+    assert main(["--checkpoint", str(tmp_path / "nope")]) == 2
+    assert capsys.readouterr().err == f"error: {tmp_path / 'nope'}: no such file or directory\n"
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    help_text = capsys.readouterr().out
     assert "--share-on-network" in help_text and "0.0.0.0" in help_text and "127.0.0.1" in help_text
 
 
@@ -157,7 +160,7 @@ def page_url(predictor, tmp_path_factory):
     examples = tmp_path_factory.mktemp("app_examples")
     page = build_app(predictor, examples_dir=examples)
     port = _free_port()
-    launch(page, port, block=False, examples_dir=examples)
+    launch(page, port, block=False)
     yield f"http://127.0.0.1:{port}/"
     page.close()
 
@@ -189,7 +192,8 @@ def _upload(driver, path: Path) -> str:
 
 @pytest.mark.filterwarnings("ignore:.*(no_silent_downcasting|copy keyword).*")  # Gradio's queue on pandas 3
 def test_page_in_a_real_browser(browser, page_url, predictor, videos):
-    """Upload a video, a non-video file, then a long video: results, the error line, and the page still works."""
+    """Upload a video, a non-video file, then a long video, then click an example: results, the error line, and the
+    page still works after the error."""
     from selenium.webdriver.common.by import By
     browser.get(page_url)
     expected = {k: predictor.predict([str(videos[k])])[0].top for k in ("short", "long")}
@@ -215,3 +219,10 @@ def test_page_in_a_real_browser(browser, page_url, predictor, videos):
     assert f"top class {expected['long'][0][0]}" in status
     assert _wait(lambda: browser.find_elements(By.CSS_SELECTOR, "#timeline img"), what="the timeline plot")
     assert browser.find_elements(By.CSS_SELECTOR, "#frames img")
+
+    example = _wait(lambda: [e for e in browser.find_elements(By.XPATH, "//*[text()='sliding_left.mp4']")
+                             if e.is_displayed()], what="the examples")
+    example[0].click()  # an example: its true class is shown beside the result
+    _wait(lambda: "sliding_left.mp4: top class" in browser.find_element(By.ID, "status").text, what="the example")
+    assert browser.find_element(By.CSS_SELECTOR, "#truth textarea, #truth input").get_attribute("value") == (
+        "sliding left")

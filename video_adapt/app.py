@@ -30,6 +30,7 @@ DEMO_COMMAND = "python tools/demo.py --variants adaptformer --frames 8"
 UPLOAD_SUFFIXES = (".mp4", ".webm", ".avi", ".mkv")
 EXAMPLES_DIR = Path(tempfile.gettempdir()) / "video_adapt_app_examples"
 THUMB_PX = 96  # frames are shown at least this tall, so 32 px models still show something a person can read
+STRIP_HEADER, STRIP_MARGIN, STRIP_GAP = 30, 90, 4  # frame numbers above, clip and crop on the left, white between
 
 
 @dataclass
@@ -67,15 +68,20 @@ def frame_strip(views: torch.Tensor, crops: int) -> np.ndarray:
     scale = max(1, -(-THUMB_PX // views.shape[-2]))
     frames = views.permute(0, 2, 3, 4, 1).numpy().repeat(scale, 2).repeat(scale, 3)  # (V, T, h, w, 3)
     v, t, h, w, _ = frames.shape
-    gap, margin = 4, 120
-    out = np.full((v * (h + gap) - gap, margin + t * (w + gap) - gap, 3), 255, np.uint8)
+    out = np.full((STRIP_HEADER + v * (h + STRIP_GAP) - STRIP_GAP, STRIP_MARGIN + t * (w + STRIP_GAP) - STRIP_GAP, 3),
+                  255, np.uint8)
+
+    def text(s: str, x: int, y: int) -> None:
+        cv2.putText(out, s, (x, y), cv2.FONT_HERSHEY_SIMPLEX, 0.6, (40, 40, 40), 1, cv2.LINE_AA)
+    for j in range(t):
+        text(f"frame {j + 1}", STRIP_MARGIN + j * (w + STRIP_GAP) + 4, STRIP_HEADER - 10)
     for i in range(v):
-        top = i * (h + gap)
+        top = STRIP_HEADER + i * (h + STRIP_GAP)
         for j in range(t):
-            out[top:top + h, margin + j * (w + gap):margin + j * (w + gap) + w] = frames[i, j]
-        for k, text in enumerate((f"clip {i // crops + 1}", f"crop {i % crops + 1}")):
-            cv2.putText(out, text, (8, top + h // 2 - 6 + 26 * k), cv2.FONT_HERSHEY_SIMPLEX, 0.7, (40, 40, 40), 1,
-                        cv2.LINE_AA)
+            left = STRIP_MARGIN + j * (w + STRIP_GAP)
+            out[top:top + h, left:left + w] = frames[i, j]
+        text(f"clip {i // crops + 1}", 8, top + h // 2 - 4)
+        text(f"crop {i % crops + 1}", 8, top + h // 2 + 20)
     return out
 
 
@@ -141,6 +147,7 @@ def synthetic_examples(folder: Path, class_names: list[str], size: int) -> list[
     from video_adapt.data.synthetic import CLASSES, SyntheticSpec, generate_clip, write_video
     if list(class_names) != list(CLASSES[:len(class_names)]):
         return []
+    folder = folder / f"{size}px"
     folder.mkdir(parents=True, exist_ok=True)
     spec = SyntheticSpec(size=size, frames=16)
     n = len(class_names)
@@ -167,7 +174,10 @@ def _write_atomic(path: Path, frames: np.ndarray, write_video) -> None:
 
 def build_app(predictor: Predictor, title: str = "video_adapt", max_mb: float = 200, window_s: float = 2.0,
               stride_s: float = 1.0, examples_dir: str | Path = EXAMPLES_DIR):
-    """The Gradio Blocks page around `predictor`; serve it with `launch`."""
+    """The Gradio Blocks page around `predictor`; serve it with `launch`.
+
+    Example videos are written under `examples_dir` (Gradio serves files from the temp dir and the working directory)
+    when the model's classes are the synthetic task's."""
     import gradio as gr
     max_bytes = int(max_mb * 2**20)
     examples = synthetic_examples(Path(examples_dir), predictor.class_names, predictor.views.img_size)
@@ -209,12 +219,10 @@ def build_app(predictor: Predictor, title: str = "video_adapt", max_mb: float = 
     return page
 
 
-def launch(page, port: int = 7860, on_network: bool = False, block: bool = True,
-           examples_dir: str | Path = EXAMPLES_DIR) -> None:
+def launch(page, port: int = 7860, on_network: bool = False, block: bool = True) -> None:
     """Serve on 127.0.0.1, or on every interface with `on_network`; returns at once unless `block`.
 
     The size limit is checked by the page itself (`check_upload`), not by Gradio's `max_file_size`, whose refusal
     shows only the word "Error" in the upload box."""
     page.launch(server_name="0.0.0.0" if on_network else "127.0.0.1", server_port=port, share=False,
-                prevent_thread_lock=not block, quiet=not block,
-                footer_links=[], allowed_paths=[str(examples_dir)])
+                prevent_thread_lock=not block, quiet=not block, footer_links=[])
