@@ -21,7 +21,7 @@ import torch
 
 from conftest import tiny_overrides
 from videos import make_broken, write
-from video_adapt.app import (DEMO_RUN, STRIP_GAP, STRIP_HEADER, STRIP_MARGIN, PageResult, check_upload,
+from video_adapt.app import (DEMO_RUN, STRIP_FOOT, STRIP_GAP, STRIP_MARGIN, STRIP_TOP, PageResult, check_upload,
                             classify_file, frame_strip, synthetic_examples)
 from video_adapt.config import load_config
 from video_adapt.data.synthetic import CLASSES, SyntheticSpec, generate_clip
@@ -63,10 +63,10 @@ def test_check_upload_refuses_other_kinds_empty_and_too_large_files(tmp_path):
 def test_frame_strip_is_every_view_and_frame_pixel_for_pixel():
     views = torch.randint(0, 256, (6, 3, 4, 32, 32), dtype=torch.uint8)
     strip = frame_strip(views, crops=3)
-    scale, gap, margin, header = 3, STRIP_GAP, STRIP_MARGIN, STRIP_HEADER  # 32 px -> 96 px rows
-    assert strip.shape == (header + 6 * (96 + gap) - gap, margin + 4 * (96 + gap) - gap, 3)
+    scale, gap, margin = 3, STRIP_GAP, STRIP_MARGIN  # 32 px -> 96 px rows
+    assert strip.shape == (STRIP_TOP + 6 * (96 + gap) + STRIP_FOOT, margin + 4 * (96 + gap) - gap, 3)
     v, t = 4, 2  # clip 2, crop 2, third frame
-    top, left = header + v * (96 + gap), margin + t * (96 + gap)
+    top, left = STRIP_TOP + v * (96 + gap), margin + t * (96 + gap)
     expected = views[v, :, t].permute(1, 2, 0).numpy().repeat(scale, 0).repeat(scale, 1)
     assert np.array_equal(strip[top:top + 96, left:left + 96], expected)
 
@@ -74,7 +74,7 @@ def test_frame_strip_is_every_view_and_frame_pixel_for_pixel():
 def test_view_spec_describes_the_test_views():
     assert ViewSpec(8, 224, "dense", 4, 5, 3).describe() == (
         "5 clips x 3 crops = 15 views of 8 frames at 224 px, dense sampling, stride 4")
-    assert "segment sampling" in ViewSpec(16, 224).describe()
+    assert ViewSpec(16, 224, crops=1, test_clips=2).describe().startswith("2 clips x 1 crop = 2 views of 16 frames")
 
 
 def test_predict_views_are_the_views_predict_averaged(predictor, videos):

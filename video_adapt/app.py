@@ -30,7 +30,8 @@ DEMO_COMMAND = "python tools/demo.py --variants adaptformer --frames 8"
 UPLOAD_SUFFIXES = (".mp4", ".webm", ".avi", ".mkv")
 EXAMPLES_DIR = Path(tempfile.gettempdir()) / "video_adapt_app_examples"
 THUMB_PX = 96  # frames are shown at least this tall, so 32 px models still show something a person can read
-STRIP_HEADER, STRIP_MARGIN, STRIP_GAP = 30, 90, 4  # frame numbers above, clip and crop on the left, white between
+# white above (Gradio's label bar covers it), clip and crop on the left, frame numbers below, white between
+STRIP_TOP, STRIP_MARGIN, STRIP_FOOT, STRIP_GAP = 32, 90, 26, 4
 
 
 @dataclass
@@ -68,20 +69,20 @@ def frame_strip(views: torch.Tensor, crops: int) -> np.ndarray:
     scale = max(1, -(-THUMB_PX // views.shape[-2]))
     frames = views.permute(0, 2, 3, 4, 1).numpy().repeat(scale, 2).repeat(scale, 3)  # (V, T, h, w, 3)
     v, t, h, w, _ = frames.shape
-    out = np.full((STRIP_HEADER + v * (h + STRIP_GAP) - STRIP_GAP, STRIP_MARGIN + t * (w + STRIP_GAP) - STRIP_GAP, 3),
+    out = np.full((STRIP_TOP + v * (h + STRIP_GAP) + STRIP_FOOT, STRIP_MARGIN + t * (w + STRIP_GAP) - STRIP_GAP, 3),
                   255, np.uint8)
 
     def text(s: str, x: int, y: int) -> None:
         cv2.putText(out, s, (x, y), cv2.FONT_HERSHEY_SIMPLEX, 0.6, (40, 40, 40), 1, cv2.LINE_AA)
-    for j in range(t):
-        text(f"frame {j + 1}", STRIP_MARGIN + j * (w + STRIP_GAP) + 4, STRIP_HEADER - 10)
     for i in range(v):
-        top = STRIP_HEADER + i * (h + STRIP_GAP)
+        top = STRIP_TOP + i * (h + STRIP_GAP)
         for j in range(t):
             left = STRIP_MARGIN + j * (w + STRIP_GAP)
             out[top:top + h, left:left + w] = frames[i, j]
         text(f"clip {i // crops + 1}", 8, top + h // 2 - 4)
         text(f"crop {i % crops + 1}", 8, top + h // 2 + 20)
+    for j in range(t):
+        text(f"frame {j + 1}", STRIP_MARGIN + j * (w + STRIP_GAP) + 4, out.shape[0] - 8)
     return out
 
 

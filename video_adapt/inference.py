@@ -84,8 +84,10 @@ class ViewSpec:
     def describe(self) -> str:
         """The test views in words, for people reading a result."""
         rule = f"dense sampling, stride {self.stride}" if self.sampling == "dense" else "segment sampling"
-        return (f"{self.test_clips} clips x {self.crops} crops = {self.test_clips * self.crops} views of "
-                f"{self.num_frames} frames at {self.img_size} px, {rule}")
+        def n(count: int, what: str) -> str:
+            return f"{count} {what}" + ("" if count == 1 else "s")
+        return (f"{n(self.test_clips, 'clip')} x {n(self.crops, 'crop')} = {n(self.test_clips * self.crops, 'view')} "
+                f"of {self.num_frames} frames at {self.img_size} px, {rule}")
 
 
 class Predictor:
