@@ -22,7 +22,10 @@ def test_recipes_set_defaults_that_explicit_keys_override():
 @pytest.mark.parametrize("override,message", [
     (["train.lrr=1"], "unknown config key 'train.lrr'"),
     (["colour=red"], "unknown config key 'colour'"),
-    (["model.tuning=lora"], "model.tuning='lora'"),
+    (["model.tuning=prompt_tuning"], "model.tuning='prompt_tuning'"),
+    (["model.tuning=st_adapter", "model.st_position=after"], "model: st_position must be one of attn, mlp, both"),
+    (["model.tuning=lora", "model.lora_targets=[q, v]"], "model: lora_targets must be"),
+    (["model.adapter_init=xavier"], "model: adapter_init must be one of article, lora, official"),
     (["train.recipe=magic"], "train.recipe='magic'"),
     (["nodot"], "not key=value"),
 ])
@@ -47,7 +50,8 @@ def test_missing_file_and_base_cycle(tmp_path):
     ("train.lr=fast", "'train.lr' expects float or None"),
     ("train.lr=-0.1", "train.lr=-0.1 must be > 0"),
     ("model.head_bn=maybe", "'model.head_bn' expects bool"),
-    ("model.adapter_scale=big", "model.adapter_scale='big' must be a number or 'learnable'"),
+    ("model.adapter_scale=big", "config section model: adapter_scale must be a number or 'learnable'"),
+    ("model.bottleneck=0", "config section model: bottleneck, vpt_tokens and lora_rank must be at least 1"),
     ("model.adapter_layers=[0, x]", "'model.adapter_layers' expects list of int or None"),
     ("data.crop_scale=0.5", "'data.crop_scale' expects list of float"),
     ("data.crop_scale=[0.5, 2]", "must be <= 1"),
@@ -80,7 +84,7 @@ def test_override_values_are_yaml_scalars():
 def test_every_grid_config_loads_and_is_generated():
     from video_adapt import config_grid
     assert config_grid.grid_datasets() == ["hmdb51_split1", "hmdb51_split2", "hmdb51_split3", "ssv2"]
-    assert set(config_grid.grid_methods()) >= {"adaptformer", "vpt", "linear", "full"}
+    assert config_grid.grid_methods() == ["adaptformer", "vpt", "linear", "full"]
     for dataset in config_grid.grid_datasets():
         for method in config_grid.grid_methods():
             for frames in config_grid.FRAMES:
@@ -90,3 +94,24 @@ def test_every_grid_config_loads_and_is_generated():
                 assert (cfg.model.tuning, cfg.data.num_frames) == (method, frames)
                 assert cfg.model.num_classes == (174 if dataset == "ssv2" else 51)
                 assert cfg.data.flip is (dataset != "ssv2")
+
+
+def test_model_section_has_every_tuning_option_with_the_same_default():
+    """The engine passes every TuningConfig option from the model section; both must agree on defaults."""
+    from dataclasses import fields
+    from video_adapt.config import ModelConfig
+    from video_adapt.models.tuning import TUNING_OPTIONS, TuningConfig
+    model, tuning = ModelConfig(), TuningConfig()
+    for key in TUNING_OPTIONS:
+        assert getattr(model, key) == getattr(tuning, key), key
+    assert model.tuning == tuning.method
+    assert {f.name for f in fields(ModelConfig)} >= set(TUNING_OPTIONS)
+
+
+@pytest.mark.parametrize("method", ["adaptformer", "vpt", "linear", "full", "lora", "bitfit", "st_adapter"])
+def test_every_method_config_loads(method):
+    from pathlib import Path
+    from video_adapt.models.tuning import METHODS
+    assert method in METHODS
+    cfg = load_config(Path(__file__).resolve().parents[1] / "configs" / "methods" / f"{method}.yaml")
+    assert cfg.model.tuning == method

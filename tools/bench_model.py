@@ -5,6 +5,7 @@ with the same configuration and weights, in one run.
     python tools/bench_model.py --sizes tiny --frames 4 --img-size 64 --steps 2
     python tools/bench_model.py --device cuda --sizes base --forward-only --frames 16 --batch auto --amp bf16 \
         --compile-too --check-flash                 # GPU: ViT-B 16x224, batch filling memory, MFU
+    python tools/bench_model.py --sizes small --forward-only small --methods lora lora-merged   # merged LoRA's speed
 
 A step is forward + backward + optimizer step (AdamW, foreach); the measuring code is video_adapt.benchmarks.
 Peak memory: CUDA allocator peak on GPU; on CPU each measurement runs in a fresh subprocess and reports the weights
@@ -30,13 +31,14 @@ import sys
 import torch
 
 from video_adapt.benchmarks.hardware import check_flash, largest_batch, peak_tflops
-from video_adapt.benchmarks.model_step import StepSpec, measure, paired_times, report
+from video_adapt.benchmarks.model_step import MERGED_LORA, StepSpec, measure, paired_times, report
 from video_adapt.console import command
 from video_adapt.files import write_json_atomic
 from video_adapt.models.tuning import METHODS
 
 SIZES = {"tiny": "vit_tiny_patch16_224", "small": "vit_small_patch16_224", "base": "vit_base_patch16_224",
          "large": "vit_large_patch16_224"}
+DEFAULT_METHODS = ["full", "adaptformer", "vpt", "linear"]  # the article's four; --methods adds the others
 
 
 def run_isolated(args: argparse.Namespace, spec: StepSpec) -> dict:
@@ -66,8 +68,10 @@ def plan(args: argparse.Namespace) -> list[StepSpec]:
                 common = dict(name=name, mode=mode, frames=args.frames, img_size=args.img_size, batch=batch,
                               device=args.device, amp=args.amp, compiled=compiled)
                 specs.append(StepSpec(impl="hf", method="full", **common))
-                methods = args.methods + [f"{m}+ckpt" for m in args.methods if args.checkpointing]
-                for method in (methods if mode == "train" else ["full"]):
+                trained = [m for m in args.methods if m != MERGED_LORA]
+                methods = trained + [f"{m}+ckpt" for m in trained if args.checkpointing]
+                forward = ["full"] + [m for m in args.methods if m in ("lora", MERGED_LORA)]
+                for method in (methods if mode == "train" else forward):
                     specs.append(StepSpec(impl="ours", method=method, **common))
     return specs
 
@@ -85,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--amp", default="off", choices=["off", "bf16", "fp16"])
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = default)")
     parser.add_argument("--in-process", action="store_true", help="no subprocess per measurement (CPU memory is then approximate)")
-    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
+    parser.add_argument("--methods", nargs="+", default=DEFAULT_METHODS, choices=[*METHODS, MERGED_LORA])
     parser.add_argument("--checkpointing", action="store_true",
                         help="also train each method with activation checkpointing (rows 'method+ckpt')")
     parser.add_argument("--compile", action="store_true", help="torch.compile both implementations")

@@ -18,6 +18,7 @@ import yaml
 
 from video_adapt.errors import ConfigError
 from video_adapt.files import write_text_atomic
+from video_adapt.models.tuning import METHODS, TUNING_OPTIONS, TuningConfig
 from video_adapt.schema import from_dict, option
 
 __all__ = ["Config", "ConfigError", "DataConfig", "ModelConfig", "RECIPES", "TrainConfig", "config_from_dict",
@@ -27,15 +28,6 @@ __all__ = ["Config", "ConfigError", "DataConfig", "ModelConfig", "RECIPES", "Tra
 def _model_names() -> list[str]:
     from video_adapt.models.vit import PRESETS
     return list(PRESETS)
-
-
-def _tuning_methods() -> tuple[str, ...]:
-    from video_adapt.models.tuning import METHODS
-    return METHODS
-
-
-def _scale_check(value: float | str) -> str | None:
-    return None if not isinstance(value, str) or value == "learnable" else "must be a number or 'learnable'"
 
 
 def _randaugment_check(value: str | None) -> str | None:
@@ -50,17 +42,25 @@ def _randaugment_check(value: str | None) -> str | None:
 @dataclass
 class ModelConfig:
     name: str = option("vit_base_patch16_224", choices=_model_names)
-    tuning: str = option("adaptformer", choices=_tuning_methods)  # video_adapt.models.tuning.METHODS
+    tuning: str = option("adaptformer", choices=METHODS)  # video_adapt.models.tuning.METHODS
     pretrained: str | None = None  # official/HF/own checkpoint; None = random backbone (a control)
     num_classes: int | None = option(None, ge=1)  # None = from the tube store
-    bottleneck: int = option(64, ge=1)
-    adapter_scale: float | str = option(0.1, check=_scale_check)
-    adapter_position: str = option("parallel", choices=("parallel", "sequential"))
-    adapter_input: str = option("norm", choices=("norm", "residual"))
-    adapter_layers: list[int] | None = option(None, ge=0)
+    # the tuning options: their allowed values are checked where they are defined, by TuningConfig (check_tuning)
+    bottleneck: int = 64
+    adapter_scale: float | str = 0.1
+    adapter_position: str = "parallel"
+    adapter_input: str = "norm"
+    adapter_init: str = "article"  # article | lora | official (AdaptFormer's released code)
+    adapter_layers: list[int] | None = option(None, ge=0)  # adaptformer, lora, st_adapter: which blocks; None = all
     adapter_dropout: float = option(0.0, ge=0, lt=1)
-    vpt_tokens: int = option(1, ge=1)
-    vpt_mode: str = option("deep", choices=("deep", "shallow"))
+    vpt_tokens: int = 1
+    vpt_mode: str = "deep"
+    lora_rank: int = 8
+    lora_alpha: float = 8.0
+    lora_targets: list[str] = field(default_factory=lambda: ["qkv"])  # qkv | proj | fc1 | fc2
+    lora_dropout: float = 0.0
+    st_kernel: list[int] = field(default_factory=lambda: [3, 1, 1])  # ST-Adapter conv kernel (time, height, width)
+    st_position: str = "attn"  # attn | mlp | both
     head_bn: bool = True  # AdaptFormer's video code puts BatchNorm1d(affine=False) before every head
     drop_path_rate: float = option(0.0, ge=0, lt=1)
     use_checkpoint: bool = False
@@ -200,7 +200,22 @@ def config_from_dict(values: dict[str, Any]) -> Config:
     recipe = train.get("recipe", TrainConfig.recipe) if isinstance(train, dict) else TrainConfig.recipe
     if not isinstance(recipe, str) or recipe not in RECIPES:
         raise ConfigError(f"unknown config value train.recipe={recipe!r} (known: {', '.join(RECIPES)})")
-    return from_dict(Config, deep_merge(RECIPES[recipe], values))
+    cfg = from_dict(Config, deep_merge(RECIPES[recipe], values))
+    check_tuning(cfg.model)
+    return cfg
+
+
+def tuning_config(model: ModelConfig) -> TuningConfig:
+    """The model section's tuning method and options, as `create_model` takes them."""
+    return TuningConfig(method=model.tuning, **{key: getattr(model, key) for key in TUNING_OPTIONS})
+
+
+def check_tuning(model: ModelConfig) -> None:
+    """The rules that tie tuning options together (e.g. st_kernel sizes are odd) live with TuningConfig."""
+    try:
+        tuning_config(model)
+    except (ValueError, TypeError) as err:
+        raise ConfigError(f"config section model: {err}") from None
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:

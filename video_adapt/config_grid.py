@@ -1,8 +1,9 @@
 """The dataset x method x frames grid of configs/: one small file per cell, naming its three bases
 (`base.yaml`, `datasets/<dataset>.yaml`, `methods/<method>.yaml`) and its frame count.
 
-The grid's datasets and methods are the files in configs/datasets/ and configs/methods/; `tools/make_configs.py`
-writes the cells, and a test checks that every cell on disk is what this module generates.
+The grid's datasets are the files in configs/datasets/; its methods are the article's four-way comparison (every
+other method file in configs/methods/ combines with a cell by override, e.g. `model.tuning=lora`).
+`tools/make_configs.py` writes the cells, and a test checks that every cell on disk is what this module generates.
 """
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from pathlib import Path
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 FRAMES = (2, 4, 8, 16)
+METHODS = ("adaptformer", "vpt", "linear", "full")  # the article's comparison; each has configs/methods/<method>.yaml
 
 
 def grid_datasets(root: Path = CONFIGS) -> list[str]:
@@ -17,7 +19,7 @@ def grid_datasets(root: Path = CONFIGS) -> list[str]:
 
 
 def grid_methods(root: Path = CONFIGS) -> list[str]:
-    return sorted(p.stem for p in (root / "methods").glob("*.yaml"))
+    return [m for m in METHODS if (root / "methods" / f"{m}.yaml").is_file()]
 
 
 def grid_config(dataset: str, method: str, frames: int) -> str:

@@ -23,7 +23,8 @@ def option(default: Any = dataclasses.MISSING, *, factory: Callable[[], Any] | N
            choices: Choices | None = None, ge: float | None = None, gt: float | None = None, le: float | None = None,
            lt: float | None = None, check: Callable[[Any], str | None] | None = None) -> Any:
     """A dataclass field with its allowed values. `choices` may be a function (a list kept elsewhere, read
-    when checking); `ge/gt/le/lt` bound numbers (each element of a list); `check(value)` returns a problem or None."""
+    when checking); `choices` and `ge/gt/le/lt` apply to each element of a list; `check(value)` returns a problem
+    or None."""
     rules = {k: v for k, v in dict(choices=choices, ge=ge, gt=gt, le=le, lt=lt, check=check).items() if v is not None}
     if factory is not None:
         return dataclasses.field(default_factory=factory, metadata=rules)
@@ -115,7 +116,7 @@ def check_value(key: str, value: Any, tp: Any, rules: typing.Mapping[str, Any] |
     rules = rules or {}
     if "choices" in rules and value is not None:
         choices = rules["choices"]() if callable(rules["choices"]) else rules["choices"]
-        if value not in choices:
+        if any(v not in choices for v in (value if isinstance(value, list) else [value])):
             raise ConfigError(f"config value {key}={value!r} is not one of {', '.join(map(str, choices))}")
     bounds = [("ge", ">=", lambda v, b: v >= b), ("gt", ">", lambda v, b: v > b),
               ("le", "<=", lambda v, b: v <= b), ("lt", "<", lambda v, b: v < b)]

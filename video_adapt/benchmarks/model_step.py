@@ -62,25 +62,35 @@ def load_hf_weights(model: torch.nn.Module, hf: torch.nn.Module) -> torch.nn.Mod
     return model
 
 
-def build(spec: StepSpec) -> tuple[torch.nn.Module, Callable[[torch.Tensor], torch.Tensor]]:
-    """The model and its forward on (B, 3, T, H, W) clips."""
+MERGED_LORA = "lora-merged"  # forward rows only: LoRA folded into the weights by merge_lora
+
+
+def _ours(spec: StepSpec) -> torch.nn.Module:
     from video_adapt import create_model
     method, _, checkpointing = spec.method.partition("+")
+    return create_model(spec.name, num_classes=NUM_CLASSES, num_frames=spec.frames, img_size=spec.img_size,
+                        tuning="lora" if method == MERGED_LORA else method, use_checkpoint=checkpointing == "ckpt")
+
+
+def build(spec: StepSpec) -> tuple[torch.nn.Module, Callable[[torch.Tensor], torch.Tensor]]:
+    """The model and its forward on (B, 3, T, H, W) clips."""
+    from video_adapt import merge_lora
     hf = hf_videomae(spec.name, spec.frames, spec.img_size, NUM_CLASSES)
     if spec.impl == "hf":
         return hf, lambda x: hf(pixel_values=x.permute(0, 2, 1, 3, 4)).logits
-    model = create_model(spec.name, num_classes=NUM_CLASSES, num_frames=spec.frames, img_size=spec.img_size,
-                         tuning=method, use_checkpoint=checkpointing == "ckpt")
-    return load_hf_weights(model, hf), model
+    model = load_hf_weights(_ours(spec), hf)
+    if spec.method == MERGED_LORA:
+        merge_lora(model)
+    return model, model
 
 
 def clip_flops_of(spec: StepSpec):
     """Analytic FLOPs of our model with this method (the HF model does the same matmuls as our full one)."""
-    from video_adapt import create_model
+    from video_adapt import merge_lora
     from video_adapt.models.flops import clip_flops
     with torch.device("meta"):
-        return clip_flops(create_model(spec.name, num_classes=NUM_CLASSES, num_frames=spec.frames,
-                                       img_size=spec.img_size, tuning=spec.method.partition("+")[0]))
+        model = _ours(spec)
+        return clip_flops(merge_lora(model) if spec.method == MERGED_LORA else model)
 
 
 @dataclass

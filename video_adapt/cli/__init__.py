@@ -22,6 +22,7 @@ COMMANDS = {
     "pretrain": ("video_adapt.cli.pretrain", "VideoMAE masked-autoencoder pretraining"),
     "demo": ("video_adapt.cli.demo", "the embedded benchmark, end to end"),
     "params": ("video_adapt.cli.params", "parameter counts per tuning method"),
+    "app": ("video_adapt.cli.app", "a web page for trying a trained model"),
     "prep": (None, "prepare a dataset: prep {ssv2,hmdb51,folder,synthetic,check} ..."),
 }
 PREP = {

@@ -12,6 +12,7 @@ from video_adapt.config import Config
 from video_adapt.engine.optim import cosine_schedule, create_optimizer
 from video_adapt.errors import ConfigError
 from video_adapt.models.factory import create_model
+from video_adapt.models.tuning import TUNING_OPTIONS
 
 
 def build_model(cfg: Config, num_classes: int) -> tuple[nn.Module, LoadReport | None]:
@@ -21,12 +22,11 @@ def build_model(cfg: Config, num_classes: int) -> tuple[nn.Module, LoadReport | 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.train.seed)
         try:
+            options = {key: getattr(m, key) for key in TUNING_OPTIONS}  # every tuning option has a model config field
             model = create_model(
                 m.name, num_classes=num_classes, num_frames=cfg.data.num_frames, img_size=cfg.data.img_size,
-                tuning=m.tuning, bottleneck=m.bottleneck, adapter_scale=m.adapter_scale,
-                adapter_position=m.adapter_position, adapter_input=m.adapter_input, adapter_layers=m.adapter_layers,
-                adapter_dropout=m.adapter_dropout, vpt_tokens=m.vpt_tokens, vpt_mode=m.vpt_mode, head_bn=m.head_bn,
-                drop_path_rate=m.drop_path_rate, use_checkpoint=m.use_checkpoint, **m.arch,
+                tuning=m.tuning, **options, head_bn=m.head_bn, drop_path_rate=m.drop_path_rate,
+                use_checkpoint=m.use_checkpoint, **m.arch,
             )
         except ValueError as err:  # an option the model code refuses (e.g. model.arch, model.adapter_layers)
             raise ConfigError(f"config section 'model' does not build: {err}") from None
