@@ -13,7 +13,7 @@ from safetensors.torch import load_file
 
 from conftest import tiny_overrides
 from video_adapt import create_model, load_pretrained, predict
-from video_adapt.cli.test import main as test_command
+from video_adapt.cli.test import main as multi_view_test_command
 from video_adapt.config import load_config
 from video_adapt.engine import load_run, loop, train
 from video_adapt.inference import Predictor
@@ -128,7 +128,7 @@ def test_multi_view_test_and_inference_from_adapter_files(runs, tmp_path):
     from video_adapt.data.synthetic import SyntheticSpec, generate_clip
     video = write(tmp_path / "clip.mp4", generate_clip(0, np.random.default_rng(0), SyntheticSpec(size=32, frames=16)))
     for method, run in runs.items():
-        assert test_command([str(run), "--split", "val", "--crops", "3", "--workers", "0"]) == 0
+        assert multi_view_test_command([str(run), "--split", "val", "--crops", "3", "--workers", "0"]) == 0
         metrics = json.loads((run / "test_val" / "metrics.json").read_text())
         assert metrics["videos"] == 12 and metrics["views_per_video"] == 2 * 3, method
         [prediction] = predict(str(video), checkpoint=str(run), device="cpu")
