@@ -4,10 +4,12 @@ Every assertion here holds whichever GEMM / convolution / attention kernels run:
 within 1%, and the profiler's kernel-dependent peak only as a lower bound (CI runs AMD EPYC without AMX and Intel
 Xeon with AMX, whose oneDNN kernels allocate other temporaries).
 """
+import gc
 import json
 import os
 import subprocess
 import sys
+import weakref
 from pathlib import Path
 
 import pytest
@@ -51,6 +53,17 @@ def test_saved_bytes_and_state_of_a_small_mlp_by_hand():
     assert state_bytes(model) == 4 * weights  # weights, gradients, two AdamW moments
     model.hidden.requires_grad_(False)
     assert state_bytes(model) == weights + 3 * 4 * (1000 * 10 + 10)
+
+
+def test_counting_keeps_no_activation_alive():
+    """Saved tensors live only while they are counted (returning them from the pack hook as they are would tie each
+    saved output to its grad_fn in a cycle the garbage collector cannot see: the ViT-H table ran out of memory)."""
+    model = torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.ReLU(), torch.nn.Linear(8, 3))
+    outputs = []
+    model[1].register_forward_hook(lambda module, args, out: outputs.append(weakref.ref(out)))
+    assert saved_activation_bytes(model, torch.randn(4, 8), amp=None) > 0
+    gc.collect()
+    assert outputs and outputs[0]() is None
 
 
 def test_peak_of_a_linear_layer_by_hand():
@@ -104,6 +117,15 @@ def test_the_recomputed_block_is_what_a_block_saves_without_checkpointing_beyond
     assert recomputed == (plain[4] - plain[3]) - (kept[4] - kept[3])
     assert counted_step_bytes(_build("full", True)(4), clips) == counted_step_bytes(
         _build("full")(4), clips) - plain[4] + kept[4] + recomputed
+
+
+def test_attention_is_counted_as_flash_attention_keeps_it():
+    """No N x N attention matrix is saved: the CPU picks flash attention, as a GPU does, on any instruction set."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+    model, clips = _build("full")(2), _clips(2)
+    with sdpa_kernel([SDPBackend.FLASH_ATTENTION]):
+        flash = saved_activation_bytes(model, clips)
+    assert saved_activation_bytes(model, clips) == flash
 
 
 def test_checkpointing_and_adapters_shrink_the_per_clip_memory():

@@ -70,7 +70,7 @@ def _saved_storages(model: nn.Module, clips: torch.Tensor, amp: torch.dtype | No
             if inside and ptr not in kept and ptr not in inside[-1][0]:
                 inside[-1][1][ptr] = storage.nbytes()
             kept[ptr] = storage
-        return tensor
+        return tensor.detach()  # the tensor itself would tie an output to its grad_fn: a cycle the gc cannot see
 
     def enter(_, args) -> None:
         inside.append(({a.untyped_storage().data_ptr() for a in args if torch.is_tensor(a)}, {}))
@@ -98,9 +98,10 @@ def saved_activation_bytes(model: nn.Module, clips: torch.Tensor, amp: torch.dty
     (cross-entropy loss), the parameters, buffers, clips and labels left out (they are state and input).
 
     Counted: activations, autocast's low-precision copies of the weights, attention's output and log-sum-exp rows
-    (the CPU, like a GPU, picks flash attention, which keeps no N x N matrix). Under non-reentrant activation
-    checkpointing this outer hook sees the checkpoints' saved inputs, not what the blocks save inside (checkpoint's
-    own hook takes those and drops them).
+    (the CPU, like a GPU, picks flash attention, which keeps no N x N matrix; it chooses by dtype, shape and
+    dropout, never by instruction set, and falls back to the N x N math only with attention dropout). Under
+    non-reentrant activation checkpointing this outer hook sees the checkpoints' saved inputs, not what the blocks
+    save inside (checkpoint's own hook takes those and drops them).
     """
     return _saved_storages(model, clips, amp)[0]
 
@@ -116,7 +117,7 @@ def counted_step_bytes(model: nn.Module, clips: torch.Tensor, amp: torch.dtype |
     """What a training step of `model` on `clips` holds at the start of its backward, whichever kernels run it: the
     state, the input and the saved activations, plus one block recomputed when the model checkpoints its blocks."""
     count = state_bytes(model) + _storage_bytes([clips, _labels(clips)]) + saved_activation_bytes(model, clips, amp)
-    if model.cfg.use_checkpoint:
+    if getattr(getattr(model, "cfg", None), "use_checkpoint", False):
         count += recomputed_block_bytes(model, clips, amp)
     return count
 
@@ -152,9 +153,9 @@ def _quiet_profiler(drop: bytes = b"USDT:") -> Iterator[None]:
             sink.seek(0)
             kept = [line for line in sink.read().splitlines(keepends=True) if not line.startswith(drop)]
             sink.close()
-            if kept:
-                os.write(fd, b"".join(kept))
-
+            text = b"".join(kept)
+            while text:
+                text = text[os.write(fd, text):]
 
 
 def peak_step_bytes(model: nn.Module, clips: torch.Tensor, amp: torch.dtype | None = torch.bfloat16) -> tuple[int, int]:
