@@ -1,0 +1,79 @@
+"""FSDP2 sharded full fine-tuning (video_adapt.sharding) gives what one process gives, and its checkpoints are
+one-process checkpoints."""
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from sharding_common import STEPS, build_model, build_optimizer, train_steps
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def sharded_run(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("fsdp")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                             str(ROOT / "tests" / "sharding_worker.py"), str(out)],
+                            cwd=ROOT, capture_output=True, text=True, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return out
+
+
+def _assert_close(ours: dict, theirs: dict, atol: float = 1e-5) -> None:
+    assert set(ours) == set(theirs)
+    for key in ours:
+        assert torch.allclose(ours[key].float(), theirs[key].float(), atol=atol), key
+
+
+def _assert_optimizer_close(ours: dict, theirs: dict) -> None:
+    assert [{k: v for k, v in g.items() if k != "betas"} for g in ours["param_groups"]] == \
+        [{k: v for k, v in g.items() if k != "betas"} for g in theirs["param_groups"]]
+    assert set(ours["state"]) == set(theirs["state"])
+    for index, state in ours["state"].items():
+        _assert_close(state, theirs["state"][index], atol=1e-6)
+
+
+def test_two_sharded_gloo_processes_match_one_process(sharded_run):
+    model = build_model(0)
+    optimizer = build_optimizer(model)
+    train_steps(model, optimizer, range(STEPS))
+    mid = torch.load(sharded_run / "mid.pt", weights_only=True)
+    _assert_close(mid["weights"], model.state_dict())
+    _assert_optimizer_close(mid["optimizer"], optimizer.state_dict())
+
+
+def test_sharded_checkpoint_resumes_in_one_process_and_in_a_sharded_run(sharded_run):
+    """`mid.pt` loads with plain load_state_dict calls; the sharded run resumed from it ends where one process does."""
+    mid = torch.load(sharded_run / "mid.pt", weights_only=True)
+    model = build_model(7)
+    model.load_state_dict(mid["weights"], strict=True)
+    optimizer = build_optimizer(model)
+    optimizer.load_state_dict(mid["optimizer"])
+    train_steps(model, optimizer, range(STEPS, 2 * STEPS))
+    final = torch.load(sharded_run / "final.pt", weights_only=True)
+    assert final["world"] == 2 and final["sharded"] == "DTensor"
+    _assert_close(final["weights"], model.state_dict())
+    _assert_optimizer_close(final["optimizer"], optimizer.state_dict())
+
+
+@pytest.fixture
+def one_rank_group(tmp_path):
+    import torch.distributed as dist
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
+    yield
+    dist.destroy_process_group()
+
+
+def test_optimizer_state_of_another_model_is_refused_on_every_rank(one_rank_group):
+    from video_adapt.sharding import load_full_optimizer_state, shard_model
+    other = build_model(0)
+    other_optimizer = torch.optim.AdamW(other.parameters(), lr=1e-3)  # one param group, not two
+    train_steps(other, other_optimizer, range(1))
+    model = shard_model(build_model(0))
+    with pytest.raises(ValueError, match="param groups"):
+        load_full_optimizer_state(model, build_optimizer(model), other_optimizer.state_dict())
