@@ -367,3 +367,25 @@ def test_vpt_prompts_pass_through_cosine_attention(tmp_path):
     x = clips(frames=4, size=28)
     with torch.no_grad():
         assert not torch.allclose(backbone.eval()(x), prompted.eval()(x))
+
+
+# ------------------------------------------------------------------------------------------------ configs
+def test_v2_adaptformer_configs_are_generated_and_name_their_backbone():
+    import importlib.util
+    from pathlib import Path
+
+    from video_adapt.config import load_config
+    root = Path(__file__).resolve().parents[1]
+    spec = importlib.util.spec_from_file_location("make_configs", root / "tools" / "make_configs.py")
+    make_configs = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(make_configs)
+    names = {"v2_vit_s": "vit_small_patch16_224", "v2_vit_b": "vit_base_patch16_224",
+             "v2_vit_g": "vit_giant_patch14_224"}
+    assert sorted(make_configs.BACKBONES) == sorted(names)
+    for backbone in make_configs.BACKBONES:
+        for dataset in make_configs.DATASETS:
+            path = root / "configs" / backbone / dataset / "adaptformer_16f.yaml"
+            assert path.read_text() == make_configs.backbone_config(backbone, dataset), path
+            cfg = load_config(path)
+            assert (cfg.model.name, cfg.model.tuning, cfg.data.num_frames) == (names[backbone], "adaptformer", 16)
+            assert cfg.data.batch_size * cfg.train.accum_steps == 32  # AdaptFormer's batch per GPU
