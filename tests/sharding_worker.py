@@ -43,8 +43,12 @@ def main() -> None:
     load_full_optimizer_state(model, optimizer, saved["optimizer"])
     train_steps(model, optimizer, range(STEPS, 2 * STEPS), part)
     weights, opt_state = full_state_dict(model), full_optimizer_state(model, optimizer)
+    held = [None] * world  # bytes of weights and of AdamW moments this rank keeps between steps
+    dist.all_gather_object(held, (sum(p.to_local().nbytes for p in model.parameters()),
+                                  sum(t.to_local().nbytes for s in optimizer.state.values()
+                                      for k, t in s.items() if k in ("exp_avg", "exp_avg_sq"))))
     if rank == 0:
-        torch.save({"weights": weights, "optimizer": opt_state, "world": world,
+        torch.save({"weights": weights, "optimizer": opt_state, "world": world, "held": held,
                     "sharded": type(model.blocks[0].attn.qkv.weight).__name__}, out / "final.pt")
     dist.destroy_process_group()
 

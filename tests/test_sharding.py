@@ -1,5 +1,6 @@
 """FSDP2 sharded full fine-tuning (video_adapt.sharding) gives what one process gives, and its checkpoints are
 one-process checkpoints."""
+import math
 import os
 import subprocess
 import sys
@@ -59,6 +60,25 @@ def test_sharded_checkpoint_resumes_in_one_process_and_in_a_sharded_run(sharded_
     assert final["world"] == 2 and final["sharded"] == "DTensor"
     _assert_close(final["weights"], model.state_dict())
     _assert_optimizer_close(final["optimizer"], optimizer.state_dict())
+
+
+def test_sharded_state_bytes_bounds_what_each_rank_holds(sharded_run):
+    """Each rank keeps 1/world of the weights and AdamW moments (its gradients are the weights' size); the
+    estimate adds two gathered blocks and the root group on top."""
+    from video_adapt.sharding import sharded_state_bytes
+    final = torch.load(sharded_run / "final.pt", weights_only=True)
+    model = build_model(0)
+    weights = sum(p.numel() * 4 for p in model.parameters())
+    assert sum(w for w, _ in final["held"]) == weights and sum(m for _, m in final["held"]) == 2 * weights
+    estimate = sharded_state_bytes(model, world_size=2)
+    assert max(2 * w + m for w, m in final["held"]) <= estimate
+    block = sum(p.numel() * 4 for p in model.blocks[0].parameters())
+    root = weights - sum(p.numel() * 4 for p in model.blocks.parameters())
+    assert estimate == math.ceil(4 * weights / 2) + 2 * 2 * block + 2 * root
+    frozen = build_model(0)
+    for p in frozen.parameters():
+        p.requires_grad = False
+    assert sharded_state_bytes(frozen, 2) == math.ceil(weights / 2) + 2 * block + root
 
 
 @pytest.fixture

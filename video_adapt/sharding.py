@@ -11,6 +11,7 @@ Every function here is collective: call it on every rank.
 """
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -90,3 +91,24 @@ def load_full_optimizer_state(model: nn.Module, optimizer: torch.optim.Optimizer
     if problem[0]:
         raise ValueError(problem[0])
     set_optimizer_state_dict(model, optimizer, named, options=_SCATTER)
+
+
+def sharded_state_bytes(model: nn.Module, world_size: int, live_blocks: int = 2) -> int:
+    """What one rank holds of the model's state under `shard_model` with AdamW, for planning memory before the
+    GPUs exist (call it on the unsharded model, even on the meta device).
+
+    1/world_size of the weights, and of the gradients and two AdamW moments of what trains; plus, unsharded, the
+    weights and gradients of `live_blocks` blocks (the block running and the one FSDP gathers ahead, or whose
+    gradients it is still reducing) and of the root group (patch embedding, norms, head), which FSDP keeps
+    gathered from the forward to the backward. Activations, and autocast's low-precision weight copies saved
+    for the backward, are not sharded and not counted here.
+    """
+    def state(params: list[nn.Parameter], optimizer_too: bool) -> int:
+        per = 4 if optimizer_too else 2  # weight and gradient, plus two moments when held sharded
+        return sum(p.numel() * p.element_size() * (per if p.requires_grad else 1) for p in params)
+
+    in_blocks = {id(p) for p in model.blocks.parameters()}
+    root = [p for p in model.parameters() if id(p) not in in_blocks]
+    largest_block = max(model.blocks, key=lambda b: sum(p.numel() for p in b.parameters()))
+    sharded = math.ceil(state(list(model.parameters()), optimizer_too=True) / world_size)
+    return sharded + live_blocks * state(list(largest_block.parameters()), False) + state(root, False)
