@@ -22,7 +22,8 @@ def test_bench_data_smoke(tmp_path):
 
 def test_bench_model_smoke(tmp_path):
     out = subprocess.run([sys.executable, "tools/bench_model.py", "--sizes", "tiny", "--forward-only", "--frames", "2",
-                          "--img-size", "32", "--batch", "1", "--steps", "1", "--in-process", "--json", str(tmp_path / "m.json")],
+                          "--img-size", "32", "--batch", "1", "--steps", "1", "--in-process", "--json", str(tmp_path / "m.json"),
+                          "--methods", "full", "adaptformer", "vpt", "linear", "lora", "lora-merged"],
                          cwd=ROOT, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr[-1000:]
     rows = json.loads((tmp_path / "m.json").read_text())["rows"]
@@ -32,6 +33,9 @@ def test_bench_model_smoke(tmp_path):
     flops = {(r["impl"], r["method"], r["mode"]): r["flops_per_clip"] for r in rows}
     assert flops[("ours", "linear", "train")] < flops[("ours", "adaptformer", "train")] < flops[("ours", "full", "train")]
     assert flops[("hf", "full", "train")] == flops[("ours", "full", "train")]
+    # a merged LoRA model is the backbone again: its forward costs what the plain model's does
+    assert flops[("ours", "lora-merged", "eval")] == flops[("ours", "full", "eval")] < flops[("ours", "lora", "eval")]
+    assert ("ours", "lora-merged", "train") not in flops
 
 
 def test_bench_model_rejects_auto_batch_without_a_gpu():

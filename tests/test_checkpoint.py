@@ -208,3 +208,46 @@ def test_save_model_round_trip_rebuilds_the_model(tmp_path):
     assert torch.equal(model(x), loaded.eval()(x))
     report = load_pretrained(tiny_model(), path)  # our own file also works as a pretrained backbone
     assert "token_prompts.prompts" in report.ignored
+
+
+@pytest.mark.parametrize("method,kwargs", [("lora", {"lora_targets": ["qkv", "fc1"]}), ("bitfit", {}),
+                                           ("st_adapter", {"bottleneck": 4, "st_position": "both"})])
+def test_new_methods_round_trip_through_adapter_files(method, kwargs, tmp_path):
+    from video_adapt.checkpoint import backbone_fingerprint, read_adapter_config
+    from video_adapt.models.factory import model_from_build_args
+    backbone = randomize_(tiny_model(head_bn=True), seed=11)
+    path = tmp_path / "backbone.pth"
+    torch.save({"model": backbone.state_dict()}, path)
+    trained = tiny_model(method, head_bn=True, **kwargs)
+    load_pretrained(trained, path)
+    before = backbone_fingerprint(trained)
+    if method != "bitfit":  # the frozen backbone under its plain names, also where LoRA wraps it
+        assert before == backbone_fingerprint(backbone)
+    opt = torch.optim.SGD([p for p in trained.parameters() if p.requires_grad], lr=0.5)
+    for _ in range(2):
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(trained.train()(clips(batch=4)), torch.tensor([0, 1, 2, 3])).backward()
+        opt.step()
+    assert backbone_fingerprint(trained) == before  # BitFit's trained biases travel in the adapter file instead
+    out = save_adapters(trained, tmp_path / "adapters")
+    config = read_adapter_config(out)
+    assert config["method"] == method and config["build_args"]["tuning"] == method
+    fresh = model_from_build_args(config["build_args"])
+    load_pretrained(fresh, path)
+    load_adapters(fresh, out)
+    x = clips()
+    assert torch.equal(trained.eval()(x), fresh.eval()(x))
+    with pytest.raises(CheckpointError, match="another backbone"):
+        load_adapters(model_from_build_args(config["build_args"]), out)
+
+
+def test_merged_lora_refuses_adapter_files(tmp_path):
+    from video_adapt import merge_lora
+    model = tiny_model("lora")
+    save_adapters(model, tmp_path / "adapters")
+    merge_lora(model)
+    with pytest.raises(CheckpointError, match="merged"):
+        save_adapters(model, tmp_path / "again")
+    with pytest.raises(CheckpointError, match="merged"):
+        load_adapters(model, tmp_path / "adapters")
+    assert not (tmp_path / "again").exists()

@@ -22,7 +22,10 @@ def test_recipes_set_defaults_that_explicit_keys_override():
 @pytest.mark.parametrize("override,message", [
     (["train.lrr=1"], "unknown config key 'train.lrr'"),
     (["colour=red"], "unknown config key 'colour'"),
-    (["model.tuning=lora"], "model.tuning='lora'"),
+    (["model.tuning=prompt_tuning"], "model.tuning='prompt_tuning'"),
+    (["model.tuning=st_adapter", "model.st_position=after"], "model: st_position must be one of attn, mlp, both"),
+    (["model.tuning=lora", "model.lora_targets=[q, v]"], "model: lora_targets must be"),
+    (["model.adapter_init=xavier"], "model: adapter_init must be one of article, lora, official"),
     (["train.recipe=magic"], "train.recipe='magic'"),
     (["nodot"], "not key=value"),
 ])
@@ -60,3 +63,24 @@ def test_every_grid_config_loads_and_is_generated():
                 assert (cfg.model.tuning, cfg.data.num_frames) == (method, frames)
                 assert cfg.model.num_classes == (174 if dataset == "ssv2" else 51)
                 assert cfg.data.flip is (dataset != "ssv2")
+
+
+def test_model_section_has_every_tuning_option_with_the_same_default():
+    """The engine passes every TuningConfig option from the model section; both must agree on defaults."""
+    from dataclasses import fields
+    from video_adapt.config import ModelConfig
+    from video_adapt.models.tuning import TUNING_OPTIONS, TuningConfig
+    model, tuning = ModelConfig(), TuningConfig()
+    for key in TUNING_OPTIONS:
+        assert getattr(model, key) == getattr(tuning, key), key
+    assert model.tuning == tuning.method
+    assert {f.name for f in fields(ModelConfig)} >= set(TUNING_OPTIONS)
+
+
+@pytest.mark.parametrize("method", ["adaptformer", "vpt", "linear", "full", "lora", "bitfit", "st_adapter"])
+def test_every_method_config_loads(method):
+    from pathlib import Path
+    from video_adapt.models.tuning import METHODS
+    assert method in METHODS
+    cfg = load_config(Path(__file__).resolve().parents[1] / "configs" / "methods" / f"{method}.yaml")
+    assert cfg.model.tuning == method

@@ -152,7 +152,7 @@ def test_bad_options_fail_with_a_clear_message():
     with pytest.raises(ValueError, match="unknown model"):
         create_model("vit_gigantic")
     with pytest.raises(ValueError, match="unknown tuning method"):
-        tiny_model("lora")
+        tiny_model("prefix_tuning")
     with pytest.raises(ValueError, match="out of range"):
         tiny_model("adaptformer", adapter_layers=[5])
     with pytest.raises(ValueError, match="does not divide"):

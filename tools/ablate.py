@@ -3,9 +3,11 @@
     python tools/ablate.py --study tradeoff --config configs/demo/base.yaml --frames 8 --out runs/ablate \
         data.root=runs/demo/data/store model.pretrained=video_adapt/assets/demo_backbone.safetensors
 
-Studies: tradeoff (VPT with 1, 2, 4, 8, 16 prompt tokens against AdaptFormer with d_hat 1, 4, 16, 64, 256),
-scale (s = 0.01 ... 1 and learnable), position (parallel vs sequential), layers (first / last block(s) vs all),
-input (LN(x') vs raw x'), or all. Finished runs are reused; interrupted ones resume.
+Studies: tradeoff (every method's trainable parameters against accuracy: VPT with 1-16 prompt tokens, AdaptFormer
+with d_hat 1-256, LoRA with rank 1-16, ST-Adapter with width 2-128, BitFit, linear probing, full fine-tuning at
+--full-lr), scale (s = 0.01 ... 1 and learnable), position (parallel vs sequential), layers (first / last block(s)
+vs all), input (LN(x') vs raw x'), init (article / lora / official adapter init x both inputs), or all.
+Finished runs are reused; interrupted ones resume.
 """
 from __future__ import annotations
 
@@ -21,7 +23,10 @@ from video_adapt.models.vit import vit_config
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--study", default="all", choices=["all", "tradeoff", "scale", "position", "layers", "input"])
+    parser.add_argument("--study", default="all",
+                        choices=["all", "tradeoff", "scale", "position", "layers", "input", "init"])
+    parser.add_argument("--full-lr", type=float,
+                        help="full fine-tuning's lr in the trade-off (default: a tenth of the config's, as the demo grid)")
     parser.add_argument("--config", help="base training config")
     parser.add_argument("--frames", type=int, default=8)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
@@ -31,7 +36,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         base = load_config(args.config, args.overrides)
         depth = vit_config(base.model.name, **base.model.arch).depth
-        chosen = studies(depth) if args.study == "all" else {args.study: studies(depth)[args.study]}
+        if args.full_lr is not None:
+            full = [f"train.lr={args.full_lr}"]
+        else:  # fine-tuning every weight at the adapters' learning rate wrecks the pretrained backbone
+            full = [f"train.lr={base.train.lr / 10}"] if base.train.lr is not None else \
+                [f"train.base_lr={base.train.base_lr / 10}"]
+        every = studies(depth, full)
+        chosen = every if args.study == "all" else {args.study: every[args.study]}
         for name, variants in chosen.items():
             out = Path(args.out) / name
             cells = aggregate(run_grid(args.config, args.overrides, variants, [args.frames], args.seeds, out))

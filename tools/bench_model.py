@@ -5,6 +5,7 @@ with the same configuration and weights, in one run.
     python tools/bench_model.py --sizes tiny --frames 4 --img-size 64 --steps 2 --smoke
     python tools/bench_model.py --device cuda --sizes base --forward-only --frames 16 --batch auto --amp bf16 \
         --compile-too --check-flash                 # GPU: ViT-B 16x224, batch filling memory, MFU
+    python tools/bench_model.py --sizes small --forward-only small --methods lora lora-merged   # merged LoRA's speed
 
 A step is forward + backward + optimizer step (AdamW, foreach). Peak memory: CUDA allocator peak on GPU; on CPU
 each measurement runs in a fresh subprocess and reports the weights plus the growth of peak RSS over the process's
@@ -34,6 +35,7 @@ import torch
 SIZES = {"tiny": "vit_tiny_patch16_224", "small": "vit_small_patch16_224", "base": "vit_base_patch16_224",
          "large": "vit_large_patch16_224"}
 METHODS = ["full", "adaptformer", "vpt", "linear"]
+MORE_METHODS = ["lora", "bitfit", "st_adapter", "lora-merged"]  # "lora-merged": forward rows only, after merge_lora
 
 
 def hf_model(name: str, frames: int, img_size: int, num_classes: int):
@@ -50,13 +52,14 @@ def hf_model(name: str, frames: int, img_size: int, num_classes: int):
 def build(impl: str, name: str, method: str, frames: int, img_size: int, num_classes: int):
     """The model and its forward; `method` may end in "+ckpt" (activation checkpointing, ours only)."""
     method, _, checkpointing = method.partition("+")
-    from video_adapt import create_model
+    from video_adapt import create_model, merge_lora
     from video_adapt.checkpoint import load_pretrained
     hf = hf_model(name, frames, img_size, num_classes)
     if impl == "hf":
         return hf, lambda x: hf(pixel_values=x.permute(0, 2, 1, 3, 4)).logits
-    model = create_model(name, num_classes=num_classes, num_frames=frames, img_size=img_size, tuning=method,
-                         use_checkpoint=checkpointing == "ckpt")
+    merged = method == "lora-merged"
+    model = create_model(name, num_classes=num_classes, num_frames=frames, img_size=img_size,
+                         tuning="lora" if merged else method, use_checkpoint=checkpointing == "ckpt")
     sd = {k: v for k, v in hf.state_dict().items()}
     import tempfile
     from safetensors.torch import save_file
@@ -64,6 +67,8 @@ def build(impl: str, name: str, method: str, frames: int, img_size: int, num_cla
         save_file({k: v.contiguous() for k, v in sd.items()}, f"{tmp}/m.safetensors")
         load_pretrained(model, f"{tmp}/m.safetensors")
     del hf
+    if merged:
+        merge_lora(model)
     return model, model
 
 
@@ -169,11 +174,13 @@ def paired_times(args: argparse.Namespace, jobs: list[tuple]) -> list[list[float
 
 def _flops(name: str, method: str, frames: int, img_size: int):
     """Analytic FLOPs of our model with this method (the HF model does the same matmuls as our full one)."""
-    from video_adapt import create_model
+    from video_adapt import create_model, merge_lora
     from video_adapt.models.flops import clip_flops
+    method = method.partition("+")[0]
     with torch.device("meta"):
-        return clip_flops(create_model(name, num_classes=10, num_frames=frames, img_size=img_size,
-                                       tuning=method.partition("+")[0]))
+        model = create_model(name, num_classes=10, num_frames=frames, img_size=img_size,
+                             tuning="lora" if method == "lora-merged" else method)
+        return clip_flops(merge_lora(model) if method == "lora-merged" else model)
 
 
 def largest_batch(run, start: int = 4, limit: int = 4096) -> int:
@@ -279,8 +286,10 @@ def plan(args: argparse.Namespace) -> list[tuple[str, str, str, str, bool]]:
         for mode in modes:
             for compiled in ([False, True] if args.compile_too else [args.compile]):
                 jobs.append(("hf", name, "full", mode, compiled))
-                methods = args.methods + [f"{m}+ckpt" for m in args.methods if args.checkpointing]
-                for method in (methods if mode == "train" else ["full"]):
+                trained = [m for m in args.methods if m != "lora-merged"]
+                methods = trained + [f"{m}+ckpt" for m in trained if args.checkpointing]
+                forward = ["full"] + [m for m in args.methods if m in ("lora", "lora-merged")]
+                for method in (methods if mode == "train" else forward):
                     jobs.append(("ours", name, method, mode, compiled))
     return jobs
 
@@ -325,7 +334,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--amp", default="off", choices=["off", "bf16", "fp16"])
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = default)")
     parser.add_argument("--in-process", action="store_true", help="no subprocess per measurement (CPU memory is then approximate)")
-    parser.add_argument("--methods", nargs="+", default=METHODS, choices=METHODS)
+    parser.add_argument("--methods", nargs="+", default=METHODS, choices=METHODS + MORE_METHODS)
     parser.add_argument("--checkpointing", action="store_true",
                         help="also train each method with activation checkpointing (rows 'method+ckpt')")
     parser.add_argument("--compile", action="store_true", help="torch.compile both implementations")

@@ -27,7 +27,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from video_adapt.models.factory import model_from_build_args
-from video_adapt.models.tuning import parameter_group, tuned_state_dict
+from video_adapt.models.tuning import backbone_key, parameter_group, trains, tuned_state_dict
 
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
 ADAPTER_CONFIG = "adapter_config.json"
@@ -216,7 +216,9 @@ def load_pretrained(model: nn.Module, path: str | os.PathLike) -> LoadReport:
     """
     state, _ = read_state_dict(path)
     mapped = to_videomae_keys(state)
-    own = model.state_dict()
+    own_state = model.state_dict()
+    names = {backbone_key(k): k for k in own_state}  # a LoRA-wrapped Linear keeps its weight under base_layer
+    own = {backbone_key(k): v for k, v in own_state.items()}
     report = LoadReport(str(path))
     loadable: dict[str, torch.Tensor] = {}
     mismatched, surplus = [], []
@@ -248,7 +250,7 @@ def load_pretrained(model: nn.Module, path: str | os.PathLike) -> LoadReport:
                               f"{surplus[0]}; the checkpoint is for a larger architecture")
     if report.head_dropped:
         loadable = {k: v for k, v in loadable.items() if not k.startswith("head.")}
-    model.load_state_dict(loadable, strict=False)
+    model.load_state_dict({names[k]: v for k, v in loadable.items()}, strict=False)
     report.loaded = sorted(loadable)
     report.initialised = sorted(k for k in own if k not in loadable)
     return report
@@ -256,9 +258,15 @@ def load_pretrained(model: nn.Module, path: str | os.PathLike) -> LoadReport:
 
 # ----------------------------------------------------------------------------------------------- our files
 def backbone_fingerprint(model: nn.Module) -> str:
-    """sha256 of the backbone tensors (names, shapes, float32 bytes). Cached while they are unchanged."""
-    tensors = [(n, t) for n, t in model.state_dict(keep_vars=True).items() if parameter_group(n) == "backbone"
-               and not n.startswith("head_bn.")]
+    """sha256 of the backbone tensors the method leaves frozen (names in the plain backbone, shapes, float32 bytes).
+
+    BitFit's trained biases are left out (they travel in the adapter file); LoRA's wrapped weights count under their
+    plain names, so a LoRA model has its plain backbone's fingerprint. Cached while the tensors are unchanged.
+    """
+    method = getattr(getattr(model, "tuning", None), "method", "full")
+    tensors = [(backbone_key(n), t) for n, t in model.state_dict(keep_vars=True).items()
+               if parameter_group(n) == "backbone" and not n.startswith("head_bn.")
+               and (method == "full" or not trains(n, method))]
     key = tuple((n, t.data_ptr(), t._version) for n, t in tensors)
     cached = getattr(model, "_fingerprint_cache", None)
     if cached is not None and cached[0] == key:
@@ -297,10 +305,17 @@ def adapter_config(model: nn.Module, class_names: list[str] | None = None) -> di
     }
 
 
+def _refuse_merged(model: nn.Module, where: Path) -> None:
+    if getattr(model, "lora_merged", False):
+        raise CheckpointError(f"{where}: the model's LoRA is merged into its backbone; save or load adapter files "
+                              "before merge_lora, not after")
+
+
 def save_adapters(model: nn.Module, path: str | os.PathLike, class_names: list[str] | None = None,
                   extra: dict[str, Any] | None = None) -> Path:
     """Write the tuned tensors and their config into directory `path`; returns the directory."""
     out = Path(path)
+    _refuse_merged(model, out)
     out.mkdir(parents=True, exist_ok=True)
     config = adapter_config(model, class_names)
     if extra:
@@ -331,6 +346,7 @@ def load_adapters(model: nn.Module, path: str | os.PathLike, force: bool = False
     from the one the adapters were trained on.
     """
     weights, config_path = _adapter_paths(path)
+    _refuse_merged(model, weights.parent)
     config = json.loads(config_path.read_text())
     tuning = getattr(model, "tuning", None)
     method = tuning.method if tuning is not None else "full"

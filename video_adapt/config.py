@@ -15,6 +15,8 @@ from typing import Any
 
 import yaml
 
+from video_adapt.models.tuning import METHODS, TUNING_OPTIONS, TuningConfig
+
 
 class ConfigError(Exception):
     """A bad configuration; the message names the key or file."""
@@ -23,17 +25,24 @@ class ConfigError(Exception):
 @dataclass
 class ModelConfig:
     name: str = "vit_base_patch16_224"
-    tuning: str = "adaptformer"  # adaptformer | vpt | linear | full
+    tuning: str = "adaptformer"  # adaptformer | vpt | linear | full | lora | bitfit | st_adapter
     pretrained: str | None = None  # official/HF/own checkpoint; None = random backbone (a control)
     num_classes: int | None = None  # None = from the tube store
     bottleneck: int = 64
     adapter_scale: float | str = 0.1
     adapter_position: str = "parallel"
     adapter_input: str = "norm"
-    adapter_layers: list[int] | None = None
+    adapter_init: str = "article"  # article | lora | official (AdaptFormer's released code)
+    adapter_layers: list[int] | None = None  # adaptformer, lora, st_adapter: which blocks; None = all
     adapter_dropout: float = 0.0
     vpt_tokens: int = 1
     vpt_mode: str = "deep"
+    lora_rank: int = 8
+    lora_alpha: float = 8.0
+    lora_targets: list[str] = field(default_factory=lambda: ["qkv"])  # qkv | proj | fc1 | fc2
+    lora_dropout: float = 0.0
+    st_kernel: list[int] = field(default_factory=lambda: [3, 1, 1])  # ST-Adapter conv kernel (time, height, width)
+    st_position: str = "attn"  # attn | mlp | both
     head_bn: bool = True  # AdaptFormer's video code puts BatchNorm1d(affine=False) before every head
     drop_path_rate: float = 0.0
     use_checkpoint: bool = False
@@ -191,7 +200,7 @@ def config_from_dict(values: dict[str, Any]) -> Config:
 
 def _check_choices(cfg: Config) -> None:
     choices = {
-        "model.tuning": (cfg.model.tuning, ("adaptformer", "vpt", "linear", "full")),
+        "model.tuning": (cfg.model.tuning, METHODS),
         "train.optimizer": (cfg.train.optimizer, ("sgd", "adamw")),
         "train.amp": (cfg.train.amp, ("auto", "bf16", "fp16", "off")),
         "train.nonfinite": (cfg.train.nonfinite, ("skip", "stop")),
@@ -202,6 +211,15 @@ def _check_choices(cfg: Config) -> None:
             raise ConfigError(f"config value {key}={value!r} is not one of {', '.join(allowed)}")
     if cfg.train.accum_steps < 1 or cfg.train.epochs < 1 or cfg.data.batch_size < 1:
         raise ConfigError("train.accum_steps, train.epochs and data.batch_size must be at least 1")
+    try:  # the tuning options are checked where they are defined
+        tuning_config(cfg.model)
+    except (ValueError, TypeError) as err:
+        raise ConfigError(f"config section model: {err}") from None
+
+
+def tuning_config(model: ModelConfig) -> TuningConfig:
+    """The model section's tuning method and options, as `create_model` takes them."""
+    return TuningConfig(method=model.tuning, **{key: getattr(model, key) for key in TUNING_OPTIONS})
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:

@@ -32,7 +32,7 @@ from video_adapt.checkpoint import (
 from video_adapt.config import Config, ConfigError, save_config
 from video_adapt.distributed import DistState, all_gather_objects, any_rank, barrier, cleanup, init_distributed
 from video_adapt.models.factory import create_model
-from video_adapt.models.tuning import parameter_report, tuned_state_dict
+from video_adapt.models.tuning import TUNING_OPTIONS, parameter_report, tuned_state_dict
 
 CHECKPOINT_NAME = "last.pt"
 
@@ -106,12 +106,11 @@ def build_model(cfg: Config, num_classes: int) -> tuple[nn.Module, Any]:
 
 def _create(cfg: Config, num_classes: int) -> nn.Module:
     m = cfg.model
+    options = {key: getattr(m, key) for key in TUNING_OPTIONS}  # every tuning option has a model config field
     return create_model(
         m.name, num_classes=num_classes, num_frames=cfg.data.num_frames, img_size=cfg.data.img_size,
-        tuning=m.tuning, bottleneck=m.bottleneck, adapter_scale=m.adapter_scale,
-        adapter_position=m.adapter_position, adapter_input=m.adapter_input, adapter_layers=m.adapter_layers,
-        adapter_dropout=m.adapter_dropout, vpt_tokens=m.vpt_tokens, vpt_mode=m.vpt_mode, head_bn=m.head_bn,
-        drop_path_rate=m.drop_path_rate, use_checkpoint=m.use_checkpoint, **m.arch,
+        tuning=m.tuning, **options, head_bn=m.head_bn, drop_path_rate=m.drop_path_rate,
+        use_checkpoint=m.use_checkpoint, **m.arch,
     )
 
 

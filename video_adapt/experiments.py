@@ -174,13 +174,22 @@ def gap_in_sems(cells: list[Cell], a: tuple[str, int], b: tuple[str, int]) -> fl
 
 
 # ----------------------------------------------------------------------------------------------- ablations
-def studies(depth: int) -> dict[str, list[Variant]]:
-    """The article's trade-off and ablations as variant lists (for a backbone of `depth` blocks)."""
+def studies(depth: int, full_overrides: list[str] | None = None) -> dict[str, list[Variant]]:
+    """The article's trade-off and ablations as variant lists (for a backbone of `depth` blocks).
+
+    The trade-off puts every method on one parameter axis: VPT tokens, AdaptFormer bottlenecks, LoRA ranks and
+    ST-Adapter widths as curves; BitFit, linear probing and full fine-tuning (with `full_overrides`, e.g. its own
+    learning rate) as points.
+    """
     af = "model.tuning=adaptformer"
     half = max(depth // 2, 1)
     return {
         "tradeoff": [Variant(f"vpt {n} tokens", ["model.tuning=vpt", f"model.vpt_tokens={n}"]) for n in (1, 2, 4, 8, 16)]
-        + [Variant(f"adaptformer d={d}", [af, f"model.bottleneck={d}"]) for d in (1, 4, 16, 64, 256)],
+        + [Variant(f"adaptformer d={d}", [af, f"model.bottleneck={d}"]) for d in (1, 4, 16, 64, 256)]
+        + [Variant(f"lora r={r}", ["model.tuning=lora", f"model.lora_rank={r}"]) for r in (1, 2, 4, 8, 16)]
+        + [Variant(f"st_adapter d={d}", ["model.tuning=st_adapter", f"model.bottleneck={d}"]) for d in (2, 8, 32, 128)]
+        + [Variant("bitfit", ["model.tuning=bitfit"]), Variant("linear", ["model.tuning=linear"]),
+           Variant("full", ["model.tuning=full", *(full_overrides or [])])],
         "scale": [Variant(f"s={s}", [af, f"model.adapter_scale={s}"])
                   for s in (0.01, 0.05, 0.1, 0.2, 0.5, 1.0, "learnable")],
         "position": [Variant(p, [af, f"model.adapter_position={p}"]) for p in ("parallel", "sequential")],
@@ -190,6 +199,9 @@ def studies(depth: int) -> dict[str, list[Variant]]:
                    Variant(f"last {half}", [af, f"model.adapter_layers={list(range(depth - half, depth))}"]),
                    Variant(f"all {depth}", [af])],
         "input": [Variant(f"input {k}", [af, f"model.adapter_input={k}"]) for k in ("norm", "residual")],
+        # the article's init and input, the init AdaptFormer's config asks for, and what its released code runs
+        "init": [Variant(f"{init} init, {name}", [af, f"model.adapter_init={init}", f"model.adapter_input={kind}"])
+                 for init in ("article", "lora", "official") for kind, name in (("norm", "LN(x')"), ("residual", "x'"))],
     }
 
 
@@ -198,17 +210,18 @@ def plot_study(name: str, cells: list[Cell], path: Path) -> Path:
     from video_adapt.reports import pyplot, save_figure
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(6, 4))
-    if name == "tradeoff":
-        for family in ("vpt", "adaptformer"):
-            pts = sorted((c for c in cells if c.variant.startswith(family)), key=lambda c: c.trainable)
+    if name == "tradeoff":  # one curve per method family ("lora r=4" -> lora), single points for the others
+        for family in dict.fromkeys(c.variant.split(" ", 1)[0] for c in cells):
+            pts = sorted((c for c in cells if c.variant.split(" ", 1)[0] == family), key=lambda c: c.trainable)
             ax.errorbar([c.trainable for c in pts], [c.top1_mean for c in pts], yerr=[c.top1_std for c in pts],
-                        marker="o", capsize=3, label=family)
+                        marker="o", capsize=3, label=family, linestyle="-" if len(pts) > 1 else "none")
             for c in pts:
-                ax.annotate(c.variant.split(" ", 1)[1], (c.trainable, c.top1_mean), fontsize=7,
-                            textcoords="offset points", xytext=(3, 3))
+                if " " in c.variant:
+                    ax.annotate(c.variant.split(" ", 1)[1], (c.trainable, c.top1_mean), fontsize=7,
+                                textcoords="offset points", xytext=(3, 3))
         ax.set_xscale("log")
         ax.set_xlabel("trainable parameters")
-        ax.legend()
+        ax.legend(fontsize=8)
     else:
         ax.bar(range(len(cells)), [c.top1_mean for c in cells], yerr=[c.top1_std for c in cells], capsize=3)
         ax.set_xticks(range(len(cells)), [c.variant for c in cells], rotation=30, ha="right", fontsize=8)

@@ -22,6 +22,7 @@ from video_adapt.data.decode import VIDEO_EXTENSIONS, VideoDecodeError, open_vid
 from video_adapt.data.sampling import eval_clip_indices
 from video_adapt.data.transforms import normalize_clips, spatial_crops, to_tensor_clip
 from video_adapt.models.factory import model_from_build_args
+from video_adapt.models.tuning import merge_lora
 
 
 @dataclass
@@ -81,6 +82,14 @@ class ViewSpec:
                    int(data.get("stride") or 4), int(data.get("test_clips") or 2),
                    int(crops or data.get("test_crops") or 3))
 
+    def describe(self) -> str:
+        """The test views in words, for people reading a result."""
+        rule = f"dense sampling, stride {self.stride}" if self.sampling == "dense" else "segment sampling"
+        def n(count: int, what: str) -> str:
+            return f"{count} {what}" + ("" if count == 1 else "s")
+        return (f"{n(self.test_clips, 'clip')} x {n(self.crops, 'crop')} = {n(self.test_clips * self.crops, 'view')} "
+                f"of {self.num_frames} frames at {self.img_size} px, {rule}")
+
 
 class Predictor:
     """A model, its class names and its view protocol; `predict` runs files in batches."""
@@ -117,6 +126,8 @@ class Predictor:
             elif info.get("backbone_fingerprint"):
                 raise CheckpointError(f"{adapters}: adapters need their backbone; pass --backbone FILE")
         load_adapters(model, adapters, force=force)
+        if info.get("method") == "lora":
+            merge_lora(model)  # the same logits at the backbone's speed: plain Linear layers, fused attention
         return cls(model, info["class_names"] or [str(i) for i in range(model.num_classes)],
                    ViewSpec.from_info(info.get("data"), crops), device)
 
@@ -174,6 +185,17 @@ class Predictor:
                 flush()
         flush()
         return results
+
+    def predict_views(self, path: str, topk: int = 5) -> tuple[Prediction, torch.Tensor | None]:
+        """One file's prediction and the uint8 views (V, 3, T, S, S) it averaged over: exactly what the model saw."""
+        pred = Prediction(str(path))
+        try:
+            views = self._views_of(open_video(path))
+        except VideoDecodeError as err:
+            pred.error = str(err)
+            return pred, None
+        pred.top = self._top(self._probs(views, [len(views)])[0], topk)
+        return pred, views
 
     def timeline(self, path: str, window_s: float, stride_s: float, topk: int = 5) -> Prediction:
         """Top-1 per window of `window_s` seconds every `stride_s` seconds, plus the whole-video top-k."""

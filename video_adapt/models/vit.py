@@ -3,10 +3,12 @@ VideoMAE V2 (OpenGVLab/VideoMAEv2: the ViT-g/14 preset, cosine attention, head d
 
 Parameter names follow the official fine-tune checkpoints (`patch_embed.proj`, `blocks.N.attn.qkv`,
 `blocks.N.attn.q_bias` ...), so those files load without renaming. The backbone knows nothing about
-tuning methods; it offers two explicit extension points that `tuning.py` fills:
+tuning methods; it offers explicit extension points that `tuning.py` fills:
 
 - `Block.mlp_adapter(residual, normed, mlp_out) -> mlp_out'`: rewrites the MLP branch of one block
   (AdaptFormer's AdaptMLP, parallel or sequential);
+- `Block.pre_attn_adapter(x, grid) -> x'` / `Block.pre_mlp_adapter(x, grid) -> x'`: rewrite the residual stream
+  before the attention / MLP branch, knowing the (time, height, width) token grid (ST-Adapter);
 - `VisionTransformer.token_prompts`: `before_block(x, i)` / `after_block(x, i)` add and remove
   extra tokens around block i (VPT).
 """
@@ -218,12 +220,18 @@ class Block(nn.Module):
             self.gamma_1 = None
             self.gamma_2 = None
         self.mlp_adapter: nn.Module | None = None
+        self.pre_attn_adapter: nn.Module | None = None
+        self.pre_mlp_adapter: nn.Module | None = None
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, grid: tuple[int, int, int] | None = None) -> torch.Tensor:
+        if self.pre_attn_adapter is not None:
+            x = self.pre_attn_adapter(x, grid)
         branch = self.attn(self.norm1(x))
         if self.gamma_1 is not None:
             branch = branch * self.gamma_1
         x = x + self.drop_path(branch)
+        if self.pre_mlp_adapter is not None:
+            x = self.pre_mlp_adapter(x, grid)
         normed = self.norm2(x)
         branch = self.mlp(normed)
         if self.gamma_2 is not None:
@@ -296,23 +304,23 @@ class VisionTransformer(nn.Module):
         tokens = self.patch_embed(x)
         return tokens + self.position_table(tokens.shape[1], tokens.device, tokens.dtype)
 
-    def forward_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
-        """Run the blocks (with prompt tokens when a prompt method is attached)."""
+    def forward_tokens(self, tokens: torch.Tensor, grid: tuple[int, int, int] | None = None) -> torch.Tensor:
+        """Run the blocks (with prompt tokens when a prompt method is attached); `grid` = (t, h, w) tokens."""
         prompts = self.token_prompts
         for i, block in enumerate(self.blocks):
             if prompts is not None:
                 tokens = prompts.before_block(tokens, i)
             if self.cfg.use_checkpoint and self.training and torch.is_grad_enabled():
-                tokens = checkpoint(block, tokens, use_reentrant=False)
+                tokens = checkpoint(block, tokens, grid, use_reentrant=False)
             else:
-                tokens = block(tokens)
+                tokens = block(tokens, grid)
             if prompts is not None:
                 tokens = prompts.after_block(tokens, i)
         return self.norm(tokens)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """Pooled, normed clip feature (B, D): what the head sees."""
-        tokens = self.forward_tokens(self.embed(x))
+        tokens = self.forward_tokens(self.embed(x), self.patch_embed.grid(*x.shape[2:]))
         if self.fc_norm is not None:
             return self.fc_norm(tokens.mean(1))
         return tokens[:, 0]
