@@ -1,14 +1,17 @@
 """Which ViT sizes fit at which batch on a 24 GB and an 80 GB GPU, for full fine-tuning and AdaptFormer, with and
-without activation checkpointing: an estimate from exact peak measurements of 2- and 3-block models on the CPU
-(video_adapt.models.memory), at the real clip size.
+without activation checkpointing (video_adapt.models.memory), at the real clip size.
 
     python tools/bench_memory.py                          # ViT-B/L/H at 16 x 224, bf16 autocast
     python tools/bench_memory.py --sizes base --frames 8 --capacities 24 40 80
     python tools/bench_memory.py --smoke                  # seconds (used by the tests)
 
-The peak of live tensor bytes (weights, AdamW state, gradients, saved activations, temporaries) is exact on the
-CPU under bf16 autocast; a GPU adds its context, workspaces and fragmentation (--reserve, --slack), and its autocast
-and attention kernels may keep slightly different tensors. Step time with checkpointing on and off is measured by
+What is counted: the state (fp32 weights; gradients and AdamW moments of what trains), the input and every tensor
+autograd saves for the backward (under checkpointing the blocks' inputs and one block recomputed), counted on 2- and
+3-block models and extended to the full depth. That count does not depend on which kernels the CPU (or a GPU) runs.
+What is not: kernel temporaries and workspaces, the gradients flowing through the backward, fragmentation; the fit
+leaves --reserve GiB and --slack of the rest for them. The last column is the CPU profiler's true peak of a training
+step of the 2-block model at batch 2, temporaries included, over its count: what this CPU's kernels add (another
+CPU's, or a GPU's, add other amounts). Step time with checkpointing on and off is measured by
 `tools/bench_model.py --checkpointing`.
 On a GPU, `tools/bench_model.py --device cuda --batch auto` finds the real largest batch to compare with.
 """
@@ -16,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from functools import partial
 from pathlib import Path
@@ -23,18 +27,21 @@ from pathlib import Path
 import torch
 
 from video_adapt import create_model
-from video_adapt.models.memory import GiB, estimate_training_memory
+from video_adapt.models.memory import (FIT_BATCHES, FIT_DEPTHS, GiB, counted_step_bytes, estimate_training_memory,
+                                       peak_step_bytes, state_bytes)
 from video_adapt.models.vit import vit_config
 
 SIZES = {"nano": "vit_nano_patch8_32", "tiny": "vit_tiny_patch16_224", "small": "vit_small_patch16_224", "base": "vit_base_patch16_224",
          "large": "vit_large_patch16_224", "huge": "vit_huge_patch16_224"}
 
 
-def state_bytes(model: torch.nn.Module) -> int:
-    """fp32 weights, and fp32 gradients and two AdamW moments for what trains (part of the measured peak)."""
-    total = sum(p.numel() for p in model.parameters())
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    return 4 * total + 12 * trainable
+def cpu_peak_over_count(build, frames: int, img_size: int, amp: torch.dtype | None) -> float:
+    """The CPU's true forward + backward peak (its kernels' temporaries included) over the count, for the smallest
+    model the fit uses."""
+    torch.manual_seed(0)
+    model = build(FIT_DEPTHS[0])
+    clips = torch.randn(FIT_BATCHES[0], model.cfg.in_chans, frames, img_size, img_size)
+    return peak_step_bytes(model, clips, amp)[0] / counted_step_bytes(model, clips, amp)
 
 
 def estimate_rows(sizes: list[str], methods: list[str], frames: int, img_size: int, capacities: list[float],
@@ -51,7 +58,9 @@ def estimate_rows(sizes: list[str], methods: list[str], frames: int, img_size: i
                 estimate = estimate_training_memory(lambda blocks: build(depth=blocks), depth, frames, img_size, amp)
                 row = {"model": SIZES[size], "method": method, "checkpointing": checkpointing, "frames": frames,
                        "img_size": img_size, "state_gib": state_bytes(full_depth) / GiB, "fixed_gib": estimate.fixed / GiB,
-                       "per_clip_mib": estimate.per_clip / 2**20, "batch_1_gib": estimate.total(1) / GiB}
+                       "per_clip_mib": estimate.per_clip / 2**20, "batch_1_gib": estimate.total(1) / GiB,
+                       "cpu_peak_over_count": cpu_peak_over_count(lambda blocks: build(depth=blocks), frames,
+                                                                  img_size, amp)}
                 for capacity in capacities:
                     row[f"batch @ {capacity:g} GB"] = estimate.largest_batch(int(capacity * 1e9), reserve * GiB, slack)
                 rows.append(row)
@@ -62,12 +71,13 @@ def estimate_rows(sizes: list[str], methods: list[str], frames: int, img_size: i
 
 def table(rows: list[dict], capacities: list[float]) -> str:
     head = " | ".join(f"largest batch, {c:g} GB" for c in capacities)
-    lines = [f"| model | method | checkpointing | state GiB | peak, batch 1 GiB | per clip MiB | {head} |",
-             "|---|---|---|---|---|---|" + "---|" * len(capacities)]
+    lines = [f"| model | method | checkpointing | state GiB | count, batch 1 GiB | per clip MiB | {head} "
+             f"| CPU peak / count, {FIT_DEPTHS[0]} blocks, batch {FIT_BATCHES[0]} |",
+             "|---|---|---|---|---|---|" + "---|" * len(capacities) + "---|"]
     for r in rows:
         fits = " | ".join(str(r[f"batch @ {c:g} GB"]) for c in capacities)
         lines.append(f"| {r['model']} | {r['method']} | {'on' if r['checkpointing'] else 'off'} | {r['state_gib']:.2f} | "
-                     f"{r['batch_1_gib']:.2f} | {r['per_clip_mib']:.0f} | {fits} |")
+                     f"{r['batch_1_gib']:.2f} | {r['per_clip_mib']:.0f} | {fits} | {r['cpu_peak_over_count']:.2f} |")
     return "\n".join(lines)
 
 
@@ -91,9 +101,13 @@ def main(argv: list[str] | None = None) -> int:
     rows = estimate_rows(args.sizes, args.methods, args.frames, args.img_size, args.capacities, args.reserve,
                          args.slack, amp)
     print()
+    print("Counted: state, input and what autograd saves for the backward (kernel-independent). Not counted: kernel")
+    print(f"temporaries and workspaces, left to the {args.reserve:g} GiB reserve and the {args.slack:.0%} slack.")
     print(table(rows, args.capacities))
     if args.json:
-        Path(args.json).write_text(json.dumps(rows, indent=2))
+        partial_json = Path(args.json + ".part")
+        partial_json.write_text(json.dumps(rows, indent=2))
+        os.replace(partial_json, args.json)
         print(f"rows: {args.json}")
     return 0
 
