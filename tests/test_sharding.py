@@ -1,5 +1,6 @@
 """FSDP2 sharded full fine-tuning (video_adapt.sharding) gives what one process gives, and its checkpoints are
 one-process checkpoints."""
+import json
 import math
 import os
 import subprocess
@@ -97,3 +98,28 @@ def test_optimizer_state_of_another_model_is_refused_on_every_rank(one_rank_grou
     model = shard_model(build_model(0))
     with pytest.raises(ValueError, match="param groups"):
         load_full_optimizer_state(model, build_optimizer(model), other_optimizer.state_dict())
+
+
+def test_a_sharded_estimate_swaps_only_the_state():
+    from video_adapt.models.memory import GiB, Bilinear, MemoryEstimate
+    estimate = MemoryEstimate(depth=40, counts=Bilinear(base=2 * GiB, per_block=0.5 * GiB, clip=0.1 * GiB,
+                                                        clip_block=0.05 * GiB))
+    sharded = estimate.with_state(counted_state=16 * GiB, held_state=3 * GiB)
+    assert sharded.fixed == estimate.fixed - 13 * GiB and sharded.per_clip == estimate.per_clip
+    assert sharded.largest_batch(80e9) > estimate.largest_batch(80e9)
+
+
+def test_bench_memory_adds_fsdp_rows(tmp_path):
+    out = tmp_path / "m.json"
+    result = subprocess.run([sys.executable, "tools/bench_memory.py", "--smoke", "--methods", "full", "--strategies",
+                             "ddp", "fsdp", "--world-size", "4", "--json", str(out)],
+                            cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
+    rows = json.loads(out.read_text())
+    assert [(r["strategy"], r["checkpointing"]) for r in rows] == [("ddp", False), ("fsdp", False), ("ddp", True),
+                                                                   ("fsdp", True)]
+    assert {r["world_size"] for r in rows if r["strategy"] == "fsdp"} == {4}
+    assert "| FSDP x4 |" in result.stdout
+    for ddp, fsdp in zip(rows[::2], rows[1::2]):
+        assert fsdp["per_clip_mib"] == ddp["per_clip_mib"]
+        assert fsdp["fixed_gib"] - fsdp["state_gib"] == pytest.approx(ddp["fixed_gib"] - ddp["state_gib"])
