@@ -1,9 +1,9 @@
 """Checkpoints in, checkpoints out.
 
-`load_pretrained` reads official VideoMAE pretrain and fine-tune `.pth` files, AdaptFormer's converted
-files, Hugging Face VideoMAE (directory or weights file) and our own files, maps every layout onto our
-parameter names with one function (`to_videomae_keys`) and refuses to leave any backbone weight at its
-random init. Nothing is ever unpickled beyond tensors: safetensors, or `torch.load(weights_only=True)`.
+`load_pretrained` reads official VideoMAE and VideoMAE V2 pretrain, fine-tune and distilled `.pth` files,
+AdaptFormer's converted files, Hugging Face VideoMAE (directory or weights file) and our own files, maps every
+layout onto our parameter names with one function (`to_videomae_keys`) and refuses to leave any backbone weight
+at its random init. Nothing is ever unpickled beyond tensors: safetensors, or `torch.load(weights_only=True)`.
 
 `save_adapters` / `load_adapters` store only what a method tuned (peft-style: a directory with
 `adapter_model.safetensors` and `adapter_config.json`), tied to the backbone by a fingerprint.
@@ -140,7 +140,10 @@ _IGNORED = [
 _SPLIT_QKV = re.compile(r"^blocks\.(\d+)\.attn\.(q|k|v|query|key|value)\.weight$")
 
 
-_WRAPPER_PREFIX = re.compile(r"^(module|model|encoder)\.")  # DDP, EMA/model wrappers, VideoMAE pretraining
+# DDP, EMA/model wrappers, VideoMAE pretraining (`encoder.`), and what V2's fine-tuning strips before loading:
+# torch.compile's `_orig_mod.` and `backbone.` (V2:run_class_finetuning.py:557-560, 584-590)
+_WRAPPER_PREFIX = re.compile(r"^(module|model|encoder|backbone|_orig_mod)\.")
+_COS_ATTN_SCALE = re.compile(r"^blocks\.\d+\.attn\.scale$")  # V2's CosAttention log-scale, (heads, 1, 1)
 
 
 def _rename(key: str) -> str:
@@ -193,6 +196,16 @@ def _ignore_reason(key: str) -> str | None:
     return None
 
 
+def _check_attention_kind(path: str | os.PathLike, surplus: list[str], missing: list[str]) -> None:
+    """Name the one architecture switch a V2 file can disagree on, instead of a generic missing/surplus error."""
+    if any(_COS_ATTN_SCALE.match(k) for k in surplus):
+        raise CheckpointError(f"{path}: the checkpoint uses VideoMAE V2's cosine attention (blocks.N.attn.scale); "
+                              "build the model with cos_attn=True (config: model.arch.cos_attn=true)")
+    if any(_COS_ATTN_SCALE.match(k) for k in missing):
+        raise CheckpointError(f"{path}: the model uses cosine attention but the checkpoint has no blocks.N.attn.scale; "
+                              "build the model with cos_attn=False")
+
+
 def load_pretrained(model: nn.Module, path: str | os.PathLike) -> LoadReport:
     """Load backbone (and, when shapes fit, head) weights from any supported layout.
 
@@ -227,6 +240,7 @@ def load_pretrained(model: nn.Module, path: str | os.PathLike) -> LoadReport:
     if mismatched:
         raise CheckpointError(f"{path}: {len(mismatched)} weights have another shape, e.g. {mismatched[0]}; "
                               "the model's architecture does not match the checkpoint")
+    _check_attention_kind(path, surplus, missing)
     if missing:
         raise CheckpointError(f"{path}: {len(missing)} backbone weights not in the checkpoint, e.g. "
                               f"{', '.join(missing[:3])}; refusing to train a randomly initialised backbone")

@@ -272,6 +272,11 @@ class MemoryEstimate:
     def total(self, batch: int) -> float:
         return self.fixed + batch * self.per_clip
 
+    def with_state(self, counted_state: float, held_state: float) -> "MemoryEstimate":
+        """The same step with the model's state held as `held_state` bytes per GPU instead of the `counted_state`
+        in the count (sharded training: `video_adapt.sharding.sharded_state_bytes`); input and activations stay."""
+        return replace(self, counts=replace(self.counts, base=self.counts.base - counted_state + held_state))
+
     def largest_batch(self, capacity: float, reserve: float = 1.5 * GiB, slack: float = 0.10) -> int:
         """The largest batch whose estimate fits in `capacity` bytes after the CUDA context and kernel workspaces
         (`reserve`), and the backward's temporaries and allocator fragmentation (`slack`, a fraction of the rest)."""
