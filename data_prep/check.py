@@ -16,6 +16,7 @@ if __package__ in (None, ""):
 import numpy as np
 from tqdm import tqdm
 
+from video_adapt.console import command
 from video_adapt.data.datasets import describe
 from video_adapt.data.store import FrameStore, StoreError
 
@@ -69,6 +70,7 @@ def check_store(root: Path, progress: bool = True) -> list[str]:
     return problems
 
 
+@command
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("store", type=Path)

@@ -16,11 +16,13 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as `python data_prep/folder.py`
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from video_adapt.console import command
 from data_prep.common import add_common_options, fail, run
 from video_adapt.data.listing import holdout, read_list, scan_class_folders
 from video_adapt.data.prepare import PrepError, SplitSpec
 
 
+@command
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     src = parser.add_mutually_exclusive_group(required=True)

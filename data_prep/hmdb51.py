@@ -17,6 +17,7 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from data_prep.common import add_common_options, fail, run
+from video_adapt.console import command
 from video_adapt.data.prepare import PrepError, SplitSpec, VideoEntry
 
 SPLIT_FILE = re.compile(r"^(?P<cls>.+)_test_split(?P<k>[123])\.txt$")
@@ -47,6 +48,7 @@ def hmdb51_splits(videos: Path, splits: Path, k: int) -> tuple[list[str], list[V
     return classes, train, test
 
 
+@command
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--videos", type=Path, required=True, help="folder of <class>/<name>.avi")

@@ -19,6 +19,7 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from data_prep.common import add_common_options, fail, run
+from video_adapt.console import command
 from video_adapt.data.prepare import PrepError, SplitSpec, VideoEntry
 
 
@@ -60,6 +61,7 @@ def ssv2_entries(labels_dir: Path, split_file: str, videos: Path, classes: list[
     return entries
 
 
+@command
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--videos", type=Path, required=True, help="folder of <id>.webm files")

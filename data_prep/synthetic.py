@@ -19,6 +19,7 @@ if __package__ in (None, ""):
 import numpy as np
 from tqdm import tqdm
 
+from video_adapt.console import command
 from data_prep.common import add_shard_option, fail, output_dir, print_report
 from video_adapt.data.prepare import PrepError, PrepOptions, SplitSpec, VideoEntry, prepare_store
 from video_adapt.data.synthetic import CLASSES, SyntheticSpec, generate_clip, write_video
@@ -55,6 +56,7 @@ def write_dataset(out: Path, spec: SyntheticSpec, train_per_class: int, val_per_
     return lists
 
 
+@command
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, required=True)

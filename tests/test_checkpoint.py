@@ -7,10 +7,13 @@ import torch
 from tiny_models import TINY, clips, randomize_, tiny_model
 from video_adapt import CheckpointError, load_adapters, load_model, load_pretrained, save_adapters, save_model
 
-transformers = pytest.importorskip("transformers")
+@pytest.fixture
+def transformers():
+    """Only the tests that compare with Hugging Face need it (an extra: pip install video_adapt[bench])."""
+    return pytest.importorskip("transformers")
 
 
-def hf_config(**kw):
+def hf_config(transformers, **kw):
     cfg = dict(image_size=32, patch_size=8, num_channels=3, num_frames=4, tubelet_size=2, hidden_size=32,
                num_hidden_layers=2, num_attention_heads=2, intermediate_size=128, qkv_bias=True,
                use_mean_pooling=True, num_labels=5, layer_norm_eps=1e-12)
@@ -18,9 +21,9 @@ def hf_config(**kw):
     return transformers.VideoMAEConfig(**cfg)
 
 
-def test_logits_match_transformers_videomae(tmp_path):
+def test_logits_match_transformers_videomae(tmp_path, transformers):
     torch.manual_seed(0)
-    hf = transformers.VideoMAEForVideoClassification(hf_config())
+    hf = transformers.VideoMAEForVideoClassification(hf_config(transformers))
     randomize_(hf, seed=3, std=0.1)
     hf.save_pretrained(tmp_path / "hf")
     hf.eval()
@@ -34,9 +37,9 @@ def test_logits_match_transformers_videomae(tmp_path):
     assert torch.allclose(ours, expected, atol=1e-4), (ours - expected).abs().max()
 
 
-def test_transformers_pretraining_weights_load_backbone(tmp_path):
+def test_transformers_pretraining_weights_load_backbone(tmp_path, transformers):
     torch.manual_seed(0)
-    hf = transformers.VideoMAEForPreTraining(hf_config(decoder_hidden_size=16, decoder_num_hidden_layers=1,
+    hf = transformers.VideoMAEForPreTraining(hf_config(transformers, decoder_hidden_size=16, decoder_num_hidden_layers=1,
                                                        decoder_num_attention_heads=2, decoder_intermediate_size=32))
     randomize_(hf, seed=4, std=0.1)
     hf.save_pretrained(tmp_path / "pre")
@@ -51,9 +54,9 @@ def test_transformers_pretraining_weights_load_backbone(tmp_path):
     assert torch.allclose(ours, expected, atol=1e-4)
 
 
-def test_hf_weights_file_alone_loads_with_either_bias_naming(tmp_path):
+def test_hf_weights_file_alone_loads_with_either_bias_naming(tmp_path, transformers):
     from safetensors.torch import load_file, save_file
-    hf = randomize_(transformers.VideoMAEForVideoClassification(hf_config()), seed=5)
+    hf = randomize_(transformers.VideoMAEForVideoClassification(hf_config(transformers)), seed=5)
     hf.save_pretrained(tmp_path / "hf")
     state = load_file(str(tmp_path / "hf" / "model.safetensors"))
     renamed = {k.replace("attention.attention.q_bias", "attention.attention.query.bias")
@@ -208,3 +211,46 @@ def test_save_model_round_trip_rebuilds_the_model(tmp_path):
     assert torch.equal(model(x), loaded.eval()(x))
     report = load_pretrained(tiny_model(), path)  # our own file also works as a pretrained backbone
     assert "token_prompts.prompts" in report.ignored
+
+
+@pytest.mark.parametrize("method,kwargs", [("lora", {"lora_targets": ["qkv", "fc1"]}), ("bitfit", {}),
+                                           ("st_adapter", {"bottleneck": 4, "st_position": "both"})])
+def test_new_methods_round_trip_through_adapter_files(method, kwargs, tmp_path):
+    from video_adapt.checkpoint import backbone_fingerprint, read_adapter_config
+    from video_adapt.models.factory import model_from_build_args
+    backbone = randomize_(tiny_model(head_bn=True), seed=11)
+    path = tmp_path / "backbone.pth"
+    torch.save({"model": backbone.state_dict()}, path)
+    trained = tiny_model(method, head_bn=True, **kwargs)
+    load_pretrained(trained, path)
+    before = backbone_fingerprint(trained)
+    if method != "bitfit":  # the frozen backbone under its plain names, also where LoRA wraps it
+        assert before == backbone_fingerprint(backbone)
+    opt = torch.optim.SGD([p for p in trained.parameters() if p.requires_grad], lr=0.5)
+    for _ in range(2):
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(trained.train()(clips(batch=4)), torch.tensor([0, 1, 2, 3])).backward()
+        opt.step()
+    assert backbone_fingerprint(trained) == before  # BitFit's trained biases travel in the adapter file instead
+    out = save_adapters(trained, tmp_path / "adapters")
+    config = read_adapter_config(out)
+    assert config["method"] == method and config["build_args"]["tuning"] == method
+    fresh = model_from_build_args(config["build_args"])
+    load_pretrained(fresh, path)
+    load_adapters(fresh, out)
+    x = clips()
+    assert torch.equal(trained.eval()(x), fresh.eval()(x))
+    with pytest.raises(CheckpointError, match="another backbone"):
+        load_adapters(model_from_build_args(config["build_args"]), out)
+
+
+def test_merged_lora_refuses_adapter_files(tmp_path):
+    from video_adapt import merge_lora
+    model = tiny_model("lora")
+    save_adapters(model, tmp_path / "adapters")
+    merge_lora(model)
+    with pytest.raises(CheckpointError, match="merged"):
+        save_adapters(model, tmp_path / "again")
+    with pytest.raises(CheckpointError, match="merged"):
+        load_adapters(model, tmp_path / "adapters")
+    assert not (tmp_path / "again").exists()

@@ -22,7 +22,10 @@ def test_recipes_set_defaults_that_explicit_keys_override():
 @pytest.mark.parametrize("override,message", [
     (["train.lrr=1"], "unknown config key 'train.lrr'"),
     (["colour=red"], "unknown config key 'colour'"),
-    (["model.tuning=lora"], "model.tuning='lora'"),
+    (["model.tuning=prompt_tuning"], "model.tuning='prompt_tuning'"),
+    (["model.tuning=st_adapter", "model.st_position=after"], "model: st_position must be one of attn, mlp, both"),
+    (["model.tuning=lora", "model.lora_targets=[q, v]"], "model: lora_targets must be"),
+    (["model.adapter_init=xavier"], "model: adapter_init must be one of article, lora, official"),
     (["train.recipe=magic"], "train.recipe='magic'"),
     (["nodot"], "not key=value"),
 ])
@@ -40,23 +43,75 @@ def test_missing_file_and_base_cycle(tmp_path):
         load_config(tmp_path / "a.yaml")
 
 
+@pytest.mark.parametrize("override,message", [
+    ("data.batch_size=abc", "config key 'data.batch_size' expects int, got 'abc' (str)"),
+    ("data.batch_size=2.5", "'data.batch_size' expects int"),
+    ("data.batch_size=0", "data.batch_size=0 must be >= 1"),
+    ("train.lr=fast", "'train.lr' expects float or None"),
+    ("train.lr=-0.1", "train.lr=-0.1 must be > 0"),
+    ("model.head_bn=maybe", "'model.head_bn' expects bool"),
+    ("model.adapter_scale=big", "config section model: adapter_scale must be a number or 'learnable'"),
+    ("model.bottleneck=0", "config section model: bottleneck, vpt_tokens and lora_rank must be at least 1"),
+    ("model.adapter_layers=[0, x]", "'model.adapter_layers' expects list of int or None"),
+    ("data.crop_scale=0.5", "'data.crop_scale' expects list of float"),
+    ("data.crop_scale=[0.5, 2]", "must be <= 1"),
+    ("model.arch=3", "'model.arch' expects mapping"),
+    ("model=3", "config key 'model' must be a mapping"),
+    ("model.name=vit_gigantic", "model.name='vit_gigantic' is not one of"),
+    ("data.randaugment=auto", "data.randaugment='auto' is not of the form"),
+])
+def test_values_are_checked_against_type_and_range(override, message):
+    with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("(", r"\(").replace(")", r"\)")) as err:
+        load_config(None, [override])
+    assert "\n" not in str(err.value)
+
+
+def test_yaml_values_are_checked_and_well_typed_ones_kept(tmp_path):
+    (tmp_path / "bad.yaml").write_text("data:\n  num_workers: -1\n")
+    with pytest.raises(ConfigError, match="data.num_workers=-1 must be >= 0"):
+        load_config(tmp_path / "bad.yaml")
+    cfg = load_config(None, ["model.adapter_scale=learnable", "model.adapter_scale=0.5", "train.lr=1e-3",
+                             "train.layer_decay=1", "model.pretrained=null", "data.flip=null"])
+    # PyYAML reads 1e-3 as a string: it is still a valid float; an int is a valid float
+    assert (cfg.model.adapter_scale, cfg.train.lr, cfg.train.layer_decay) == (0.5, 0.001, 1)
+    assert cfg.model.pretrained is None and cfg.data.flip is None
+
+
 def test_override_values_are_yaml_scalars():
     assert parse_overrides(["a.b=0.1", "c=true", "d=null", "e=x"]) == {"a": {"b": 0.1}, "c": True, "d": None, "e": "x"}
 
 
 def test_every_grid_config_loads_and_is_generated():
-    import importlib.util
-    from pathlib import Path
-    root = Path(__file__).resolve().parents[1]
-    spec = importlib.util.spec_from_file_location("make_configs", root / "tools" / "make_configs.py")
-    make_configs = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(make_configs)
-    for dataset in make_configs.DATASETS:
-        for method in make_configs.METHODS:
-            for frames in make_configs.FRAMES:
-                path = root / "configs" / dataset / f"{method}_{frames}f.yaml"
-                assert path.read_text() == make_configs.grid_config(dataset, method, frames), path
+    from video_adapt import config_grid
+    assert config_grid.grid_datasets() == ["hmdb51_split1", "hmdb51_split2", "hmdb51_split3", "ssv2"]
+    assert config_grid.grid_methods() == ["adaptformer", "vpt", "linear", "full"]
+    for dataset in config_grid.grid_datasets():
+        for method in config_grid.grid_methods():
+            for frames in config_grid.FRAMES:
+                path = config_grid.grid_path(dataset, method, frames)
+                assert path.read_text() == config_grid.grid_config(dataset, method, frames), path
                 cfg = load_config(path)
                 assert (cfg.model.tuning, cfg.data.num_frames) == (method, frames)
                 assert cfg.model.num_classes == (174 if dataset == "ssv2" else 51)
                 assert cfg.data.flip is (dataset != "ssv2")
+
+
+def test_model_section_has_every_tuning_option_with_the_same_default():
+    """The engine passes every TuningConfig option from the model section; both must agree on defaults."""
+    from dataclasses import fields
+    from video_adapt.config import ModelConfig
+    from video_adapt.models.tuning import TUNING_OPTIONS, TuningConfig
+    model, tuning = ModelConfig(), TuningConfig()
+    for key in TUNING_OPTIONS:
+        assert getattr(model, key) == getattr(tuning, key), key
+    assert model.tuning == tuning.method
+    assert {f.name for f in fields(ModelConfig)} >= set(TUNING_OPTIONS)
+
+
+@pytest.mark.parametrize("method", ["adaptformer", "vpt", "linear", "full", "lora", "bitfit", "st_adapter"])
+def test_every_method_config_loads(method):
+    from pathlib import Path
+    from video_adapt.models.tuning import METHODS
+    assert method in METHODS
+    cfg = load_config(Path(__file__).resolve().parents[1] / "configs" / "methods" / f"{method}.yaml")
+    assert cfg.model.tuning == method

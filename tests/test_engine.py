@@ -12,7 +12,8 @@ from conftest import tiny_overrides
 from video_adapt import create_model, load_pretrained
 from video_adapt.config import ConfigError, load_config
 from video_adapt import engine
-from video_adapt.engine import TrainingError, check_finite_weights, train
+from video_adapt.engine import TrainingError, builders, loop, train
+from video_adapt.engine.state import check_finite_weights
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -27,6 +28,7 @@ def backbone(tmp_path_factory) -> Path:
     return path
 
 
+@pytest.mark.slow
 def test_adaptformer_run_writes_everything_and_keeps_the_backbone_frozen(synthetic_store, backbone, tmp_path):
     out = tmp_path / "run"
     summary = train(load_config(None, tiny_overrides(synthetic_store, out, "model.tuning=adaptformer",
@@ -55,6 +57,7 @@ def _final_weights(out: Path) -> dict:
     return load_file(str(out / "adapters" / "adapter_model.safetensors"))
 
 
+@pytest.mark.slow
 def test_killed_run_resumes_to_exactly_the_uninterrupted_weights(synthetic_store, backbone, tmp_path, monkeypatch):
     args = ["model.tuning=adaptformer", f"model.pretrained={backbone}", "train.epochs=3",
             "data.randaugment=rand-m7-n2", "model.adapter_dropout=0.1"]
@@ -62,18 +65,18 @@ def test_killed_run_resumes_to_exactly_the_uninterrupted_weights(synthetic_store
     train(load_config(None, tiny_overrides(synthetic_store, straight, *args)))
 
     interrupted = tmp_path / "interrupted"
-    real_epoch = engine.train_one_epoch
+    real_epoch = loop.train_one_epoch
 
-    def dies_in_epoch_2(*a, **kw):
-        if a[10] == 2:  # epoch argument: the process is killed mid-run after 2 saved epochs
+    def dies_in_epoch_2(run, epoch):
+        if epoch == 2:  # the process is killed mid-run after 2 saved epochs
             raise KeyboardInterrupt
-        return real_epoch(*a, **kw)
+        return real_epoch(run, epoch)
 
-    monkeypatch.setattr(engine, "train_one_epoch", dies_in_epoch_2)
+    monkeypatch.setattr(loop, "train_one_epoch", dies_in_epoch_2)
     with pytest.raises(KeyboardInterrupt):
         train(load_config(None, tiny_overrides(synthetic_store, interrupted, *args)))
     assert not (interrupted / "summary.json").exists()
-    monkeypatch.setattr(engine, "train_one_epoch", real_epoch)
+    monkeypatch.setattr(loop, "train_one_epoch", real_epoch)
     train(load_config(None, tiny_overrides(synthetic_store, interrupted, *args, "resume=auto")))
     a, b = _final_weights(straight), _final_weights(interrupted)
     assert a.keys() == b.keys()
@@ -82,6 +85,7 @@ def test_killed_run_resumes_to_exactly_the_uninterrupted_weights(synthetic_store
     assert len((interrupted / "metrics.csv").read_text().splitlines()) == 4
 
 
+@pytest.mark.slow
 def test_two_gloo_processes_match_one_process_with_the_same_global_batch(synthetic_store, backbone, tmp_path):
     common = ["model.tuning=adaptformer", f"model.pretrained={backbone}", "model.head_bn=false", "train.epochs=1",
               "data.flip=true"]
@@ -101,8 +105,9 @@ def test_two_gloo_processes_match_one_process_with_the_same_global_batch(synthet
     assert sb["world_size"] == 2 and sa["final_top1"] == sb["final_top1"]
 
 
+@pytest.mark.slow
 def test_nonfinite_loss_skips_or_stops(synthetic_store, tmp_path, monkeypatch):
-    real = engine.build_loss
+    real = loop.build_loss
 
     def poisoned(cfg, num_classes):
         mixup, loss_fn = real(cfg, num_classes)
@@ -114,7 +119,7 @@ def test_nonfinite_loss_skips_or_stops(synthetic_store, tmp_path, monkeypatch):
             return value * float("nan") if calls["n"] == 2 else value
         return mixup, loss
 
-    monkeypatch.setattr(engine, "build_loss", poisoned)
+    monkeypatch.setattr(loop, "build_loss", poisoned)
     summary = train(load_config(None, tiny_overrides(synthetic_store, tmp_path / "skip", "model.tuning=linear")))
     rows = (tmp_path / "skip" / "metrics.csv").read_text().splitlines()
     assert rows[1].split(",")[rows[0].split(",").index("skipped_steps")] == "1"
@@ -143,6 +148,7 @@ def test_bad_configs_fail_before_training(synthetic_store, tmp_path, override, m
     assert not (tmp_path / "x" / "checkpoints").exists()
 
 
+@pytest.mark.slow
 def test_missing_store_is_named(tmp_path):
     with pytest.raises(ConfigError, match="data.root"):
         train(load_config(None, tiny_overrides(tmp_path / "nowhere", tmp_path / "x")))
@@ -151,13 +157,39 @@ def test_missing_store_is_named(tmp_path):
     assert out.returncode == 2 and out.stderr.startswith("error: data.root=") and "Traceback" not in out.stderr
 
 
-def test_videomae_recipe_runs_with_mixup_and_layer_decay(synthetic_store, backbone, tmp_path):
+@pytest.mark.slow
+def test_videomae_recipe_runs_with_mixup_and_layer_decay(synthetic_store, backbone, tmp_path, monkeypatch):
+    targets, optimizers = [], []
+    real_loss, real_optimizer = loop.build_loss, loop.build_optimizer
+
+    def recording_loss(cfg, num_classes):
+        mixup, loss_fn = real_loss(cfg, num_classes)
+
+        def loss(logits, target):
+            targets.append(target.detach().clone())
+            return loss_fn(logits, target)
+        return mixup, loss
+
+    def recording_optimizer(model, cfg, lr):
+        optimizers.append(real_optimizer(model, cfg, lr))
+        return optimizers[-1]
+
+    monkeypatch.setattr(loop, "build_loss", recording_loss)
+    monkeypatch.setattr(loop, "build_optimizer", recording_optimizer)
     summary = train(load_config(None, tiny_overrides(synthetic_store, tmp_path / "vm", "train.recipe=videomae",
                                                      "model.tuning=full", f"model.pretrained={backbone}",
                                                      "train.epochs=1", "train.lr=null", "train.repeated_aug=1")))
     assert summary["trainable_ratio"] == 1.0
+    # mixup/cutmix 0.8/1.0 with label smoothing 0.1: soft targets, smoothed everywhere and mixed somewhere
+    assert targets and all(t.ndim == 2 and torch.allclose(t.sum(1), torch.ones(len(t))) for t in targets)
+    assert all(t.min() > 0 for t in targets)
+    assert any(t.max(1).values.min() < 0.9 for t in targets)
+    # layer decay 0.75 over stem + 2 blocks + head: the schedule scales the stem's lr by 0.75^3 against the head's
+    lrs = [group["lr"] for group in optimizers[0].param_groups]
+    assert max(lrs) / min(lrs) == pytest.approx(0.75 ** -3)
 
 
+@pytest.mark.slow
 def test_test_tool_writes_reports(synthetic_store, tmp_path):
     out = tmp_path / "run"
     train(load_config(None, tiny_overrides(synthetic_store, out, "model.tuning=vpt", "model.vpt_tokens=2")))
@@ -171,6 +203,7 @@ def test_test_tool_writes_reports(synthetic_store, tmp_path):
     assert len(lines) == 13 and lines[1].startswith("val_00_00000,sliding right,")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("dataset,method", [("ssv2", "adaptformer"), ("hmdb51_split1", "vpt")])
 def test_dataset_configs_start_training_on_a_prepared_store(dataset, method, tmp_path):
     """The shipped SSv2 / HMDB51 configs train on stores made by data_prep from the official layouts."""
@@ -198,7 +231,7 @@ def test_optimizer_holds_only_trainable_tensors_and_skips_decay_on_1d(tmp_path):
     cfg = load_config(None, tiny_overrides(tmp_path, tmp_path / "run", "model.tuning=adaptformer", "train.optimizer=adamw",
                                            "train.weight_decay=0.05"))
     model = create_model("vit_nano_patch8_32", num_classes=3, tuning="adaptformer", bottleneck=4)
-    optimizer = engine.build_optimizer(model, cfg, lr=1e-3)
+    optimizer = builders.build_optimizer(model, cfg, lr=1e-3)
     held = {id(p) for group in optimizer.param_groups for p in group["params"]}
     assert held == {id(p) for p in model.parameters() if p.requires_grad}
     for group in optimizer.param_groups:

@@ -42,6 +42,16 @@ def test_table_plot_and_standard_errors(tmp_path):
     assert write_csv(cells, tmp_path / "t.csv").read_text().count("\n") == 5
 
 
+def test_tradeoff_plot_draws_curves_and_single_points(tmp_path):
+    from video_adapt.experiments import Cell, plot_study
+    cells = [Cell(name, 8, 3, top1, 1.0, params, 0.01, 1.0, 10.0) for name, top1, params in [
+        ("vpt 1 tokens", 70, 100), ("vpt 4 tokens", 71, 400), ("lora r=2", 74, 300), ("lora r=8", 75, 1200),
+        ("bitfit", 72, 250), ("linear", 65, 50), ("full", 80, 40000)]]
+    fig_path = plot_study("tradeoff", cells, tmp_path / "tradeoff.png")
+    assert fig_path.stat().st_size > 1000
+
+
+@pytest.mark.slow
 def test_compare_tool_runs_a_small_grid_and_collects(synthetic_store, tmp_path):
     import subprocess
     import sys
@@ -68,12 +78,18 @@ def test_studies_cover_the_articles_ablations():
     from video_adapt.experiments import studies
     s = studies(depth=4)
     assert [v.name for v in s["tradeoff"]][:5] == [f"vpt {n} tokens" for n in (1, 2, 4, 8, 16)]
-    assert "model.bottleneck=256" in s["tradeoff"][-1].overrides
+    assert "model.bottleneck=256" in s["tradeoff"][9].overrides
+    families = {v.name.split(" ")[0] for v in s["tradeoff"]}
+    assert families == {"vpt", "adaptformer", "lora", "st_adapter", "bitfit", "linear", "full"}  # every method
+    assert "model.lora_rank=16" in s["tradeoff"][14].overrides
+    assert [v.name for v in s["init"]][::2] == ["article init, LN(x')", "lora init, LN(x')", "official init, LN(x')"]
+    assert studies(4, ["train.lr=0.001"])["tradeoff"][-1].overrides == ["model.tuning=full", "train.lr=0.001"]
     assert [v.name for v in s["scale"]][-1] == "s=learnable"
     assert "model.adapter_layers=[2, 3]" in s["layers"][3].overrides
     assert {v.name for v in s["position"]} == {"parallel", "sequential"}
 
 
+@pytest.mark.slow
 def test_ablate_tool_runs_a_study(synthetic_store, tmp_path):
     import subprocess
     import sys
@@ -87,3 +103,14 @@ def test_ablate_tool_runs_a_study(synthetic_store, tmp_path):
     assert out.returncode == 0, out.stderr[-1500:]
     assert "| input norm |" in out.stdout and "| input residual |" in out.stdout
     assert (tmp_path / "abl" / "input" / "input.png").stat().st_size > 1000
+
+
+def test_methods_grid_runs_every_method_on_the_demo_config():
+    from pathlib import Path
+    import yaml
+    from video_adapt.config import load_config
+    from video_adapt.models.tuning import METHODS
+    root = Path(__file__).resolve().parents[1] / "configs" / "demo"
+    grid = yaml.safe_load((root / "grid_methods.yaml").read_text())
+    tunings = {load_config(root / "base.yaml", overrides).model.tuning for overrides in grid["variants"].values()}
+    assert tunings == set(METHODS)

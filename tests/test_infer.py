@@ -33,6 +33,7 @@ def clips(tmp_path_factory) -> Path:
     return folder
 
 
+@pytest.mark.slow
 def test_predict_mp4_webm_avi_and_a_folder(trained_run, clips):
     files = sorted(str(p) for p in clips.iterdir())
     results = predict(files, checkpoint=str(trained_run), topk=3)
@@ -45,6 +46,7 @@ def test_predict_mp4_webm_avi_and_a_folder(trained_run, clips):
     assert [r.top for r in from_folder] == [r.top for r in results]
 
 
+@pytest.mark.slow
 def test_corrupt_file_among_good_ones_gets_a_one_line_error(trained_run, clips, tmp_path, capsys):
     bad = make_broken(tmp_path)["garbage"]
     out = subprocess.run([sys.executable, "tools/infer.py", str(clips / "clip0.mp4"), str(bad), str(clips / "clip2.avi"),
@@ -57,6 +59,7 @@ def test_corrupt_file_among_good_ones_gets_a_one_line_error(trained_run, clips, 
     assert [r["error"] is None for r in rows] == [True, False, True]
 
 
+@pytest.mark.slow
 def test_window_timeline(trained_run, tmp_path):
     spec = SyntheticSpec(size=32, frames=16)
     long = np.concatenate([generate_clip(c, np.random.default_rng(c), spec) for c in (0, 1, 2)])
@@ -75,6 +78,7 @@ def test_segments_merge_equal_neighbours():
     assert [(s.start_s, s.end_s, s.label, s.prob) for s in segments(w)] == [(0, 3, "a", 0.7), (2, 4, "b", 0.9)]
 
 
+@pytest.mark.slow
 def test_adapters_without_their_backbone_are_refused(synthetic_store, tmp_path, clips):
     import torch
     from video_adapt import create_model
@@ -90,6 +94,7 @@ def test_adapters_without_their_backbone_are_refused(synthetic_store, tmp_path, 
     assert res.returncode == 2 and "need their backbone" in res.stderr
 
 
+@pytest.mark.slow
 def test_tsne_tool_writes_plot_and_separability(trained_run, synthetic_store, tmp_path):
     from video_adapt.analysis import separability
     rng = np.random.default_rng(0)

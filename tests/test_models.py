@@ -146,13 +146,17 @@ def test_drop_path_is_active_only_in_training():
     model = randomize_(tiny_model(drop_path_rate=0.5)).eval()
     x = clips()
     assert torch.equal(model(x), model(x))
+    torch.manual_seed(0)
+    model.train()
+    assert not torch.allclose(model(x), model(x))  # residual branches are dropped at random, per sample
+    assert torch.equal(randomize_(tiny_model(drop_path_rate=0.0)).train()(x), randomize_(tiny_model()).eval()(x))
 
 
 def test_bad_options_fail_with_a_clear_message():
     with pytest.raises(ValueError, match="unknown model"):
         create_model("vit_gigantic")
     with pytest.raises(ValueError, match="unknown tuning method"):
-        tiny_model("lora")
+        tiny_model("prefix_tuning")
     with pytest.raises(ValueError, match="out of range"):
         tiny_model("adaptformer", adapter_layers=[5])
     with pytest.raises(ValueError, match="does not divide"):

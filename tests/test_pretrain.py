@@ -7,8 +7,17 @@ import pytest
 import torch
 
 from video_adapt import create_model, load_pretrained
-from video_adapt.models.pretrain import PretrainVideoMAE, patchify, pixel_targets, save_pretrain_checkpoint, tube_mask
-from video_adapt.pretraining import PretrainConfig, pretrain
+from video_adapt.config import ConfigError
+from video_adapt.engine.precision import Precision
+from video_adapt.models.mae import PretrainVideoMAE, patchify, pixel_targets, save_pretrain_checkpoint, tube_mask
+from video_adapt.models.tuning import METHODS
+from video_adapt.pretraining import (
+    PretrainConfig,
+    build_pretrain_model,
+    build_pretrain_updater,
+    load_pretrain_config,
+    pretrain,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 NANO = dict(model="vit_nano_patch8_32", num_frames=4, img_size=32, decoder_dim=16, decoder_depth=1, decoder_heads=2,
@@ -36,13 +45,14 @@ def test_patchify_follows_token_order_and_targets_are_normalised():
     assert torch.allclose(per_patch.mean(2), torch.zeros(2, 8, 3), atol=1e-5)
 
 
+@pytest.mark.slow
 def test_loss_falls_and_checkpoint_loads_for_every_method(tmp_path):
     summary = pretrain(PretrainConfig(**NANO, epochs=12, norm_pix_loss=False, out_dir=str(tmp_path)), progress=False)
     losses = summary["losses"]
     assert sum(losses[-3:]) / 3 < 0.8 * sum(losses[:3]) / 3
     ckpt = torch.load(tmp_path / "checkpoint.pth", weights_only=True)["model"]
     assert "encoder.blocks.0.attn.qkv.weight" in ckpt and "decoder.head.weight" in ckpt and "mask_token" in ckpt
-    for method in ("adaptformer", "vpt", "linear", "full"):
+    for method in METHODS:
         model = create_model("vit_nano_patch8_32", num_classes=3, tuning=method)
         report = load_pretrained(model, tmp_path / "checkpoint.pth")
         assert "encoder_to_decoder.weight" in report.ignored
@@ -57,6 +67,7 @@ def test_loss_falls_and_checkpoint_loads_for_every_method(tmp_path):
                               model.eval().forward_tokens(model.embed(x)), atol=1e-6)
 
 
+@pytest.mark.slow
 def test_resumed_pretraining_matches_an_uninterrupted_run(tmp_path, monkeypatch):
     import video_adapt.pretraining as loop
     straight = pretrain(PretrainConfig(**NANO, epochs=3, out_dir=str(tmp_path / "a")), progress=False)
@@ -79,11 +90,52 @@ def test_resumed_pretraining_matches_an_uninterrupted_run(tmp_path, monkeypatch)
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+@pytest.mark.slow
 def test_pretrain_tool_runs_from_a_store(synthetic_store, tmp_path):
-    out = subprocess.run([sys.executable, "tools/pretrain.py", "--model", "vit_nano_patch8_32", "--frames", "4",
-                          "--img-size", "32", "--epochs", "1", "--batch", "8", "--store", str(synthetic_store),
-                          "--decoder-dim", "16", "--decoder-depth", "1", "--decoder-heads", "2", "--out", str(tmp_path)],
+    out = subprocess.run([sys.executable, "tools/pretrain.py", "model=vit_nano_patch8_32", "num_frames=4",
+                          "img_size=32", "epochs=1", "batch_size=8", f"store={synthetic_store}",
+                          "decoder_dim=16", "decoder_depth=1", "decoder_heads=2", f"out_dir={tmp_path}"],
                          cwd=ROOT, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr[-800:]
     assert "checkpoint:" in out.stdout
     assert json.loads((tmp_path / "pretrain_summary.json").read_text())["steps"] == 3
+
+
+def test_pretraining_decays_only_matrices_not_biases_norms_or_the_mask_token():
+    """VideoMAE pretraining keeps 1-D tensors, `.bias` and `mask_token` out of weight decay
+    (VM:optim_factory.py:49-61, VM:modeling_pretrain.py:268-269); every other weight decays by weight_decay."""
+    cfg = PretrainConfig(**NANO)
+    model = build_pretrain_model(cfg)
+    updater = build_pretrain_updater(model, cfg, steps_per_epoch=4, device=torch.device("cpu"))
+    names = {id(p): n for n, p in model.named_parameters()}
+    groups = updater.optimizer.param_groups
+    held = [names[id(p)] for g in groups for p in g["params"]]
+    assert sorted(held) == sorted(names.values())
+    decayed = {names[id(p)] for g in groups if g["weight_decay"] > 0 for p in g["params"]}
+    assert all(g["weight_decay"] in (0.0, cfg.weight_decay) for g in groups)
+    assert "mask_token" not in decayed and not any(n.endswith(".bias") for n in decayed)
+    assert all(model.get_parameter(n).ndim > 1 for n in decayed)
+    assert {"encoder.blocks.0.attn.qkv.weight", "decoder.head.weight", "encoder_to_decoder.weight"} <= decayed
+    assert updater.optimizer.defaults["betas"] == (0.9, 0.95)
+
+
+@pytest.mark.slow
+def test_fp16_always_comes_with_a_gradient_scaler(tmp_path):
+    """fp16 autocast without loss scaling underflows small gradients; pretraining used to run it unscaled."""
+    cpu = torch.device("cpu")
+    assert Precision.create(cpu, "fp16").scaler is not None
+    assert Precision.create(cpu, "bf16").scaler is None and Precision.create(cpu, "auto").dtype is None
+    summary = pretrain(PretrainConfig(**NANO, epochs=1, amp="fp16", out_dir=str(tmp_path)), progress=False)
+    state = torch.load(tmp_path / "train_state.pt", weights_only=True)
+    assert state["scaler"] is not None and state["scaler"]["scale"] > 0
+    assert summary["steps"] == 4 and summary["final_loss"] == summary["final_loss"]  # finite, not NaN
+
+
+def test_pretrain_config_values_are_checked_like_training_ones(tmp_path):
+    (tmp_path / "p.yaml").write_text("epochs: 3\nmask_ratio: 0.75\n")
+    cfg = load_pretrain_config(tmp_path / "p.yaml", ["lr=1e-3", "arch={depth: 1}"])
+    assert (cfg.epochs, cfg.mask_ratio, cfg.lr, cfg.arch) == (3, 0.75, 0.001, {"depth": 1})
+    for override, message in [("batch_size=abc", "'batch_size' expects int"), ("mask_ratio=1.5", "mask_ratio=1.5"),
+                              ("decoder=3", "unknown config key 'decoder'"), ("model=vit_x", "model='vit_x'")]:
+        with pytest.raises(ConfigError, match=message):
+            load_pretrain_config(None, [override])

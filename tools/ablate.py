@@ -1,51 +1,10 @@
-"""The article's parameter-accuracy trade-off and ablations, each one command with a table and a plot.
+"""The article's trade-off and ablation studies.
 
-    python tools/ablate.py --study tradeoff --config configs/demo/base.yaml --frames 8 --out runs/ablate \
-        data.root=runs/demo/data/store model.pretrained=video_adapt/assets/demo_backbone.safetensors
-
-Studies: tradeoff (VPT with 1, 2, 4, 8, 16 prompt tokens against AdaptFormer with d_hat 1, 4, 16, 64, 256),
-scale (s = 0.01 ... 1 and learnable), position (parallel vs sequential), layers (first / last block(s) vs all),
-input (LN(x') vs raw x'), or all. Finished runs are reused; interrupted ones resume.
+`video-adapt ablate` as a script; the command lives in video_adapt/cli/ablate.py (usage: --help).
 """
-from __future__ import annotations
-
-import argparse
 import sys
-from pathlib import Path
 
-from video_adapt.checkpoint import CheckpointError
-from video_adapt.config import ConfigError, load_config
-from video_adapt.experiments import aggregate, markdown_table, plot_study, run_grid, studies, write_csv
-from video_adapt.models.vit import vit_config
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--study", default="all", choices=["all", "tradeoff", "scale", "position", "layers", "input"])
-    parser.add_argument("--config", help="base training config")
-    parser.add_argument("--frames", type=int, default=8)
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
-    parser.add_argument("--out", default="runs/ablate")
-    parser.add_argument("overrides", nargs="*", help="dotted key=value overrides for every run")
-    args = parser.parse_args(argv)
-    try:
-        base = load_config(args.config, args.overrides)
-        depth = vit_config(base.model.name, **base.model.arch).depth
-        chosen = studies(depth) if args.study == "all" else {args.study: studies(depth)[args.study]}
-        for name, variants in chosen.items():
-            out = Path(args.out) / name
-            cells = aggregate(run_grid(args.config, args.overrides, variants, [args.frames], args.seeds, out))
-            table = markdown_table(cells)
-            (out / "table.md").write_text(table + "\n")
-            print(f"\n## {name}\n{table}")
-            print(f"table: {out / 'table.md'}")
-            print(f"csv: {write_csv(cells, out / 'table.csv')}")
-            print(f"plot: {plot_study(name, cells, out / f'{name}.png')}")
-    except (ConfigError, CheckpointError, FileNotFoundError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    return 0
-
+from video_adapt.cli.ablate import main
 
 if __name__ == "__main__":
     sys.exit(main())

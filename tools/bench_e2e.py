@@ -18,7 +18,6 @@ An epoch is timed from its second batch on (the first pays for worker start-up) 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 import time
@@ -27,14 +26,17 @@ from pathlib import Path
 import torch
 from torch.utils.data import Dataset, RandomSampler
 
-from bench_data import OnTheFly, make_sources
 from video_adapt import create_model
+from video_adapt.benchmarks.sources import OnTheFly, list_videos, make_sources
+from video_adapt.console import command
 from video_adapt.data.datasets import TubeTrainDataset
 from video_adapt.data.decode import BACKENDS
 from video_adapt.data.prepare import PrepOptions, SplitSpec, VideoEntry, prepare_store
-from video_adapt.engine import autocast_context, autocast_dtype, make_loader, to_model_input
-
-VIDEO_SUFFIXES = {".mp4", ".webm", ".avi", ".mkv", ".mov"}
+from video_adapt.engine.data import make_loader, to_model_input
+from video_adapt.engine.precision import autocast_context, autocast_dtype
+from video_adapt.errors import ConfigError
+from video_adapt.files import write_json_atomic
+from video_adapt.models.tuning import METHODS
 
 
 class Step:
@@ -87,28 +89,11 @@ def epoch_rate(step: Step, dataset: Dataset, args: argparse.Namespace, workers: 
         seen += len(labels)
     step.sync()
     if start is None or seen == 0:
-        raise SystemExit(f"an epoch of {len(dataset)} clips at batch {args.batch} has fewer than 2 batches")
+        raise ConfigError(f"an epoch of {len(dataset)} clips at batch {args.batch} has fewer than 2 batches")
     return seen / (time.perf_counter() - start)
 
 
-def list_videos(folder: Path) -> tuple[list[Path], list[int]]:
-    """Videos under `folder`: class sub-folders give labels, a flat folder gives label 0 to all."""
-    paths = sorted(p for p in folder.rglob("*") if p.suffix.lower() in VIDEO_SUFFIXES)
-    if not paths:
-        raise SystemExit(f"{folder}: no videos ({', '.join(sorted(VIDEO_SUFFIXES))})")
-    classes = sorted({p.parent for p in paths})
-    return paths, [classes.index(p.parent) for p in paths]
-
-
-class LabelledOnTheFly(OnTheFly):
-    def __init__(self, paths: list[Path], labels: list[int], num_frames: int, img_size: int, backend: str):
-        super().__init__(paths, num_frames, img_size, backend)
-        self.labels = labels
-
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
-        return super().__getitem__(i)[0], self.labels[i]
-
-
+@command
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--videos", type=int, default=48, help="generated sources")
@@ -117,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--width", type=int, default=320)
     parser.add_argument("--videos-dir", type=Path, help="use these videos instead of generated ones")
     parser.add_argument("--model", default="vit_tiny_patch16_224")
-    parser.add_argument("--method", default="adaptformer", choices=["adaptformer", "vpt", "linear", "full"])
+    parser.add_argument("--method", default="adaptformer", choices=METHODS)
     parser.add_argument("--clip-frames", type=int, default=8)
     parser.add_argument("--img-size", type=int, default=112)
     parser.add_argument("--batch", type=int, default=4)
@@ -153,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
         results["model only clips/s"] = model_only_rate(step, args, max(3, len(sources) // args.batch))
         decode = "batch" if step.device.type == "cuda" else "worker"
         tubes = TubeTrainDataset(str(tmp / "store"), "train", args.clip_frames, args.img_size, decode=decode)
-        fly = LabelledOnTheFly(sources, labels, args.clip_frames, args.img_size, backend)
+        fly = OnTheFly(sources, args.clip_frames, args.img_size, backend, labels)
         for workers in args.workers:
             ours = epoch_rate(step, tubes, args, workers)
             other = epoch_rate(step, fly, args, workers)
@@ -166,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
             results[f"{workers} workers: tubes epoch / model only"] = ours / results["model only clips/s"]
     print(table(results, args.workers))
     if args.json:
-        Path(args.json).write_text(json.dumps(results, indent=2))
+        write_json_atomic(args.json, results)
         print(f"figures: {args.json}")
     return 0
 

@@ -1,35 +1,10 @@
-"""The embedded benchmark, end to end, on CPU in minutes: generate the synthetic action videos, prepare tubes,
-fine-tune AdaptFormer, VPT, linear probing (plus a random-backbone AdaptFormer control and full fine-tuning) on a
-small backbone pretrained by our own VideoMAE code at 2, 4 and 8 frames, test with multiple views, print the
-comparison table and classify a freshly generated video file.
+"""The embedded benchmark, end to end.
 
-    python tools/demo.py                       # one seed (the README's first command)
-    python tools/demo.py --seeds 0 1 2         # the README's table: mean +- std over three seeds
-Finished runs are reused and interrupted ones resume, so the command can be rerun at will.
+`video-adapt demo` as a script; the command lives in video_adapt/cli/demo.py (usage: --help).
 """
-from __future__ import annotations
-
-import argparse
-import os
 import sys
 
-from video_adapt.demo import run_demo
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", default="runs/demo")
-    parser.add_argument("--seeds", type=int, nargs="+", help="default: configs/demo/grid.yaml")
-    parser.add_argument("--frames", type=int, nargs="+", help="default: configs/demo/grid.yaml")
-    parser.add_argument("--variants", nargs="+", help="subset of the variants in configs/demo/grid.yaml")
-    args = parser.parse_args(argv)
-    try:
-        run_demo(args.out, args.seeds, args.frames, args.variants)
-    except FileNotFoundError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    return 0
-
+from video_adapt.cli.demo import main
 
 if __name__ == "__main__":
     sys.exit(main())

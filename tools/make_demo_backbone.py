@@ -16,17 +16,18 @@ import argparse
 import sys
 from pathlib import Path
 
-from safetensors.torch import save_file
-
 from video_adapt.checkpoint import read_state_dict
 from video_adapt.config import load_config
+from video_adapt.console import command
 from video_adapt.engine import train
+from video_adapt.files import save_safetensors_atomic
 from video_adapt.pretraining import PretrainConfig, pretrain
 
 REPO = Path(__file__).resolve().parents[1]
 ASSET = REPO / "video_adapt" / "assets" / "demo_backbone.safetensors"
 
 
+@command
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--work", default="runs/demo_backbone", help="working directory for the three steps")
@@ -51,8 +52,7 @@ def main(argv: list[str] | None = None) -> int:
             "train.epochs=15", "train.warmup_epochs=2", "train.eval_every=5", f"out_dir={run}", "resume=auto"]))
     state, _ = read_state_dict(run / "adapters" / "adapter_model.safetensors")
     backbone = {k: v for k, v in state.items() if not k.startswith(("head.", "head_bn."))}
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    save_file(backbone, args.out, metadata={"format": "video_adapt", "source": "MAE + supervised 6-class source stage"})
+    save_safetensors_atomic(backbone, args.out, {"format": "video_adapt", "source": "MAE + supervised 6-class source stage"})
     print(f"demo backbone: {args.out} ({len(backbone)} tensors)")
     return 0
 

@@ -12,10 +12,11 @@ from video_adapt.checkpoint import (
     save_adapters,
     save_model,
 )
+from video_adapt.errors import ConfigError, VideoAdaptError
 from video_adapt.inference import predict
 from video_adapt.models.factory import create_model
-from video_adapt.models.tuning import parameter_report
+from video_adapt.models.tuning import merge_lora, parameter_report
 
 __version__ = "0.1.0"
 __all__ = ["create_model", "load_pretrained", "save_adapters", "load_adapters", "parameter_report",
-           "save_model", "load_model", "CheckpointError", "predict"]
+           "save_model", "load_model", "CheckpointError", "ConfigError", "VideoAdaptError", "predict", "merge_lora"]

@@ -1,9 +1,9 @@
 """Checkpoints in, checkpoints out.
 
-`load_pretrained` reads official VideoMAE pretrain and fine-tune `.pth` files, AdaptFormer's converted
-files, Hugging Face VideoMAE (directory or weights file) and our own files, maps every layout onto our
-parameter names with one function (`to_videomae_keys`) and refuses to leave any backbone weight at its
-random init. Nothing is ever unpickled beyond tensors: safetensors, or `torch.load(weights_only=True)`.
+`load_pretrained` reads official VideoMAE and VideoMAE V2 pretrain, fine-tune and distilled `.pth` files,
+AdaptFormer's converted files, Hugging Face VideoMAE (directory or weights file) and our own files, maps every
+layout onto our parameter names with one function (`to_videomae_keys`) and refuses to leave any backbone weight
+at its random init. Nothing is ever unpickled beyond tensors: safetensors, or `torch.load(weights_only=True)`.
 
 `save_adapters` / `load_adapters` store only what a method tuned (peft-style: a directory with
 `adapter_model.safetensors` and `adapter_config.json`), tied to the backbone by a fingerprint.
@@ -23,21 +23,19 @@ from typing import Any
 import numpy as np
 import torch
 from safetensors import safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import nn
 
+from video_adapt.errors import CheckpointError
+from video_adapt.files import save_safetensors_atomic, write_json_atomic
 from video_adapt.models.factory import model_from_build_args
-from video_adapt.models.tuning import parameter_group, tuned_state_dict
+from video_adapt.models.tuning import backbone_key, parameter_group, trains, tuned_state_dict
 
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
 ADAPTER_CONFIG = "adapter_config.json"
 FORMAT_TAG = "video_adapt"
 HF_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "model.safetensors.index.json",
                    "pytorch_model.bin.index.json")
-
-
-class CheckpointError(Exception):
-    """A checkpoint that cannot be used as asked; the message is one line naming the file."""
 
 
 # ----------------------------------------------------------------------------------------------- reading
@@ -60,8 +58,9 @@ def _torch_load(path: Path) -> Any:
             f"{path}: refused: loading it would need unsafe unpickling of non-tensor objects "
             f"({reason[:160]}); re-save the state dict with torch.save(weights) or as safetensors"
         ) from None
-    except (RuntimeError, EOFError, OSError) as err:
-        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({str(err).splitlines()[0][:160]})") from None
+    except Exception as err:  # torch.load fails on other files with many types (IndexError on a text file)
+        reason = str(err).strip().splitlines()[0][:160] if str(err).strip() else type(err).__name__
+        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({reason})") from None
 
 
 def _read_weights_file(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
@@ -141,7 +140,10 @@ _IGNORED = [
 _SPLIT_QKV = re.compile(r"^blocks\.(\d+)\.attn\.(q|k|v|query|key|value)\.weight$")
 
 
-_WRAPPER_PREFIX = re.compile(r"^(module|model|encoder)\.")  # DDP, EMA/model wrappers, VideoMAE pretraining
+# DDP, EMA/model wrappers, VideoMAE pretraining (`encoder.`), and what V2's fine-tuning strips before loading:
+# torch.compile's `_orig_mod.` and `backbone.` (V2:run_class_finetuning.py:557-560, 584-590)
+_WRAPPER_PREFIX = re.compile(r"^(module|model|encoder|backbone|_orig_mod)\.")
+_COS_ATTN_SCALE = re.compile(r"^blocks\.\d+\.attn\.scale$")  # V2's CosAttention log-scale, (heads, 1, 1)
 
 
 def _rename(key: str) -> str:
@@ -194,6 +196,16 @@ def _ignore_reason(key: str) -> str | None:
     return None
 
 
+def _check_attention_kind(path: str | os.PathLike, surplus: list[str], missing: list[str]) -> None:
+    """Name the one architecture switch a V2 file can disagree on, instead of a generic missing/surplus error."""
+    if any(_COS_ATTN_SCALE.match(k) for k in surplus):
+        raise CheckpointError(f"{path}: the checkpoint uses VideoMAE V2's cosine attention (blocks.N.attn.scale); "
+                              "build the model with cos_attn=True (config: model.arch.cos_attn=true)")
+    if any(_COS_ATTN_SCALE.match(k) for k in missing):
+        raise CheckpointError(f"{path}: the model uses cosine attention but the checkpoint has no blocks.N.attn.scale; "
+                              "build the model with cos_attn=False")
+
+
 def load_pretrained(model: nn.Module, path: str | os.PathLike) -> LoadReport:
     """Load backbone (and, when shapes fit, head) weights from any supported layout.
 
@@ -203,7 +215,9 @@ def load_pretrained(model: nn.Module, path: str | os.PathLike) -> LoadReport:
     """
     state, _ = read_state_dict(path)
     mapped = to_videomae_keys(state)
-    own = model.state_dict()
+    own_state = model.state_dict()
+    names = {backbone_key(k): k for k in own_state}  # a LoRA-wrapped Linear keeps its weight under base_layer
+    own = {backbone_key(k): v for k, v in own_state.items()}
     report = LoadReport(str(path))
     loadable: dict[str, torch.Tensor] = {}
     mismatched, surplus = [], []
@@ -226,6 +240,7 @@ def load_pretrained(model: nn.Module, path: str | os.PathLike) -> LoadReport:
     if mismatched:
         raise CheckpointError(f"{path}: {len(mismatched)} weights have another shape, e.g. {mismatched[0]}; "
                               "the model's architecture does not match the checkpoint")
+    _check_attention_kind(path, surplus, missing)
     if missing:
         raise CheckpointError(f"{path}: {len(missing)} backbone weights not in the checkpoint, e.g. "
                               f"{', '.join(missing[:3])}; refusing to train a randomly initialised backbone")
@@ -234,7 +249,7 @@ def load_pretrained(model: nn.Module, path: str | os.PathLike) -> LoadReport:
                               f"{surplus[0]}; the checkpoint is for a larger architecture")
     if report.head_dropped:
         loadable = {k: v for k, v in loadable.items() if not k.startswith("head.")}
-    model.load_state_dict(loadable, strict=False)
+    model.load_state_dict({names[k]: v for k, v in loadable.items()}, strict=False)
     report.loaded = sorted(loadable)
     report.initialised = sorted(k for k in own if k not in loadable)
     return report
@@ -242,9 +257,15 @@ def load_pretrained(model: nn.Module, path: str | os.PathLike) -> LoadReport:
 
 # ----------------------------------------------------------------------------------------------- our files
 def backbone_fingerprint(model: nn.Module) -> str:
-    """sha256 of the backbone tensors (names, shapes, float32 bytes). Cached while they are unchanged."""
-    tensors = [(n, t) for n, t in model.state_dict(keep_vars=True).items() if parameter_group(n) == "backbone"
-               and not n.startswith("head_bn.")]
+    """sha256 of the backbone tensors the method leaves frozen (names in the plain backbone, shapes, float32 bytes).
+
+    BitFit's trained biases are left out (they travel in the adapter file); LoRA's wrapped weights count under their
+    plain names, so a LoRA model has its plain backbone's fingerprint. Cached while the tensors are unchanged.
+    """
+    method = getattr(getattr(model, "tuning", None), "method", "full")
+    tensors = [(backbone_key(n), t) for n, t in model.state_dict(keep_vars=True).items()
+               if parameter_group(n) == "backbone" and not n.startswith("head_bn.")
+               and (method == "full" or not trains(n, method))]
     key = tuple((n, t.data_ptr(), t._version) for n, t in tensors)
     cached = getattr(model, "_fingerprint_cache", None)
     if cached is not None and cached[0] == key:
@@ -256,18 +277,6 @@ def backbone_fingerprint(model: nn.Module) -> str:
     value = digest.hexdigest()[:32]
     object.__setattr__(model, "_fingerprint_cache", (key, value))
     return value
-
-
-def _atomic_save_tensors(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    save_file({k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}, str(tmp), metadata=metadata)
-    os.replace(tmp, path)
-
-
-def _atomic_write_text(text: str, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def adapter_config(model: nn.Module, class_names: list[str] | None = None) -> dict[str, Any]:
@@ -283,21 +292,30 @@ def adapter_config(model: nn.Module, class_names: list[str] | None = None) -> di
     }
 
 
+def _refuse_merged(model: nn.Module, where: Path) -> None:
+    if getattr(model, "lora_merged", False):
+        raise CheckpointError(f"{where}: the model's LoRA is merged into its backbone; save or load adapter files "
+                              "before merge_lora, not after")
+
+
 def save_adapters(model: nn.Module, path: str | os.PathLike, class_names: list[str] | None = None,
                   extra: dict[str, Any] | None = None) -> Path:
     """Write the tuned tensors and their config into directory `path`; returns the directory."""
     out = Path(path)
+    _refuse_merged(model, out)
     out.mkdir(parents=True, exist_ok=True)
     config = adapter_config(model, class_names)
     if extra:
         config.update(extra)
-    _atomic_save_tensors(tuned_state_dict(model), out / ADAPTER_WEIGHTS, {"format": FORMAT_TAG})
-    _atomic_write_text(json.dumps(config, indent=2), out / ADAPTER_CONFIG)
+    save_safetensors_atomic(tuned_state_dict(model), out / ADAPTER_WEIGHTS, {"format": FORMAT_TAG})
+    write_json_atomic(out / ADAPTER_CONFIG, config)
     return out
 
 
 def _adapter_paths(path: str | os.PathLike) -> tuple[Path, Path]:
     path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f"{path}: no such file or directory")
     directory = path if path.is_dir() else path.parent
     weights, config = directory / ADAPTER_WEIGHTS, directory / ADAPTER_CONFIG
     for needed in (weights, config):
@@ -317,6 +335,7 @@ def load_adapters(model: nn.Module, path: str | os.PathLike, force: bool = False
     from the one the adapters were trained on.
     """
     weights, config_path = _adapter_paths(path)
+    _refuse_merged(model, weights.parent)
     config = json.loads(config_path.read_text())
     tuning = getattr(model, "tuning", None)
     method = tuning.method if tuning is not None else "full"
@@ -343,13 +362,9 @@ def load_adapters(model: nn.Module, path: str | os.PathLike, force: bool = False
 
 def save_model(model: nn.Module, path: str | os.PathLike, class_names: list[str] | None = None) -> Path:
     """Whole model as one safetensors file, with what is needed to rebuild it in the metadata."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     meta = {"format": FORMAT_TAG, "build_args": json.dumps(getattr(model, "build_args", None)),
             "class_names": json.dumps(class_names)}
-    state = {k: v for k, v in model.state_dict().items()}
-    _atomic_save_tensors(state, path, meta)
-    return path
+    return save_safetensors_atomic(dict(model.state_dict()), path, meta)
 
 
 def load_model(path: str | os.PathLike) -> tuple[nn.Module, list[str] | None]:

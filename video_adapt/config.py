@@ -2,45 +2,69 @@
 
 A YAML file states only what differs from its base (`_base_: ../base.yaml`, a path relative to the file,
 or a list of them, merged in order). Overrides on the command line use dotted keys:
-`train.lr=0.01 model.tuning=vpt data.num_frames=4`. Unknown keys fail before anything runs, naming the key.
+`train.lr=0.01 model.tuning=vpt data.num_frames=4`. Unknown keys and values of the wrong type or out of range
+fail before anything runs, naming the key (video_adapt.schema).
 `train.recipe` picks a named official recipe (`adaptformer` or `videomae`, video_adapt/recipes.py); keys set
-explicitly in the file or on the command line win over the recipe.
+explicitly in the file or on the command line win over the recipe and its data protocol.
 """
 from __future__ import annotations
 
 import copy
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from video_adapt.recipes import RECIPES, recipe_defaults, recipe_name
+from video_adapt.errors import ConfigError
+from video_adapt.files import write_text_atomic
+from video_adapt.models.tuning import METHODS, TUNING_OPTIONS, TuningConfig
+from video_adapt.recipes import DATA_PROTOCOLS, RECIPE_ALIASES, RECIPES, recipe_defaults, recipe_name
+from video_adapt.schema import from_dict, option
+
+__all__ = ["Config", "ConfigError", "DataConfig", "ModelConfig", "RECIPES", "TrainConfig", "config_from_dict",
+           "deep_merge", "load_config", "parse_overrides", "read_config_values", "save_config"]
 
 
-class ConfigError(Exception):
-    """A bad configuration; the message names the key or file."""
+def _model_names() -> list[str]:
+    from video_adapt.models.vit import PRESETS
+    return list(PRESETS)
+
+
+def _randaugment_check(value: str | None) -> str | None:
+    if value in (None, "none") or (value.startswith("rand-m") and value[6:7].isdigit()):
+        return None
+    return "is not a timm RandAugment spec of the form 'rand-m<magnitude>-n<ops>...' (or 'none')"
 
 
 @dataclass
 class ModelConfig:
-    name: str = "vit_base_patch16_224"
-    tuning: str = "adaptformer"  # adaptformer | vpt | linear | full
-    pretrained: str | None = None  # official/HF/own checkpoint; "none" = a random backbone, stated on purpose
-    num_classes: int | None = None  # None = from the data
+    name: str = option("vit_base_patch16_224", choices=_model_names)
+    tuning: str = option("adaptformer", choices=METHODS)  # video_adapt.models.tuning.METHODS
+    # official/HF/own checkpoint; "none" = a random backbone, on purpose (a frozen random backbone without a word
+    # would be a silent failure, so a missing value stops a frozen-backbone method)
+    pretrained: str | None = None
+    num_classes: int | None = option(None, ge=1)  # None = from the data
+    # the tuning options: their allowed values are checked where they are defined, by TuningConfig (check_tuning)
     bottleneck: int = 64
     adapter_scale: float | str = 0.1
     adapter_position: str = "parallel"
-    adapter_input: str = "norm"  # norm: the article's LN(x'); residual: the released code's raw x'
-    adapter_init: str = "article"  # article | official | lora (see models/tuning.py)
-    adapter_layers: list[int] | None = None
-    adapter_dropout: float = 0.0
+    adapter_input: str = "norm"  # norm: the article's LN(x') | residual: the released code's raw x'
+    adapter_init: str = "article"  # article | lora | official (AdaptFormer's released code); the recipe decides
+    adapter_layers: list[int] | None = option(None, ge=0)  # adaptformer, lora, st_adapter: which blocks; None = all
+    adapter_dropout: float = option(0.0, ge=0, lt=1)
     vpt_tokens: int = 1
     vpt_mode: str = "deep"
+    lora_rank: int = 8
+    lora_alpha: float = 8.0
+    lora_targets: list[str] = field(default_factory=lambda: ["qkv"])  # qkv | proj | fc1 | fc2
+    lora_dropout: float = 0.0
+    st_kernel: list[int] = field(default_factory=lambda: [3, 1, 1])  # ST-Adapter conv kernel (time, height, width)
+    st_position: str = "attn"  # attn | mlp | both
     head_bn: bool = True  # BatchNorm1d(affine=False) before the head (AdaptFormer); the recipe decides
-    head_init_std: float = 0.02  # the fresh head's trunc-normal std ...
-    head_init_scale: float = 0.001  # ... times this (VideoMAE: 0.02 x 0.001; AdaptFormer: 0.01 x 1)
-    drop_path_rate: float = 0.0
+    head_init_std: float = option(0.02, gt=0)  # the fresh head's trunc-normal std ...
+    head_init_scale: float = option(0.001, gt=0)  # ... times this (VideoMAE 0.02 x 0.001; AdaptFormer 0.01 x 1)
+    drop_path_rate: float = option(0.0, ge=0, lt=1)
     use_checkpoint: bool = False
     arch: dict[str, Any] = field(default_factory=dict)  # embed_dim, depth, patch_size ... overrides
 
@@ -50,64 +74,64 @@ class DataConfig:
     """Where clips come from and the data protocol. Protocol fields left at None take the protocol's value
     (`recipes.DATA_PROTOCOLS`, by `protocol` and the dataset kind); a value set here wins."""
 
-    source: str = "store"  # store: a frame store made by data_prep | videos: decode video files on the fly
+    source: str = option("store", choices=("store", "videos"))  # a frame store | video files decoded on the fly
     root: str = ""  # the frame store (source: store), or the root of list-file paths (source: videos)
     train_list: str | None = None  # source: videos: a list file (path label) or a folder of class folders
     val_list: str | None = None
     test_list: str | None = None
     train_split: str = "train"
-    val_split: str | None = "val"  # monitored every eval_every epochs with one view (VAL-EPOCH)
+    val_split: str | None = "val"  # monitored every eval_every epochs with one view (VAL-EPOCH); None = none
     test_split: str | None = None  # the split the final multi-view test reports (None = val_split)
-    dataset: str | None = None  # ssv2 | hmdb51 | other ...; None = what the store records
-    protocol: str | None = None  # adaptformer | videomae; None = the recipe's
-    num_frames: int = 8
-    img_size: int = 224
-    batch_size: int = 32  # per process, before num_sample copies
-    num_workers: int = 4
-    sampling: str | None = None  # training rule: tsn | lin | seg
-    stride: int | None = None  # frame stride of tsn / lin / dense
-    train_crop: str | None = None  # msc | rrc
-    crop_scale: list[float] | None = None  # rrc area range
-    flip: bool | None = None  # None: the protocol's, and never where the store says left/right matters
-    randaugment: str | None = None  # e.g. "rand-m7-n4-mstd0.5-inc1"; "none" turns the protocol's off
-    reprob: float | None = None  # random erasing probability
-    num_sample: int | None = None  # augmented copies of each video per batch (repeated augmentation)
-    test_sampling: str | None = None  # dense | ssv2
-    test_clips: int | None = None
-    test_crops: int | None = None
-    test_short_side: int | None = None  # None = img_size (the official 224 / 224)
-    view_average: str | None = None  # logits | softmax: how the test views of a video are combined
-    gpu_decode: bool = True  # decode JPEG frames on the GPU when training there (no RandAugment)
+    dataset: str | None = None  # ssv2 | hmdb51 | other ...: picks per-dataset protocol settings; None = the store's
+    protocol: str | None = option(None, choices=lambda: list(DATA_PROTOCOLS) + [None])  # None = the recipe's
+    num_frames: int = option(8, ge=1)
+    img_size: int = option(224, ge=1)
+    batch_size: int = option(32, ge=1)  # per process, before the num_sample copies
+    num_workers: int = option(4, ge=0)
+    sampling: str | None = option(None, choices=("tsn", "lin", "seg", None))  # the training rule
+    stride: int | None = option(None, ge=1)  # frame stride of tsn, lin and dense
+    train_crop: str | None = option(None, choices=("msc", "rrc", None))
+    crop_scale: list[float] | None = option(None, gt=0, le=1)  # rrc area range
+    flip: bool | None = None  # None: the protocol's, and never where the data says left/right matters
+    randaugment: str | None = option(None, check=_randaugment_check)  # "none" turns the protocol's off
+    reprob: float | None = option(None, ge=0, le=1)  # random erasing probability
+    num_sample: int | None = option(None, ge=1)  # augmented copies of each video per batch (repeated augmentation)
+    test_sampling: str | None = option(None, choices=("dense", "ssv2", None))
+    test_clips: int | None = option(None, ge=1)
+    test_crops: int | None = option(None, ge=1)
+    test_short_side: int | None = option(None, ge=1)  # None = img_size (the official 224 / 224)
+    view_average: str | None = option(None, choices=("logits", "softmax", None))  # how a video's views combine
+    gpu_decode: bool = True  # decode JPEG frames on the GPU when training there (without RandAugment)
 
 
 @dataclass
 class TrainConfig:
-    recipe: str = "adaptformer"  # adaptformer | videomae (recipes.py)
-    epochs: int = 90
-    warmup_epochs: float = 10
-    optimizer: str = "sgd"  # sgd | adamw
-    base_lr: float = 0.1  # scaled by global batch / 256 unless `lr` is set
-    lr: float | None = None  # absolute learning rate; wins over base_lr
-    min_lr: float = 0.0
+    recipe: str = option("adaptformer", choices=lambda: list(RECIPES) + list(RECIPE_ALIASES))
+    epochs: int = option(90, ge=1)
+    warmup_epochs: float = option(10, ge=0)
+    optimizer: str = option("sgd", choices=("sgd", "adamw"))
+    base_lr: float = option(0.1, gt=0)  # scaled by global batch / 256 unless `lr` is set
+    lr: float | None = option(None, gt=0)  # absolute learning rate; wins over base_lr
+    min_lr: float = option(0.0, ge=0)
     scale_min_lr: bool = False  # VideoMAE scales min_lr by global batch / 256 like the peak
-    schedule: str = "epoch"  # epoch: AdaptFormer's per-iteration fractional epochs | step: VideoMAE's per-step table
-    global_batch: int | None = None  # the recipe's global batch, reached by gradient accumulation; None = as run
-    momentum: float = 0.9
-    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
-    weight_decay: float = 0.0
-    layer_decay: float | None = None
-    clip_grad: float | None = None
-    accum_steps: int = 1
-    mixup: float = 0.0
-    cutmix: float = 0.0
-    label_smoothing: float = 0.0
-    amp: str = "auto"  # auto | bf16 | fp16 | off
+    schedule: str = option("epoch", choices=("epoch", "step"))  # AdaptFormer per fractional epoch | VideoMAE per step
+    global_batch: int | None = option(None, ge=1)  # the recipe's global batch, reached by accumulation; None = as run
+    momentum: float = option(0.9, ge=0, le=1)
+    betas: list[float] = option(factory=lambda: [0.9, 0.999], ge=0, lt=1)
+    weight_decay: float = option(0.0, ge=0)
+    layer_decay: float | None = option(None, gt=0, le=1)
+    clip_grad: float | None = option(None, gt=0)
+    accum_steps: int = option(1, ge=1)
+    mixup: float = option(0.0, ge=0)
+    cutmix: float = option(0.0, ge=0)
+    label_smoothing: float = option(0.0, ge=0, lt=1)
+    amp: str = option("auto", choices=("auto", "bf16", "fp16", "off"))
     compile: bool = False
-    nonfinite: str = "skip"  # skip | stop: what a NaN/inf loss does
-    eval_every: int = 1
+    nonfinite: str = option("skip", choices=("skip", "stop"))  # what a NaN/inf loss does
+    eval_every: int = option(1, ge=1)
     keep_best: bool = True  # keep best_<split>/ by the monitored split, never when it is the test split
-    log_every: int = 20
-    seed: int = 0
+    log_every: int = option(20, ge=1)
+    seed: int = option(0, ge=0)
 
 
 @dataclass
@@ -117,7 +141,7 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     out_dir: str = "runs/default"
     resume: str | None = None  # "auto" = latest checkpoint in out_dir, or a path
-    device: str = "auto"  # auto | cpu | cuda
+    device: str = option("auto", choices=("auto", "cpu", "cuda"))
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -162,69 +186,53 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
         parts = key.strip().split(".")
         for part in parts[:-1]:
             node = node.setdefault(part, {})
-        node[parts[-1]] = yaml.safe_load(raw) if raw != "" else None
+            if not isinstance(node, dict):
+                raise ConfigError(f"override {item!r}: '{part}' is not a section")
+        try:
+            node[parts[-1]] = yaml.safe_load(raw) if raw != "" else None
+        except yaml.YAMLError:
+            raise ConfigError(f"override {item!r}: value is not valid YAML") from None
     return tree
 
 
-_SECTIONS = {"model": ModelConfig, "data": DataConfig, "train": TrainConfig}
-
-
-def _section(cls: type, values: Any, where: str) -> Any:
-    if not isinstance(values, dict):
-        raise ConfigError(f"config key '{where}' must be a mapping")
-    known = {f.name for f in fields(cls)}
-    for key in values:
-        if key not in known:
-            raise ConfigError(f"unknown config key '{where}.{key}' (known: {', '.join(sorted(known))})")
-    return cls(**values)
+def read_config_values(path: str | Path | None = None, overrides: list[str] | None = None) -> dict[str, Any]:
+    """The merged mapping of a YAML file (with its `_base_` chain) and dotted overrides, not yet checked."""
+    values = _read_yaml(Path(path).resolve()) if path else {}
+    return deep_merge(values, parse_overrides(overrides or []))
 
 
 def config_from_dict(values: dict[str, Any]) -> Config:
+    """The training config of a mapping: recipe defaults first, then every key checked (video_adapt.schema)."""
     values = copy.deepcopy(values)
     train = values.get("train") or {}
-    recipe = recipe_name(train.get("recipe", TrainConfig.recipe))
-    if recipe not in RECIPES:
+    recipe = train.get("recipe", TrainConfig.recipe) if isinstance(train, dict) else TrainConfig.recipe
+    if not isinstance(recipe, str) or recipe_name(recipe) not in RECIPES:
         raise ConfigError(f"unknown config value train.recipe={recipe!r} (known: {', '.join(RECIPES)})")
     values = deep_merge(recipe_defaults(recipe), values)
-    values.setdefault("train", {})["recipe"] = recipe
-    top_level = {f.name for f in fields(Config)}
-    kwargs = {}
-    for key, value in values.items():
-        if key in _SECTIONS:
-            kwargs[key] = _section(_SECTIONS[key], value or {}, key)
-        elif key in top_level:
-            kwargs[key] = value
-        else:
-            raise ConfigError(f"unknown config key '{key}' (known: {', '.join(sorted(top_level))})")
-    cfg = Config(**kwargs)
-    _check_choices(cfg)
+    values["train"]["recipe"] = recipe_name(recipe)
+    cfg = from_dict(Config, values)
+    check_tuning(cfg.model)
     return cfg
 
 
-def _check_choices(cfg: Config) -> None:
-    choices = {
-        "model.tuning": (cfg.model.tuning, ("adaptformer", "vpt", "linear", "full")),
-        "train.optimizer": (cfg.train.optimizer, ("sgd", "adamw")),
-        "train.amp": (cfg.train.amp, ("auto", "bf16", "fp16", "off")),
-        "train.nonfinite": (cfg.train.nonfinite, ("skip", "stop")),
-        "train.schedule": (cfg.train.schedule, ("epoch", "step")),
-        "data.source": (cfg.data.source, ("store", "videos")),
-        "model.adapter_init": (cfg.model.adapter_init, ("article", "official", "lora")),
-        "device": (cfg.device, ("auto", "cpu", "cuda")),
-    }
-    for key, (value, allowed) in choices.items():
-        if value not in allowed:
-            raise ConfigError(f"config value {key}={value!r} is not one of {', '.join(allowed)}")
-    if cfg.train.accum_steps < 1 or cfg.train.epochs < 1 or cfg.data.batch_size < 1:
-        raise ConfigError("train.accum_steps, train.epochs and data.batch_size must be at least 1")
+def tuning_config(model: ModelConfig) -> TuningConfig:
+    """The model section's tuning method and options, as `create_model` takes them."""
+    return TuningConfig(method=model.tuning, **{key: getattr(model, key) for key in TUNING_OPTIONS})
+
+
+def check_tuning(model: ModelConfig) -> None:
+    """The rules that tie tuning options together (e.g. st_kernel sizes are odd) live with TuningConfig."""
+    try:
+        tuning_config(model)
+    except (ValueError, TypeError) as err:
+        raise ConfigError(f"config section model: {err}") from None
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
     """Config from a YAML file (with its `_base_` chain) and dotted overrides."""
-    values = _read_yaml(Path(path).resolve()) if path else {}
-    values = deep_merge(values, parse_overrides(overrides or []))
-    return config_from_dict(values)
+    return config_from_dict(read_config_values(path, overrides))
 
 
-def save_config(cfg: Config, path: str | Path) -> None:
-    Path(path).write_text(yaml.safe_dump(cfg.as_dict(), sort_keys=False))
+def save_config(cfg: Any, path: str | Path) -> None:
+    """Any config dataclass as YAML (readable back by `read_config_values`)."""
+    write_text_atomic(path, yaml.safe_dump(asdict(cfg), sort_keys=False))

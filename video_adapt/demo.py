@@ -3,28 +3,22 @@ comparison table -> classification of a fresh video file. Everything printed is 
 """
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 
-from video_adapt.experiments import Variant, aggregate, markdown_table, plot_frames, run_grid, write_csv
+from video_adapt.console import print_outputs
+from video_adapt.errors import ConfigError
+from video_adapt.experiments import aggregate, load_grid, run_grid, write_comparison
+from video_adapt.files import write_json_atomic
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO_CONFIG = REPO / "configs" / "demo" / "base.yaml"
 DEMO_GRID = REPO / "configs" / "demo" / "grid.yaml"
 BACKBONE = REPO / "video_adapt" / "assets" / "demo_backbone.safetensors"
 PRETRAIN_COMMAND = "python tools/make_demo_backbone.py"
-
-
-def load_grid(path: Path = DEMO_GRID) -> dict[str, Any]:
-    """Variants, frame counts, seeds and dataset size of the benchmark (configs/demo/grid.yaml)."""
-    grid = yaml.safe_load(path.read_text())
-    grid["variants"] = [Variant(name, list(overrides)) for name, overrides in grid["variants"].items()]
-    return grid
 
 
 def prepare_data(out: Path, grid: dict[str, Any], progress: bool = True) -> Path:
@@ -47,9 +41,9 @@ def run_demo(out: str | Path = "runs/demo", seeds: list[int] | None = None, fram
              variants: list[str] | None = None, progress: bool = True) -> dict[str, Any]:
     start = time.perf_counter()
     out = Path(out)
-    grid = load_grid()
+    grid = load_grid(DEMO_GRID)
     if not BACKBONE.exists():
-        raise FileNotFoundError(f"{BACKBONE}: the demo backbone is missing; regenerate it with: {PRETRAIN_COMMAND}")
+        raise ConfigError(f"{BACKBONE}: the demo backbone is missing; regenerate it with: {PRETRAIN_COMMAND}")
     store = prepare_data(out / "data", grid, progress)
     chosen = [v for v in grid["variants"] if variants is None or v.name in variants]
     frames = frames or grid["frames"]
@@ -62,11 +56,7 @@ def run_demo(out: str | Path = "runs/demo", seeds: list[int] | None = None, fram
 
     results = run_grid(DEMO_CONFIG, [f"data.root={store}", f"model.pretrained={BACKBONE}"], chosen, frames, seeds,
                        out / "runs", on_done=done)
-    cells = aggregate(results)
-    table = markdown_table(cells)
-    paths = {"table": out / "table.md", "csv": write_csv(cells, out / "table.csv"),
-             "plot": plot_frames(cells, out / "frames.png", "synthetic benchmark: top-1 against frames")}
-    paths["table"].write_text(table + "\n")
+    table, paths = write_comparison(aggregate(results), out, title="synthetic benchmark: top-1 against frames")
     print("\n" + table + "\n")
 
     best_run = next((r for r in results if r.variant == "adaptformer" and r.frames == max(frames)), results[-1])
@@ -78,29 +68,19 @@ def run_demo(out: str | Path = "runs/demo", seeds: list[int] | None = None, fram
           + ", ".join(f"{l} {p:.2f}" for l, p in prediction["top"]))
     summary = {"wall_time_s": time.perf_counter() - start, "outputs": {k: str(v) for k, v in paths.items()},
                "multi_view_test": test_metrics, "prediction": prediction}
-    (out / "demo_summary.json").write_text(json.dumps(summary, indent=2))
-    for name, path in paths.items():
-        print(f"[demo] {name}: {path}")
+    write_json_atomic(out / "demo_summary.json", summary)
+    print_outputs(paths, prefix="[demo] ")
     print(f"[demo] runs: {out / 'runs'}")
     print(f"[demo] done in {summary['wall_time_s'] / 60:.1f} min")
     return summary
 
 
 def multi_view_test(run_dir: Path) -> dict[str, Any]:
-    from torch.utils.data import DataLoader
-
-    from video_adapt.data.datasets import TubeTestDataset
-    from video_adapt.engine import evaluate, load_run
-    from video_adapt.reports import write_test_reports
-    model, cfg, info = load_run(run_dir)
-    crops = 3
-    dataset = TubeTestDataset(cfg.data.root, cfg.data.val_split, cfg.data.num_frames, cfg.data.img_size, num_crops=crops)
-    result = evaluate(model, DataLoader(dataset, batch_size=16), model.head.weight.device, None,
-                      len(info["class_names"]))
-    write_test_reports(result, info["class_names"], dataset.video_ids, run_dir / "test_val",
-                       extra={"crops": crops, "views_per_video": dataset.views_per_video})
-    return {"top1": result.top1, "top5": result.top5, "videos": result.num_videos, "crops": crops,
-            "reports": str(run_dir / "test_val")}
+    """The run's multi-view test on its validation split: 2 clips x 3 crops, on the CPU as the demo trains."""
+    from video_adapt.engine.runs import evaluate_run
+    test = evaluate_run(run_dir, crops=3, batch_size=16, device="cpu")
+    return {"top1": test.result.top1, "top5": test.result.top5, "videos": test.result.num_videos, "crops": test.crops,
+            "reports": str(test.paths["metrics"].parent)}
 
 
 def classify_fresh_video(run_dir: Path, out: Path, grid: dict[str, Any]) -> dict[str, Any]:

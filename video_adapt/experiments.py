@@ -5,14 +5,18 @@ an interrupted one resumes from its last checkpoint, so a grid can be stopped an
 """
 from __future__ import annotations
 
-import csv
 import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+import yaml
+
 from video_adapt.config import load_config
+from video_adapt.errors import ConfigError
+from video_adapt.files import write_csv_atomic, write_text_atomic
+from video_adapt.schema import from_dict, option
 
 
 @dataclass
@@ -21,6 +25,39 @@ class Variant:
 
     name: str
     overrides: list[str] = field(default_factory=list)
+
+
+def _overrides_check(variants: dict[str, Any]) -> str | None:
+    bad = [name for name, o in variants.items() if not isinstance(o, list) or not all(isinstance(x, str) for x in o)]
+    return f"gives variant {bad[0]!r} no list of key=value overrides" if bad else None
+
+
+@dataclass
+class GridSpec:
+    """A grid file (configs/demo/grid.yaml): variants (name -> config overrides), frame counts, seeds, and for the
+    demo the size of its synthetic dataset."""
+
+    variants: dict[str, Any] = option(check=_overrides_check)
+    frames: list[int] = option(ge=1)
+    seeds: list[int] = option(ge=0)
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+def load_grid(path: str | Path) -> dict[str, Any]:
+    """A grid file as {"variants": [Variant], "frames", "seeds", "data"}, every key checked."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: grid file not found")
+    try:
+        values = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from None
+    try:
+        spec = from_dict(GridSpec, values)
+    except ConfigError as err:
+        raise ConfigError(f"{path}: {err}") from None
+    return {"variants": [Variant(name, list(o)) for name, o in spec.variants.items()], "frames": spec.frames,
+            "seeds": spec.seeds, "data": spec.data}
 
 
 @dataclass
@@ -37,7 +74,7 @@ def run_dir(out: Path, variant: str, frames: int, seed: int) -> Path:
 
 
 def run_grid(base_config: str | Path | None, base_overrides: list[str], variants: list[Variant], frames: list[int],
-             seeds: list[int], out: str | Path, train_fn: Callable | None = None,
+             seeds: list[int], out: str | Path, *, train_fn: Callable | None = None,
              on_done: Callable[[GridResult], None] | None = None) -> list[GridResult]:
     """Train every (variant, frames, seed) not finished yet; returns all results in grid order."""
     from video_adapt.engine import train
@@ -134,15 +171,22 @@ def markdown_table(cells: list[Cell]) -> str:
 
 
 def write_csv(cells: list[Cell], path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["method", "frames", "seeds", "top1_mean", "top1_std", "top1_sem", "trainable_params",
-                         "trainable_share", "train_time_s", "peak_mb"])
-        for c in cells:
-            writer.writerow([c.variant, c.frames, c.n, f"{c.top1_mean:.3f}", f"{c.top1_std:.3f}", f"{c.sem:.3f}",
-                             c.trainable, f"{c.trainable_ratio:.6f}", f"{c.train_time_s:.2f}", f"{c.peak_mb:.1f}"])
-    return path
+    return write_csv_atomic(path, ["method", "frames", "seeds", "top1_mean", "top1_std", "top1_sem", "trainable_params",
+                                   "trainable_share", "train_time_s", "peak_mb"],
+                            [[c.variant, c.frames, c.n, f"{c.top1_mean:.3f}", f"{c.top1_std:.3f}", f"{c.sem:.3f}",
+                              c.trainable, f"{c.trainable_ratio:.6f}", f"{c.train_time_s:.2f}", f"{c.peak_mb:.1f}"]
+                             for c in cells])
+
+
+def write_comparison(cells: list[Cell], out: Path, study: str | None = None,
+                     title: str = "accuracy against frames") -> tuple[str, dict[str, Path]]:
+    """The files every comparison ends with, under `out`: table.md, table.csv and a plot (top-1 against frames, or
+    the plot of ablation `study`). Returns the markdown table and the paths by kind (table, csv, plot)."""
+    table = markdown_table(cells)
+    paths = {"table": write_text_atomic(out / "table.md", table + "\n"), "csv": write_csv(cells, out / "table.csv"),
+             "plot": plot_frames(cells, out / "frames.png", title) if study is None
+             else plot_study(study, cells, out / f"{study}.png")}
+    return table, paths
 
 
 def plot_frames(cells: list[Cell], path: Path, title: str = "accuracy against frames") -> Path:
@@ -174,13 +218,22 @@ def gap_in_sems(cells: list[Cell], a: tuple[str, int], b: tuple[str, int]) -> fl
 
 
 # ----------------------------------------------------------------------------------------------- ablations
-def studies(depth: int) -> dict[str, list[Variant]]:
-    """The article's trade-off and ablations as variant lists (for a backbone of `depth` blocks)."""
+def studies(depth: int, full_overrides: list[str] | None = None) -> dict[str, list[Variant]]:
+    """The article's trade-off and ablations as variant lists (for a backbone of `depth` blocks).
+
+    The trade-off puts every method on one parameter axis: VPT tokens, AdaptFormer bottlenecks, LoRA ranks and
+    ST-Adapter widths as curves; BitFit, linear probing and full fine-tuning (with `full_overrides`, e.g. its own
+    learning rate) as points.
+    """
     af = "model.tuning=adaptformer"
     half = max(depth // 2, 1)
     return {
         "tradeoff": [Variant(f"vpt {n} tokens", ["model.tuning=vpt", f"model.vpt_tokens={n}"]) for n in (1, 2, 4, 8, 16)]
-        + [Variant(f"adaptformer d={d}", [af, f"model.bottleneck={d}"]) for d in (1, 4, 16, 64, 256)],
+        + [Variant(f"adaptformer d={d}", [af, f"model.bottleneck={d}"]) for d in (1, 4, 16, 64, 256)]
+        + [Variant(f"lora r={r}", ["model.tuning=lora", f"model.lora_rank={r}"]) for r in (1, 2, 4, 8, 16)]
+        + [Variant(f"st_adapter d={d}", ["model.tuning=st_adapter", f"model.bottleneck={d}"]) for d in (2, 8, 32, 128)]
+        + [Variant("bitfit", ["model.tuning=bitfit"]), Variant("linear", ["model.tuning=linear"]),
+           Variant("full", ["model.tuning=full", *(full_overrides or [])])],
         "scale": [Variant(f"s={s}", [af, f"model.adapter_scale={s}"])
                   for s in (0.01, 0.05, 0.1, 0.2, 0.5, 1.0, "learnable")],
         "position": [Variant(p, [af, f"model.adapter_position={p}"]) for p in ("parallel", "sequential")],
@@ -190,6 +243,9 @@ def studies(depth: int) -> dict[str, list[Variant]]:
                    Variant(f"last {half}", [af, f"model.adapter_layers={list(range(depth - half, depth))}"]),
                    Variant(f"all {depth}", [af])],
         "input": [Variant(f"input {k}", [af, f"model.adapter_input={k}"]) for k in ("norm", "residual")],
+        # the article's init and input, the init AdaptFormer's config asks for, and what its released code runs
+        "init": [Variant(f"{init} init, {name}", [af, f"model.adapter_init={init}", f"model.adapter_input={kind}"])
+                 for init in ("article", "lora", "official") for kind, name in (("norm", "LN(x')"), ("residual", "x'"))],
     }
 
 
@@ -198,17 +254,18 @@ def plot_study(name: str, cells: list[Cell], path: Path) -> Path:
     from video_adapt.reports import pyplot, save_figure
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(6, 4))
-    if name == "tradeoff":
-        for family in ("vpt", "adaptformer"):
-            pts = sorted((c for c in cells if c.variant.startswith(family)), key=lambda c: c.trainable)
+    if name == "tradeoff":  # one curve per method family ("lora r=4" -> lora), single points for the others
+        for family in dict.fromkeys(c.variant.split(" ", 1)[0] for c in cells):
+            pts = sorted((c for c in cells if c.variant.split(" ", 1)[0] == family), key=lambda c: c.trainable)
             ax.errorbar([c.trainable for c in pts], [c.top1_mean for c in pts], yerr=[c.top1_std for c in pts],
-                        marker="o", capsize=3, label=family)
+                        marker="o", capsize=3, label=family, linestyle="-" if len(pts) > 1 else "none")
             for c in pts:
-                ax.annotate(c.variant.split(" ", 1)[1], (c.trainable, c.top1_mean), fontsize=7,
-                            textcoords="offset points", xytext=(3, 3))
+                if " " in c.variant:
+                    ax.annotate(c.variant.split(" ", 1)[1], (c.trainable, c.top1_mean), fontsize=7,
+                                textcoords="offset points", xytext=(3, 3))
         ax.set_xscale("log")
         ax.set_xlabel("trainable parameters")
-        ax.legend()
+        ax.legend(fontsize=8)
     else:
         ax.bar(range(len(cells)), [c.top1_mean for c in cells], yerr=[c.top1_std for c in cells], capsize=3)
         ax.set_xticks(range(len(cells)), [c.variant for c in cells], rotation=30, ha="right", fontsize=8)

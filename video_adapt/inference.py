@@ -23,6 +23,7 @@ from video_adapt.data.decode import VIDEO_EXTENSIONS, VideoDecodeError, open_vid
 from video_adapt.data.datasets import TestView, views_of
 from video_adapt.data.transforms import normalize_clips
 from video_adapt.models.factory import model_from_build_args
+from video_adapt.models.tuning import merge_lora
 
 
 @dataclass
@@ -82,13 +83,23 @@ class ViewSpec:
                         short_side=int(data.get("test_short_side") or img))
         return cls(view, data.get("view_average") or "softmax")
 
+    def describe(self) -> str:
+        """The test views in words, for people reading a result."""
+        v = self.view
+        rule = f"dense clips, stride {v.stride}" if v.sampling == "dense" else "segment starts and centres"
+
+        def n(count: int, what: str) -> str:
+            return f"{count} {what}" + ("" if count == 1 else "s")
+        return (f"{n(v.clips, 'clip')} x {n(v.crops, 'crop')} = {n(v.views, 'view')} of {v.num_frames} frames at "
+                f"{v.img_size} px ({rule}), {'logits' if self.average == 'logits' else 'probabilities'} averaged")
+
 
 class Predictor:
     """A model, its class names and its view protocol; `predict` runs files in batches."""
 
     def __init__(self, model: nn.Module, class_names: list[str], views: ViewSpec, device: str = "auto"):
         from video_adapt.distributed import resolve_device
-        from video_adapt.engine import autocast_dtype
+        from video_adapt.engine.precision import autocast_dtype
         self.device = resolve_device(device)
         self.model = model.to(self.device).eval()
         self.class_names = class_names
@@ -118,6 +129,8 @@ class Predictor:
             elif info.get("backbone_fingerprint"):
                 raise CheckpointError(f"{adapters}: adapters need their backbone; pass --backbone FILE")
         load_adapters(model, adapters, force=force)
+        if info.get("method") == "lora":
+            merge_lora(model)  # the same logits at the backbone's speed: plain Linear layers, fused attention
         return cls(model, info["class_names"] or [str(i) for i in range(model.num_classes)],
                    ViewSpec.from_info(info.get("data"), crops), device)
 
@@ -128,7 +141,7 @@ class Predictor:
     @torch.inference_mode()
     def _probs(self, views: torch.Tensor, counts: list[int]) -> list[np.ndarray]:
         """Per video: the views' scores averaged as the protocol does (logits or probabilities), as probabilities."""
-        from video_adapt.engine import autocast_context
+        from video_adapt.engine.precision import autocast_context
         x = normalize_clips(views.to(self.device))
         with autocast_context(self.device, self.amp):
             logits = self.model(x).float()
@@ -169,6 +182,17 @@ class Predictor:
         flush()
         return results
 
+    def predict_views(self, path: str, topk: int = 5) -> tuple[Prediction, torch.Tensor | None]:
+        """One file's prediction and the uint8 views (V, 3, T, S, S) it averaged over: exactly what the model saw."""
+        pred = Prediction(str(path))
+        try:
+            views = self._views_of(open_video(path))
+        except VideoDecodeError as err:
+            pred.error = str(err)
+            return pred, None
+        pred.top = self._top(self._probs(views, [len(views)])[0], topk)
+        return pred, views
+
     def timeline(self, path: str, window_s: float, stride_s: float, topk: int = 5) -> Prediction:
         """Top-1 per window of `window_s` seconds every `stride_s` seconds, plus the whole-video top-k."""
         pred = self.predict([path], topk)[0]
@@ -202,7 +226,7 @@ def expand_inputs(inputs: Sequence[str]) -> list[str]:
     return paths
 
 
-def predict(inputs: Sequence[str] | str, checkpoint: str | None = None, backbone: str | None = None,
+def predict(inputs: Sequence[str] | str, *, checkpoint: str | None = None, backbone: str | None = None,
             adapters: str | None = None, topk: int = 5, device: str = "auto", crops: int | None = None,
             window: float | None = None, stride: float | None = None) -> list[Prediction]:
     """Classify video files (or folders of them); see `Predictor` for the protocol."""

@@ -1,12 +1,15 @@
-"""The VideoMAE pretraining loop: AdamW (0.9, 0.95), warmup + cosine, AMP on GPU, atomic checkpoints, resume.
+"""The VideoMAE pretraining loop (the model is video_adapt.models.mae): AdamW (0.9, 0.95) without weight decay on
+1-D tensors, biases and the mask token, warmup + cosine per step, AMP with a gradient scaler under fp16, atomic
+checkpoints, exact resume. The update step, schedule, precision and checkpoint code are the fine-tuning loop's
+(video_adapt.engine.optim / precision / state).
 
 Clips come from a tube store or from the synthetic generator (`SyntheticClips`, unlabelled use of the embedded
 benchmark's generator); each clip and each mask is a function of (seed, index) and (seed, step), so a resumed
-run continues exactly.
+run continues exactly. Configs are `PretrainConfig` dataclasses, read from YAML and `key=value` overrides with
+the same checks as training configs (`load_pretrain_config`).
 """
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -17,36 +20,57 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
+from video_adapt.config import read_config_values
 from video_adapt.data.synthetic import CLASSES, SyntheticSpec, generate_clip
-from video_adapt.data.transforms import normalize_clips, random_resized_crop, to_tensor_clip
-from video_adapt.models.pretrain import PretrainVideoMAE, save_pretrain_checkpoint, tube_mask
+from video_adapt.data.transforms import normalize_clips, to_tensor_clip
+from video_adapt.engine.optim import Updater, cosine_schedule, create_optimizer
+from video_adapt.engine.precision import Precision
+from video_adapt.engine.state import find_resume, load_state, restore, save_state
+from video_adapt.errors import ConfigError
+from video_adapt.files import write_json_atomic
+from video_adapt.models.mae import PretrainVideoMAE, save_pretrain_checkpoint, tube_mask
+from video_adapt.schema import from_dict, option, validate
+
+STATE_NAME = "train_state.pt"
+
+
+def _model_names() -> list[str]:
+    from video_adapt.models.vit import PRESETS
+    return list(PRESETS)
 
 
 @dataclass
 class PretrainConfig:
-    model: str = "vit_tiny_patch8_32"
+    model: str = option("vit_tiny_patch8_32", choices=_model_names)
     arch: dict[str, Any] = field(default_factory=dict)
-    num_frames: int = 8
-    img_size: int = 32
-    mask_ratio: float = 0.9
-    decoder_dim: int = 64
-    decoder_depth: int = 2
-    decoder_heads: int = 4
-    norm_pix_loss: bool = True
-    epochs: int = 20
-    batch_size: int = 64
-    lr: float = 1.5e-4  # base lr, scaled by batch / 256 as in VideoMAE
-    min_lr: float = 1e-6
-    warmup_epochs: float = 2
-    weight_decay: float = 0.05
-    seed: int = 0
+    num_frames: int = option(8, ge=1)
+    img_size: int = option(32, ge=1)
+    mask_ratio: float = option(0.9, ge=0, lt=1)
+    decoder_dim: int = option(64, ge=1)
+    decoder_depth: int = option(2, ge=1)
+    decoder_heads: int = option(4, ge=1)
+    norm_pix_loss: bool = True  # per-patch normalised targets; plain pixels suit flat synthetic patches better
+    epochs: int = option(20, ge=1)
+    batch_size: int = option(64, ge=1)
+    lr: float = option(1.5e-4, gt=0)  # base lr, scaled by batch / 256 as in VideoMAE
+    min_lr: float = option(1e-6, ge=0)
+    warmup_epochs: float = option(2, ge=0)
+    warmup_lr: float = option(1e-6, ge=0)
+    weight_decay: float = option(0.05, ge=0)
+    amp: str = option("auto", choices=("auto", "bf16", "fp16", "off"))  # auto: bf16/fp16 on GPU, fp32 on CPU
+    seed: int = option(0, ge=0)
     store: str | None = None  # a tube store; else synthetic clips
-    synthetic_clips: int = 6000
-    synthetic_size: int = 32
-    synthetic_video_frames: int = 16
-    num_workers: int = 0
+    synthetic_clips: int = option(6000, ge=1)
+    synthetic_size: int = option(32, ge=1)
+    synthetic_video_frames: int = option(16, ge=1)
+    num_workers: int = option(0, ge=0)
     out_dir: str = "runs/pretrain"
-    device: str = "auto"
+    device: str = option("auto", choices=("auto", "cpu", "cuda"))
+
+
+def load_pretrain_config(path: str | Path | None = None, overrides: list[str] | None = None) -> PretrainConfig:
+    """A `PretrainConfig` from a YAML file (with `_base_`) and dotted `key=value` overrides, every value checked."""
+    return from_dict(PretrainConfig, read_config_values(path, overrides))
 
 
 class SyntheticClips(Dataset):
@@ -91,42 +115,47 @@ def build_pretrain_model(cfg: PretrainConfig) -> PretrainVideoMAE:
                             num_frames=cfg.num_frames, img_size=cfg.img_size, **cfg.arch)
 
 
+def build_pretrain_updater(model: PretrainVideoMAE, cfg: PretrainConfig, steps_per_epoch: int,
+                           device: torch.device) -> Updater:
+    """AdamW (0.9, 0.95), lr x batch / 256, no weight decay on 1-D tensors, biases and `mask_token`
+    (VM:run_mae_pretraining.py:205, VM:optim_factory.py:49-61, VM:modeling_pretrain.py:268-269)."""
+    optimizer = create_optimizer(model, "adamw", cfg.lr * cfg.batch_size / 256, cfg.weight_decay, betas=(0.9, 0.95))
+    scheduler = cosine_schedule(optimizer, steps_per_epoch, cfg.epochs, cfg.warmup_epochs, cfg.min_lr, cfg.warmup_lr)
+    return Updater(optimizer, scheduler, Precision.create(device, cfg.amp))
+
+
 def pretrain(cfg: PretrainConfig, resume: bool = True, progress: bool = True) -> dict[str, Any]:
     """Pretrain, writing `checkpoint.pth` (official layout) after every epoch; returns the run summary."""
-    from timm.scheduler import CosineLRScheduler
-
     from video_adapt.distributed import resolve_device
-    from video_adapt.engine import autocast_context, autocast_dtype, rng_state, set_rng_state
+    validate(cfg)
     device = resolve_device(cfg.device)
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.seed)
-    model = build_pretrain_model(cfg).to(device)
+    try:
+        model = build_pretrain_model(cfg).to(device)
+    except ValueError as err:  # an option the model code refuses (e.g. arch)
+        raise ConfigError(f"pretraining config does not build a model: {err}") from None
     data = StoreClips(cfg.store, cfg.num_frames, cfg.img_size, cfg.seed) if cfg.store else \
         SyntheticClips(cfg.synthetic_clips, cfg.num_frames, cfg.synthetic_size, cfg.synthetic_video_frames, cfg.seed)
     generator = torch.Generator().manual_seed(cfg.seed)
     loader = DataLoader(data, batch_size=cfg.batch_size, shuffle=True, drop_last=True, num_workers=cfg.num_workers,
                         generator=generator)
-    steps_per_epoch = len(loader)
-    if steps_per_epoch == 0:
-        raise ValueError(f"{len(data)} clips give no full batch of {cfg.batch_size}")
-    lr = cfg.lr * cfg.batch_size / 256
-    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.95), weight_decay=cfg.weight_decay)
-    scheduler = CosineLRScheduler(optimizer, t_initial=cfg.epochs * steps_per_epoch, lr_min=cfg.min_lr,
-                                  warmup_t=int(cfg.warmup_epochs * steps_per_epoch), warmup_lr_init=1e-6,
-                                  warmup_prefix=True, t_in_epochs=False)
-    amp = autocast_dtype(device, "auto")
-    state_path = out / "train_state.pt"
-    start_epoch, step, losses = 0, 0, []
-    if resume and state_path.exists():
-        state = torch.load(state_path, map_location="cpu", weights_only=True)
+    if len(loader) == 0:
+        raise ConfigError(f"batch_size={cfg.batch_size}: {len(data)} clips give no full batch")
+    updater = build_pretrain_updater(model, cfg, len(loader), device)
+    params = [p for p in model.parameters() if p.requires_grad]
+
+    state_path = out / STATE_NAME
+    start_epoch, losses = 0, []
+    resume_path = find_resume("auto" if resume else None, state_path)
+    if resume_path is not None:
+        state = load_state(resume_path)
         model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
+        restore(updater, state, resume_path)
         generator.set_state(state["generator"])
-        set_rng_state(state["rng"])
-        start_epoch, step, losses = state["epoch"] + 1, state["step"], list(state["losses"])
-        scheduler.step_update(step)
+        start_epoch, losses = state["epoch"] + 1, list(state["losses"])
+
     grid = model.grid(torch.empty(1, 3, cfg.num_frames, cfg.img_size, cfg.img_size))
     start = time.perf_counter()
     for epoch in range(start_epoch, cfg.epochs):
@@ -137,29 +166,24 @@ def pretrain(cfg: PretrainConfig, resume: bool = True, progress: bool = True) ->
         bar = tqdm(loader, desc=f"pretrain {epoch}", disable=not progress, leave=False)
         for clips in bar:
             x = normalize_clips(clips.to(device))
-            mask = tube_mask(x.shape[0], grid, cfg.mask_ratio, torch.Generator().manual_seed(cfg.seed * 1_000_003 + step),
-                             device=device)
-            with autocast_context(device, amp):
+            mask_rng = torch.Generator().manual_seed(cfg.seed * 1_000_003 + updater.step)
+            mask = tube_mask(x.shape[0], grid, cfg.mask_ratio, mask_rng, device=device)
+            with updater.precision.autocast():
                 loss = model(x, mask)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            step += 1
-            scheduler.step_update(step)
+            updater.backward(loss)
+            updater.update(params)
             total += loss.item()
             count += 1
             bar.set_postfix(loss=f"{loss.item():.4f}")
         losses.append(total / count)
         save_pretrain_checkpoint(model, out / "checkpoint.pth", extra={"epoch": epoch})
-        tmp = state_path.with_name(state_path.name + ".tmp")
-        torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(), "generator": generator.get_state(), "rng": rng_state(),
-                    "epoch": epoch, "step": step, "losses": losses}, tmp)
-        tmp.replace(state_path)
+        save_state({"model": model.state_dict(), **updater.state_dict(), "generator": generator.get_state(),
+                    "epoch": epoch, "losses": losses}, state_path)
         if progress:
-            print(f"[pretrain] epoch {epoch}: loss {losses[-1]:.4f}, lr {optimizer.param_groups[0]['lr']:.2e}", flush=True)
-    summary = {"config": asdict(cfg), "epochs": cfg.epochs, "steps": step, "losses": losses,
+            print(f"[pretrain] epoch {epoch}: loss {losses[-1]:.4f}, lr {updater.optimizer.param_groups[0]['lr']:.2e}",
+                  flush=True)
+    summary = {"config": asdict(cfg), "epochs": cfg.epochs, "steps": updater.step, "losses": losses,
                "final_loss": losses[-1] if losses else None, "wall_time_s": time.perf_counter() - start,
                "checkpoint": str(out / "checkpoint.pth")}
-    (out / "pretrain_summary.json").write_text(json.dumps(summary, indent=2))
+    write_json_atomic(out / "pretrain_summary.json", summary)
     return summary

@@ -1,23 +1,12 @@
 """Files people read after a run: per-class accuracy, confusion matrix (CSV and PNG), predictions."""
 from __future__ import annotations
 
-import csv
-import json
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-
-def write_csv(path: Path, header: list[str], rows: list[list[Any]]) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(header)
-        writer.writerows(rows)
-    tmp.replace(path)
-    return path
+from video_adapt.files import atomic_path, write_csv_atomic, write_json_atomic
 
 
 def pyplot():
@@ -29,8 +18,8 @@ def pyplot():
 
 
 def save_figure(fig, path: Path, dpi: int = 120) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=dpi)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=dpi)
     fig.clf()
     pyplot().close(fig)
     return path
@@ -65,13 +54,12 @@ def write_test_reports(result, class_names: list[str], video_ids: list[str] | No
     paths: dict[str, Path] = {}
     metrics = {"top1": result.top1, "top5": result.top5, "nll": result.loss, "videos": result.num_videos,
                **(extra or {})}
-    paths["metrics"] = out_dir / "metrics.json"
-    paths["metrics"].write_text(json.dumps(metrics, indent=2))
+    paths["metrics"] = write_json_atomic(out_dir / "metrics.json", metrics)
     counts = result.confusion.sum(1) if result.confusion is not None else np.zeros(len(class_names))
-    paths["per_class"] = write_csv(out_dir / "per_class.csv", ["class", "videos", "top1"],
+    paths["per_class"] = write_csv_atomic(out_dir / "per_class.csv", ["class", "videos", "top1"],
                                    [[c, int(n), f"{a:.2f}"] for c, n, a in zip(class_names, counts, result.per_class)])
     if result.confusion is not None:
-        paths["confusion_csv"] = write_csv(out_dir / "confusion.csv", ["true \\ predicted", *class_names],
+        paths["confusion_csv"] = write_csv_atomic(out_dir / "confusion.csv", ["true \\ predicted", *class_names],
                                            [[c, *row.tolist()] for c, row in zip(class_names, result.confusion)])
         paths["confusion_png"] = plot_confusion(result.confusion, class_names, out_dir / "confusion.png")
     rows = []
@@ -79,6 +67,6 @@ def write_test_reports(result, class_names: list[str], video_ids: list[str] | No
         vid = video_ids[p["index"]] if video_ids is not None else p["index"]
         rows.append([vid, class_names[p["label"]], class_names[p["pred"]], f"{p['score']:.4f}",
                      int(p["label"] == p["pred"])])
-    paths["predictions"] = write_csv(out_dir / "predictions.csv", ["video", "label", "prediction", "score", "correct"],
+    paths["predictions"] = write_csv_atomic(out_dir / "predictions.csv", ["video", "label", "prediction", "score", "correct"],
                                      rows)
     return paths

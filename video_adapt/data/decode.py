@@ -14,6 +14,9 @@ from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
+from video_adapt.console import native_stderr_silenced
+from video_adapt.errors import VideoAdaptError
+
 try:  # import order matters, see the module docstring
     import av
 except ImportError:  # pragma: no cover - av is in requirements
@@ -26,7 +29,7 @@ except ImportError:
 VIDEO_EXTENSIONS = (".mp4", ".webm", ".avi", ".mkv", ".mov", ".m4v", ".mpg", ".mpeg", ".flv", ".wmv")
 
 
-class VideoDecodeError(Exception):
+class VideoDecodeError(VideoAdaptError):
     """A video that cannot be read; the message is one line naming the file and the problem."""
 
 
@@ -47,7 +50,8 @@ class VideoReader:
         if idx.size and (idx.min() < 0 or idx.max() >= self.num_frames):
             raise VideoDecodeError(f"{self.path}: frame index out of range 0..{self.num_frames - 1}")
         try:
-            frames = self._read(idx)
+            with native_stderr_silenced():  # decoders log what we report in one line
+                frames = self._read(idx)
         except VideoDecodeError:
             raise
         except Exception as err:  # decoders raise many types; the user needs the file and the reason
@@ -181,7 +185,8 @@ def open_video(path: str | os.PathLike, backends: Sequence[str] | None = None) -
         if name not in BACKENDS:
             raise ValueError(f"unknown or unavailable video backend {name!r}; have {', '.join(BACKENDS)}")
         try:
-            reader = BACKENDS[name](path)
+            with native_stderr_silenced():  # decord and FFmpeg log each file they cannot open; we raise one line
+                reader = BACKENDS[name](path)
             if reader.num_frames > 0 and reader.height > 0 and reader.width > 0:
                 return reader
             errors.append(f"{name}: no frames")

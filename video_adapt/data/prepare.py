@@ -37,11 +37,12 @@ from video_adapt.data.store import (
     write_csv_atomic,
     write_json_atomic,
 )
+from video_adapt.errors import VideoAdaptError
 
 DECODE_CHUNK = 64  # frames decoded, resized and encoded at a time: bounded memory for long videos
 
 
-class PrepError(Exception):
+class PrepError(VideoAdaptError):
     """The job cannot start (bad inputs or options); one line."""
 
 

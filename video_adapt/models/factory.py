@@ -1,13 +1,12 @@
 """`create_model`: a preset, architecture overrides and a tuning method in one call."""
 from __future__ import annotations
 
-from dataclasses import fields
 from typing import Any
 
-from video_adapt.models.tuning import TuningConfig, apply_tuning
+from video_adapt.models.tuning import TUNING_OPTIONS, TuningConfig, apply_tuning
 from video_adapt.models.vit import VisionTransformer, vit_config
 
-TUNING_KEYS = {f.name for f in fields(TuningConfig)} - {"method", "extra"}
+TUNING_KEYS = set(TUNING_OPTIONS)
 
 
 def create_model(name: str, num_classes: int = 400, num_frames: int | None = None, img_size: int | None = None,
@@ -15,8 +14,8 @@ def create_model(name: str, num_classes: int = 400, num_frames: int | None = Non
     """Build a VideoMAE ViT preset with a tuning method attached.
 
     Keyword arguments are architecture overrides (`embed_dim`, `depth`, `head_bn`, ...) or tuning options
-    (`bottleneck`, `adapter_scale`, `vpt_tokens`, ...). `model.build_args` records the call, so a
-    checkpoint can rebuild the same model.
+    (`bottleneck`, `adapter_scale`, `vpt_tokens`, `lora_rank`, `st_kernel`, ...: the fields of `TuningConfig`).
+    `model.build_args` records the call, so a checkpoint can rebuild the same model.
     """
     tuning_kwargs = {k: kwargs.pop(k) for k in list(kwargs) if k in TUNING_KEYS}
     arch = dict(kwargs, num_classes=num_classes)

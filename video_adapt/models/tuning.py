@@ -2,25 +2,38 @@
 
 - `adaptformer`: AdaptMLP, a bottleneck branch beside the frozen MLP of each block (Chen et al. 2022);
 - `vpt`: learnable prompt tokens, shallow (once, before block 0) or deep (fresh before every block);
+- `lora`: low-rank updates of the attention / MLP Linear layers, through Hugging Face `peft` (Hu et al. 2022);
+- `bitfit`: only the backbone's bias terms train (Ben Zaken et al. 2022);
+- `st_adapter`: a bottleneck with a depthwise 3-D convolution over the token grid before attention (Pan et al. 2022);
 - `linear`: frozen backbone, trains `fc_norm` and `head` (optionally behind `head_bn`);
 - `full`: everything trains.
-The backbone is built first (vit.py); `apply_tuning` then attaches the method and sets `requires_grad`.
+Every method also trains `fc_norm` and `head`. The backbone is built first (vit.py); `apply_tuning` then fills its
+slots (`Block.mlp_adapter`, `Block.pre_attn_adapter`, `Block.pre_mlp_adapter`, `VisionTransformer.token_prompts`)
+or wraps its Linear layers (LoRA), and sets `requires_grad` by parameter name.
 """
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+import re
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Sequence
 
 import torch
+from timm.layers import trunc_normal_
 from torch import nn
 
 from video_adapt.models.vit import VisionTransformer
 
-METHODS = ("adaptformer", "vpt", "linear", "full")
+METHODS = ("adaptformer", "vpt", "linear", "full", "lora", "bitfit", "st_adapter")
 HEAD_PREFIXES = ("fc_norm.", "head.", "head_bn.")
-ADAPTER_TAG = "mlp_adapter."
+ADAPTER_TAGS = ("mlp_adapter.", "pre_attn_adapter.", "pre_mlp_adapter.")
+LORA_TAGS = (".lora_A.", ".lora_B.")
 PROMPT_TAG = "token_prompts."
+GROUPS = ("backbone", "adapters", "lora", "prompts", "head")
+# LoRA target names -> module paths inside a block
+LORA_TARGETS = {"qkv": "attn.qkv", "proj": "attn.proj", "fc1": "mlp.fc1", "fc2": "mlp.fc2"}
+ADAPTER_INITS = ("article", "lora", "official")
+ST_POSITIONS = ("attn", "mlp", "both")
 
 
 @dataclass
@@ -28,46 +41,70 @@ class TuningConfig:
     """How a backbone is tuned; stored with every adapter file so it can be rebuilt."""
 
     method: str = "adaptformer"
-    bottleneck: int = 64
+    bottleneck: int = 64  # AdaptFormer's d_hat; also the width of the ST-Adapter
     adapter_scale: float | str = 0.1  # a number, or "learnable"
     adapter_position: str = "parallel"  # "parallel" | "sequential"
     adapter_input: str = "norm"  # "norm": the article's LN(x'); "residual": the official code's raw x'
-    adapter_layers: list[int] | None = None  # None = every block
+    adapter_init: str = "article"  # "article" | "lora" | "official" (see AdaptMLP.reset_parameters)
+    adapter_layers: list[int] | None = None  # blocks that get an adapter / LoRA; None = every block
     adapter_dropout: float = 0.0
     vpt_tokens: int = 1
     vpt_mode: str = "deep"  # "deep" | "shallow"
+    lora_rank: int = 8
+    lora_alpha: float = 8.0  # the update is scaled by lora_alpha / lora_rank
+    lora_targets: list[str] = field(default_factory=lambda: ["qkv"])  # any of qkv, proj, fc1, fc2
+    lora_dropout: float = 0.0
+    st_kernel: list[int] = field(default_factory=lambda: [3, 1, 1])  # (time, height, width), odd sizes
+    st_position: str = "attn"  # "attn": before attention; "mlp": before the MLP; "both": two per block
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
             raise ValueError(f"unknown tuning method {self.method!r}; choose one of {', '.join(METHODS)}")
-        if self.adapter_position not in ("parallel", "sequential"):
-            raise ValueError(f"adapter_position must be 'parallel' or 'sequential', not {self.adapter_position!r}")
-        if self.adapter_input not in ("norm", "residual"):
-            raise ValueError(f"adapter_input must be 'norm' or 'residual', not {self.adapter_input!r}")
-        if self.vpt_mode not in ("deep", "shallow"):
-            raise ValueError(f"vpt_mode must be 'deep' or 'shallow', not {self.vpt_mode!r}")
+        choices = {"adapter_position": (self.adapter_position, ("parallel", "sequential")),
+                   "adapter_input": (self.adapter_input, ("norm", "residual")),
+                   "adapter_init": (self.adapter_init, ADAPTER_INITS),
+                   "vpt_mode": (self.vpt_mode, ("deep", "shallow")),
+                   "st_position": (self.st_position, ST_POSITIONS)}
+        for key, (value, allowed) in choices.items():
+            if value not in allowed:
+                raise ValueError(f"{key} must be one of {', '.join(allowed)}, not {value!r}")
         if isinstance(self.adapter_scale, str) and self.adapter_scale != "learnable":
             raise ValueError(f"adapter_scale must be a number or 'learnable', not {self.adapter_scale!r}")
-        if self.bottleneck < 1 or self.vpt_tokens < 1:
-            raise ValueError("bottleneck and vpt_tokens must be at least 1")
+        if self.bottleneck < 1 or self.vpt_tokens < 1 or self.lora_rank < 1:
+            raise ValueError("bottleneck, vpt_tokens and lora_rank must be at least 1")
+        targets = list(self.lora_targets) if isinstance(self.lora_targets, (list, tuple)) else None
+        if not targets or any(t not in LORA_TARGETS for t in targets) or len(set(targets)) != len(targets):
+            raise ValueError(f"lora_targets must be a list of distinct names from {', '.join(LORA_TARGETS)}, "
+                             f"not {self.lora_targets!r}")
+        if not self.lora_alpha > 0 or not 0 <= self.lora_dropout < 1:
+            raise ValueError("lora_alpha must be positive and lora_dropout in [0, 1)")
+        kernel = self.st_kernel
+        if (not isinstance(kernel, (list, tuple)) or len(kernel) != 3
+                or any(not isinstance(k, int) or k < 1 or k % 2 == 0 for k in kernel)):
+            raise ValueError(f"st_kernel must be three odd sizes (time, height, width), not {kernel!r}")
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
+# the keyword options of create_model and the model section of a run config that set a TuningConfig
+TUNING_OPTIONS = tuple(f.name for f in fields(TuningConfig) if f.name not in ("method", "extra"))
+
+
 class AdaptMLP(nn.Module):
     """The bottleneck branch: s * up(ReLU(down(input))), added to the frozen MLP's output.
 
-    down: Kaiming-normal; up and both biases: zero, so an untrained model equals its backbone.
     `position="sequential"` applies the branch (with its own residual) to the MLP output instead.
+    `init` picks one of three initialisations (see `reset_parameters`).
     """
 
     def __init__(self, dim: int, bottleneck: int, scale: float | str = 0.1, position: str = "parallel",
-                 input_kind: str = "norm", dropout: float = 0.0):
+                 input_kind: str = "norm", dropout: float = 0.0, init: str = "article"):
         super().__init__()
         self.position = position
         self.input_kind = input_kind
+        self.init = init
         self.down = nn.Linear(dim, bottleneck)
         self.act = nn.ReLU()
         self.dropout = nn.Dropout(dropout)
@@ -79,9 +116,21 @@ class AdaptMLP(nn.Module):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        nn.init.kaiming_normal_(self.down.weight, nonlinearity="relu")
+        """article: Kaiming-normal down, zero up (the article's text); lora: Kaiming-uniform(a=sqrt(5)) down, zero up
+        (what AdaptFormer's config asks for, AF:models/adapter.py:43-48); official: trunc-normal(std 0.02) down and
+        up (what its released code runs: the model re-initialises every Linear after building,
+        AF:models/vit_video.py:258,272-276). Biases start at zero in all three; only `official` does not start at
+        the backbone's function."""
+        if self.init == "official":
+            trunc_normal_(self.down.weight, std=0.02)
+            trunc_normal_(self.up.weight, std=0.02)
+        else:
+            if self.init == "lora":
+                nn.init.kaiming_uniform_(self.down.weight, a=math.sqrt(5))
+            else:
+                nn.init.kaiming_normal_(self.down.weight, nonlinearity="relu")
+            nn.init.zeros_(self.up.weight)
         nn.init.zeros_(self.down.bias)
-        nn.init.zeros_(self.up.weight)
         nn.init.zeros_(self.up.bias)
 
     def branch(self, x: torch.Tensor) -> torch.Tensor:
@@ -93,11 +142,46 @@ class AdaptMLP(nn.Module):
         return mlp_out + self.branch(normed if self.input_kind == "norm" else residual)
 
 
+class STAdapter(nn.Module):
+    """ST-Adapter: x + up(DWConv3D(down(x))), the convolution over the (time, height, width) token grid.
+
+    As the official code (linziyi96/st-adapter@b914b38, models_adapter.py:18-55): no activation, a depthwise
+    Conv3d padded to keep the grid, its weight and bias zero at the start, zero Linear biases and PyTorch's default
+    Linear weights; so an untrained adapter adds exactly zero and the model equals its backbone. Tokens in front of
+    the grid (prompts) pass unchanged, as the official code passes the class token.
+    """
+
+    def __init__(self, dim: int, bottleneck: int, kernel: Sequence[int] = (3, 1, 1)):
+        super().__init__()
+        kernel = tuple(int(k) for k in kernel)
+        self.down = nn.Linear(dim, bottleneck)
+        self.conv = nn.Conv3d(bottleneck, bottleneck, kernel, padding=tuple(k // 2 for k in kernel), groups=bottleneck)
+        self.up = nn.Linear(bottleneck, dim)
+        nn.init.zeros_(self.conv.weight)
+        nn.init.zeros_(self.conv.bias)
+        nn.init.zeros_(self.down.bias)
+        nn.init.zeros_(self.up.bias)
+
+    def forward(self, x: torch.Tensor, grid: tuple[int, int, int] | None) -> torch.Tensor:
+        if grid is None:
+            raise ValueError("ST-Adapter needs the token grid (time, height, width); call the ViT on clips")
+        t, h, w = grid
+        b, n, _ = x.shape
+        extra = n - t * h * w
+        if extra < 0:
+            raise ValueError(f"{n} tokens do not hold a {t}x{h}x{w} token grid")
+        tokens = x[:, extra:] if extra else x
+        y = self.down(tokens).view(b, t, h, w, -1).permute(0, 4, 1, 2, 3)
+        y = self.conv(y).permute(0, 2, 3, 4, 1).reshape(b, t * h * w, -1)
+        out = tokens + self.up(y)
+        return torch.cat((x[:, :extra], out), dim=1) if extra else out
+
+
 class PromptTokens(nn.Module):
     """VPT prompts, prepended as extra tokens without position encoding.
 
     deep: one set per block, added before it and removed after it; shallow: one set added before
-    block 0 and removed after the last block. Xavier-uniform init as in VPT.
+    block 0 and removed after the last block.
     """
 
     def __init__(self, dim: int, depth: int, num_tokens: int, mode: str = "deep"):
@@ -106,8 +190,10 @@ class PromptTokens(nn.Module):
         self.depth = depth
         self.num_tokens = num_tokens
         self.prompts = nn.Parameter(torch.empty(depth if mode == "deep" else 1, num_tokens, dim))
-        bound = math.sqrt(6.0 / (num_tokens + dim))
-        nn.init.uniform_(self.prompts, -bound, bound)
+        # AF:models/vit_video.py:263-270: xavier_uniform_ on each (1, n, D) set; torch's fans of a 3-D tensor are
+        # n*D in and D out, so the bound is sqrt(6 / (D * (n + 1)))
+        for index in range(self.prompts.shape[0]):
+            nn.init.xavier_uniform_(self.prompts.data[index:index + 1])
 
     def before_block(self, x: torch.Tensor, index: int) -> torch.Tensor:
         if self.mode == "shallow" and index > 0:
@@ -131,27 +217,64 @@ def _check_layers(layers: Sequence[int] | None, depth: int) -> list[int]:
     return chosen
 
 
+def _attach_lora(model: VisionTransformer, cfg: TuningConfig, layers: list[int]) -> None:
+    """peft's LoRA layers around the chosen Linear layers: A Kaiming-uniform, B zero, update scaled by alpha / r."""
+    from peft import LoraConfig, inject_adapter_in_model  # imported here: peft loads transformers (seconds)
+    modules = "|".join(re.escape(LORA_TARGETS[t]) for t in cfg.lora_targets)
+    blocks = "|".join(str(i) for i in layers)
+    config = LoraConfig(r=cfg.lora_rank, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout, bias="none",
+                        target_modules=rf"blocks\.({blocks})\.({modules})")  # a full match on module names
+    inject_adapter_in_model(config, model)
+
+
 def apply_tuning(model: VisionTransformer, cfg: TuningConfig) -> VisionTransformer:
     """Attach the method's modules and freeze what the method does not train."""
     dim = model.embed_dim
+    if cfg.method in ("adaptformer", "st_adapter", "lora"):
+        layers = _check_layers(cfg.adapter_layers, len(model.blocks))
     if cfg.method == "adaptformer":
-        for i in _check_layers(cfg.adapter_layers, len(model.blocks)):
+        for i in layers:
             model.blocks[i].mlp_adapter = AdaptMLP(
                 dim, cfg.bottleneck, cfg.adapter_scale, cfg.adapter_position, cfg.adapter_input,
-                cfg.adapter_dropout,
+                cfg.adapter_dropout, cfg.adapter_init,
             )
+    elif cfg.method == "st_adapter":
+        for i in layers:
+            if cfg.st_position in ("attn", "both"):
+                model.blocks[i].pre_attn_adapter = STAdapter(dim, cfg.bottleneck, cfg.st_kernel)
+            if cfg.st_position in ("mlp", "both"):
+                model.blocks[i].pre_mlp_adapter = STAdapter(dim, cfg.bottleneck, cfg.st_kernel)
+    elif cfg.method == "lora":
+        _attach_lora(model, cfg, layers)
     elif cfg.method == "vpt":
         model.token_prompts = PromptTokens(dim, len(model.blocks), cfg.vpt_tokens, cfg.vpt_mode)
     for name, param in model.named_parameters():
-        param.requires_grad = cfg.method == "full" or parameter_group(name) != "backbone"
+        param.requires_grad = trains(name, cfg.method)
     model.tuning = cfg
     return model
 
 
+def is_bias(name: str) -> bool:
+    """BitFit's trainable set: every bias term (Linear, LayerNorm, the patch embedding, VideoMAE's q_bias/v_bias)."""
+    return name.endswith("bias")
+
+
+def trains(name: str, method: str) -> bool:
+    """Whether parameter `name` trains under `method`: the method's own tensors and the head always do."""
+    if method == "full":
+        return True
+    group = parameter_group(name)
+    if group == "backbone":
+        return method == "bitfit" and is_bias(name)
+    return True
+
+
 def parameter_group(name: str) -> str:
-    """backbone | adapters | prompts | head, from a parameter's name."""
-    if ADAPTER_TAG in name:
+    """backbone | adapters | lora | prompts | head, from a parameter's name."""
+    if any(tag in name for tag in ADAPTER_TAGS):
         return "adapters"
+    if any(tag in name for tag in LORA_TAGS):
+        return "lora"
     if name.startswith(PROMPT_TAG):
         return "prompts"
     if name.startswith(HEAD_PREFIXES):
@@ -159,16 +282,51 @@ def parameter_group(name: str) -> str:
     return "backbone"
 
 
+def backbone_key(name: str) -> str:
+    """A tensor's name in the plain backbone: peft keeps the Linear it wraps under `base_layer.`."""
+    return name.replace(".base_layer.", ".")
+
+
+def lora_parts(layer: nn.Module) -> tuple[nn.Module, list[tuple[nn.Linear, nn.Linear]]]:
+    """(the wrapped Linear, its active (A, B) pairs) for a peft LoRA layer; (layer, []) for anything else."""
+    base = getattr(layer, "base_layer", None)
+    if base is None or not hasattr(layer, "lora_A"):
+        return layer, []
+    return base, [(layer.lora_A[n], layer.lora_B[n]) for n in layer.active_adapters if n in layer.lora_A]
+
+
+def merge_lora(model: nn.Module) -> nn.Module:
+    """Fold every LoRA update into its Linear (W + alpha/r B A) and put the plain Linear back.
+
+    Afterwards the model has exactly the backbone's architecture, so attention takes its fused path, and it gives
+    the same logits (to float rounding). For inference: save or load adapter files before merging, not after.
+    """
+    tuning = getattr(model, "tuning", None)
+    if tuning is None or tuning.method != "lora":
+        raise ValueError("merge_lora: the model is not tuned with LoRA")
+    if getattr(model, "lora_merged", False):
+        return model
+    for name, module in list(model.named_modules()):
+        base, _ = lora_parts(module)
+        if base is not module:
+            module.merge()
+            parent, _, child = name.rpartition(".")
+            setattr(model.get_submodule(parent), child, base)
+    model.__dict__.pop("peft_config", None)
+    model.lora_merged = True
+    return model
+
+
 def parameter_report(model: nn.Module) -> dict[str, Any]:
     """Total and trainable counts, per group, and the trainable share of the whole model."""
-    groups = {g: {"total": 0, "trainable": 0} for g in ("backbone", "adapters", "prompts", "head")}
+    groups = {g: {"total": 0, "trainable": 0} for g in GROUPS}
     for name, param in model.named_parameters():
         group = groups[parameter_group(name)]
         group["total"] += param.numel()
         group["trainable"] += param.numel() if param.requires_grad else 0
     total = sum(g["total"] for g in groups.values())
     trainable = sum(g["trainable"] for g in groups.values())
-    added = groups["adapters"]["total"] + groups["prompts"]["total"]
+    added = groups["adapters"]["total"] + groups["lora"]["total"] + groups["prompts"]["total"]
     backbone = groups["backbone"]["total"]
     return {
         "total": total,

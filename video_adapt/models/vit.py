@@ -1,17 +1,21 @@
-"""The VideoMAE spatiotemporal ViT, weight-compatible with the official `modeling_finetune.py`.
+"""The VideoMAE spatiotemporal ViT, weight-compatible with the official `modeling_finetune.py` of VideoMAE and
+VideoMAE V2 (OpenGVLab/VideoMAEv2: the ViT-g/14 preset, cosine attention, head dropout).
 
 Parameter names follow the official fine-tune checkpoints (`patch_embed.proj`, `blocks.N.attn.qkv`,
 `blocks.N.attn.q_bias` ...), so those files load without renaming. The backbone knows nothing about
-tuning methods; it offers two explicit extension points that `tuning.py` fills:
+tuning methods; it offers explicit extension points that `tuning.py` fills:
 
 - `Block.mlp_adapter(residual, normed, mlp_out) -> mlp_out'`: rewrites the MLP branch of one block
   (AdaptFormer's AdaptMLP, parallel or sequential);
+- `Block.pre_attn_adapter(x, grid) -> x'` / `Block.pre_mlp_adapter(x, grid) -> x'`: rewrite the residual stream
+  before the attention / MLP branch, knowing the (time, height, width) token grid (ST-Adapter);
 - `VisionTransformer.token_prompts`: `before_block(x, i)` / `after_block(x, i)` add and remove
   extra tokens around block i (VPT).
 """
 from __future__ import annotations
 
 import functools
+import math
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
@@ -20,9 +24,6 @@ import torch.nn.functional as F
 from timm.layers import DropPath, Mlp, trunc_normal_
 from torch import nn
 from torch.utils.checkpoint import checkpoint
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 @dataclass(frozen=True)
@@ -40,7 +41,7 @@ class ViTConfig:
     num_heads: int = 12
     mlp_ratio: float = 4.0
     qkv_bias: bool = True
-    drop_rate: float = 0.0  # dropout before the head (VideoMAE's fc_drop_rate)
+    head_dropout: float = 0.0  # dropout before the head (VideoMAE's fc_drop_rate, V2's head_drop_rate)
     attn_drop_rate: float = 0.0
     drop_path_rate: float = 0.0
     init_values: float = 0.0  # layer scale; 0 disables it as in the released ViT-S/B/L/H
@@ -49,6 +50,7 @@ class ViTConfig:
     norm_eps: float = 1e-6
     head_bn: bool = False  # BatchNorm1d(affine=False) before the head (MAE / AdaptFormer linear probing)
     use_checkpoint: bool = False  # activation checkpointing per block
+    cos_attn: bool = False  # V2's CosAttention: cosine-similarity logits times a learned per-head scale
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -61,6 +63,8 @@ PRESETS: dict[str, dict[str, Any]] = {
     "vit_base_patch16_224": dict(embed_dim=768, depth=12, num_heads=12),
     "vit_large_patch16_224": dict(embed_dim=1024, depth=24, num_heads=16),
     "vit_huge_patch16_224": dict(embed_dim=1280, depth=32, num_heads=16),
+    # VideoMAE V2's giant (V2:models/modeling_finetune.py:517-529): 14 px patches, 16 x 16 tokens per frame at 224
+    "vit_giant_patch14_224": dict(patch_size=14, embed_dim=1408, depth=40, num_heads=16, mlp_ratio=48 / 11),
     # small backbones for the embedded demo and the tests: 32 px, 8 px patches
     "vit_tiny_patch8_32": dict(img_size=32, patch_size=8, num_frames=8, embed_dim=64, depth=4, num_heads=4),
     "vit_nano_patch8_32": dict(img_size=32, patch_size=8, num_frames=4, embed_dim=32, depth=2, num_heads=2),
@@ -124,14 +128,23 @@ class PatchEmbed(nn.Module):
         return self.proj(x).flatten(2).transpose(1, 2).contiguous()
 
 
+# V2 clamps the log-scale at 4.6052 (its comment: log(1 / 0.01)), V2:models/modeling_finetune.py:127-128
+COS_ATTN_MAX_LOG_SCALE = 4.6052
+
+
 class Attention(nn.Module):
     """Multi-head self-attention through SDPA, with VideoMAE's q/v biases and no k bias.
 
     `qkv` is called as a module (its own bias is None) and the biases are added after, so wrappers
     around `qkv` such as LoRA are not bypassed.
+
+    `cos_attn=True` is VideoMAE V2's CosAttention (V2:models/modeling_finetune.py:74-139): logits are the
+    cosine similarity of q and k times exp(min(scale, 4.6052)), with `scale` a learned log-scale per head
+    (shape (heads, 1, 1), initialised to log 10). SDPA's `scale=` is one number, so the per-head factor is
+    folded into the normalised q and SDPA runs with scale 1.
     """
 
-    def __init__(self, dim: int, num_heads: int, qkv_bias: bool, attn_drop: float = 0.0):
+    def __init__(self, dim: int, num_heads: int, qkv_bias: bool, attn_drop: float = 0.0, cos_attn: bool = False):
         super().__init__()
         if dim % num_heads:
             raise ValueError(f"embed_dim {dim} is not divisible by num_heads {num_heads}")
@@ -144,6 +157,9 @@ class Attention(nn.Module):
         else:
             self.q_bias = None
             self.v_bias = None
+        self.cos_attn = cos_attn
+        if cos_attn:  # the name `scale` is V2's, so its checkpoints load as they are
+            self.scale = nn.Parameter(torch.full((num_heads, 1, 1), math.log(10.0)))
         self.attn_drop = attn_drop
         self.proj = nn.Linear(dim, dim)
 
@@ -163,17 +179,15 @@ class Attention(nn.Module):
                 qkv = qkv + bias.to(qkv.dtype)
         q, k, v = qkv.view(b, n, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
         dropout = self.attn_drop if self.training else 0.0
-        x = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout)
+        if self.cos_attn:
+            # under autocast the norms come out in float32; the kernel gets one dtype, as the fused path does
+            logit_scale = self.scale.clamp(max=COS_ATTN_MAX_LOG_SCALE).exp()
+            q = (F.normalize(q, dim=-1) * logit_scale).to(v.dtype)
+            k = F.normalize(k, dim=-1).to(v.dtype)
+            x = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, scale=1.0)
+        else:
+            x = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout)
         return self.proj(x.transpose(1, 2).reshape(b, n, c))
-
-
-class LayerScale(nn.Module):
-    def __init__(self, dim: int, init_values: float):
-        super().__init__()
-        self.gamma = nn.Parameter(init_values * torch.ones(dim))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x * self.gamma
 
 
 class Block(nn.Module):
@@ -183,7 +197,7 @@ class Block(nn.Module):
         super().__init__()
         dim = cfg.embed_dim
         self.norm1 = nn.LayerNorm(dim, eps=cfg.norm_eps)
-        self.attn = Attention(dim, cfg.num_heads, cfg.qkv_bias, cfg.attn_drop_rate)
+        self.attn = Attention(dim, cfg.num_heads, cfg.qkv_bias, cfg.attn_drop_rate, cfg.cos_attn)
         self.norm2 = nn.LayerNorm(dim, eps=cfg.norm_eps)
         self.mlp = Mlp(dim, int(dim * cfg.mlp_ratio), act_layer=nn.GELU)
         self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
@@ -194,12 +208,18 @@ class Block(nn.Module):
             self.gamma_1 = None
             self.gamma_2 = None
         self.mlp_adapter: nn.Module | None = None
+        self.pre_attn_adapter: nn.Module | None = None
+        self.pre_mlp_adapter: nn.Module | None = None
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, grid: tuple[int, int, int] | None = None) -> torch.Tensor:
+        if self.pre_attn_adapter is not None:
+            x = self.pre_attn_adapter(x, grid)
         branch = self.attn(self.norm1(x))
         if self.gamma_1 is not None:
             branch = branch * self.gamma_1
         x = x + self.drop_path(branch)
+        if self.pre_mlp_adapter is not None:
+            x = self.pre_mlp_adapter(x, grid)
         normed = self.norm2(x)
         branch = self.mlp(normed)
         if self.gamma_2 is not None:
@@ -228,7 +248,7 @@ class VisionTransformer(nn.Module):
             self.norm = nn.LayerNorm(cfg.embed_dim, eps=cfg.norm_eps)
             self.fc_norm = None
         self.head_bn = nn.BatchNorm1d(cfg.embed_dim, affine=False, eps=1e-6) if cfg.head_bn else None
-        self.head_drop = nn.Dropout(cfg.drop_rate)
+        self.head_dropout = nn.Dropout(cfg.head_dropout)
         self.head = nn.Linear(cfg.embed_dim, cfg.num_classes) if cfg.num_classes > 0 else nn.Identity()
         self.token_prompts: nn.Module | None = None
         self._pos_cache: dict[tuple, torch.Tensor] = {}
@@ -253,7 +273,9 @@ class VisionTransformer(nn.Module):
         return {"stem": r"^patch_embed", "blocks": [(r"^blocks\.(\d+)", None), (r"^norm", (99999,))]}
 
     def no_weight_decay(self) -> set[str]:
-        return set()
+        """Cosine attention's log-scales skip weight decay as in V2 (V2:optim_factory.py:67-68 skips `*.scale`);
+        timm's optimizer factory already skips 1-D tensors and biases."""
+        return {name for name, _ in self.named_parameters() if name.endswith(".attn.scale")}
 
     def position_table(self, num_tokens: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
         key = (num_tokens, device, dtype)
@@ -270,23 +292,23 @@ class VisionTransformer(nn.Module):
         tokens = self.patch_embed(x)
         return tokens + self.position_table(tokens.shape[1], tokens.device, tokens.dtype)
 
-    def forward_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
-        """Run the blocks (with prompt tokens when a prompt method is attached)."""
+    def forward_tokens(self, tokens: torch.Tensor, grid: tuple[int, int, int] | None = None) -> torch.Tensor:
+        """Run the blocks (with prompt tokens when a prompt method is attached); `grid` = (t, h, w) tokens."""
         prompts = self.token_prompts
         for i, block in enumerate(self.blocks):
             if prompts is not None:
                 tokens = prompts.before_block(tokens, i)
             if self.cfg.use_checkpoint and self.training and torch.is_grad_enabled():
-                tokens = checkpoint(block, tokens, use_reentrant=False)
+                tokens = checkpoint(block, tokens, grid, use_reentrant=False)
             else:
-                tokens = block(tokens)
+                tokens = block(tokens, grid)
             if prompts is not None:
                 tokens = prompts.after_block(tokens, i)
         return self.norm(tokens)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """Pooled, normed clip feature (B, D): what the head sees."""
-        tokens = self.forward_tokens(self.embed(x))
+        tokens = self.forward_tokens(self.embed(x), self.patch_embed.grid(*x.shape[2:]))
         if self.fc_norm is not None:
             return self.fc_norm(tokens.mean(1))
         return tokens[:, 0]
@@ -294,7 +316,7 @@ class VisionTransformer(nn.Module):
     def forward_head(self, features: torch.Tensor) -> torch.Tensor:
         if self.head_bn is not None:
             features = self.head_bn(features)
-        return self.head(self.head_drop(features))
+        return self.head(self.head_dropout(features))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(x))

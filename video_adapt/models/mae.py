@@ -1,4 +1,5 @@
-"""VideoMAE pretraining: tube masking, an asymmetric encoder/decoder and the normalised-pixel loss.
+"""The VideoMAE masked autoencoder (the model; its training loop is video_adapt.pretraining): tube masking,
+an asymmetric encoder/decoder and the normalised-pixel loss.
 
 The encoder is our `VisionTransformer` (num_classes=0, final `norm` as in the official encoder) and sees only
 the visible tubelets; the decoder sees every position (encoded visible tokens + mask tokens, fixed sinusoid
@@ -19,7 +20,8 @@ from einops import rearrange
 from timm.layers import trunc_normal_
 from torch import nn
 
-from video_adapt.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+from video_adapt.files import torch_save_atomic
+from video_adapt.imagenet import IMAGENET_MEAN, IMAGENET_STD
 from video_adapt.models.vit import Block, VisionTransformer, sinusoid_position_table, vit_config
 
 
@@ -78,6 +80,11 @@ class PretrainVideoMAE(nn.Module):
         trunc_normal_(self.encoder_to_decoder.weight, std=0.02)
         trunc_normal_(self.mask_token, std=0.02)
 
+    def no_weight_decay(self) -> set[str]:
+        """Names kept out of weight decay besides 1-D tensors and biases (VM:modeling_pretrain.py:268-269);
+        timm's optimizer factory reads this method."""
+        return {"mask_token"}
+
     def grid(self, clips: torch.Tensor) -> tuple[int, int, int]:
         return self.encoder.patch_embed.grid(*clips.shape[2:])
 
@@ -103,10 +110,5 @@ class PretrainVideoMAE(nn.Module):
 
 def save_pretrain_checkpoint(model: PretrainVideoMAE, path: str | os.PathLike, extra: dict[str, Any] | None = None) -> Path:
     """`{"model": state_dict}` in the official VideoMAE pretrain layout, written atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save({"model": state, **(extra or {})}, tmp)
-    os.replace(tmp, path)
-    return path
+    return torch_save_atomic({"model": state, **(extra or {})}, path)

@@ -1,0 +1,58 @@
+"""A web page for trying a trained model: drop a video, see the top-5 classes, the frames the model looked at and,
+for a long video, a timeline of the top class per window.
+
+    video-adapt app                                        # the demo's AdaptFormer run (after tools/demo.py)
+    video-adapt app --checkpoint runs/ssv2_adaptformer_8f   # any training run directory
+    video-adapt app --backbone videomae_b.pth --adapters runs/x/adapters --port 8080
+
+The page is served on http://127.0.0.1:PORT, reachable from this machine only. --share-on-network binds to
+0.0.0.0 instead, so anyone who can reach this machine on PORT can use the page (and upload files to it).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from video_adapt.console import command
+from video_adapt.errors import CheckpointError, ConfigError
+
+
+@command
+def main(argv: list[str] | None = None) -> int:
+    from video_adapt.app import DEMO_COMMAND, DEMO_RUN, build_app, launch
+    from video_adapt.inference import Predictor
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--checkpoint", help=f"training run directory (default: {DEMO_RUN}, if it exists)")
+    parser.add_argument("--backbone", help="pretrained backbone the adapters were trained on")
+    parser.add_argument("--adapters", help="adapter directory written by training (adapters/ or best/)")
+    parser.add_argument("--port", type=int, default=7860)
+    parser.add_argument("--share-on-network", action="store_true",
+                        help="listen on every network interface (0.0.0.0), not only 127.0.0.1: anyone who can reach "
+                             "this machine can use the page")
+    parser.add_argument("--max-mb", type=float, default=200, help="largest upload accepted, in MB")
+    parser.add_argument("--window", type=float, default=2.0, help="timeline window in seconds (settable on the page)")
+    parser.add_argument("--stride", type=float, default=1.0, help="timeline stride in seconds (settable on the page)")
+    parser.add_argument("--crops", type=int, default=None, help="spatial crops per clip (default: as trained)")
+    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    args = parser.parse_args(argv)
+    checkpoint = args.checkpoint
+    if not checkpoint and not args.adapters:
+        if not DEMO_RUN.exists():
+            raise ConfigError(f"no model given and {DEMO_RUN} does not exist: train it with `{DEMO_COMMAND}` "
+                              f"(or the whole `python tools/demo.py`), or pass --checkpoint RUN_DIR")
+        checkpoint = str(DEMO_RUN)
+    for given in (checkpoint, args.backbone, args.adapters):
+        if given and not Path(given).exists():
+            raise CheckpointError(f"{given}: no such file or directory")
+    predictor = Predictor.load(checkpoint, args.backbone, args.adapters, args.device, args.crops)
+    page = build_app(predictor, title=f"video_adapt: {checkpoint or args.adapters}", max_mb=args.max_mb,
+                     window_s=args.window, stride_s=args.stride)
+    host = "0.0.0.0" if args.share_on_network else "127.0.0.1"
+    print(f"serving {checkpoint or args.adapters} on http://{host}:{args.port} (Ctrl+C stops)", flush=True)
+    launch(page, args.port, args.share_on_network)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,30 @@
+"""Fine-tune a VideoMAE ViT on a tube store (AdaptFormer, VPT, linear probing or full fine-tuning).
+
+    video-adapt train --config configs/ssv2/adaptformer_8f.yaml model.pretrained=videomae_b.pth
+    torchrun --nproc_per_node 8 tools/train.py --config configs/ssv2/adaptformer_8f.yaml
+Overrides are dotted `key=value` pairs (train.lr=0.01 data.batch_size=16 resume=auto).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from video_adapt.config import load_config
+from video_adapt.console import command
+from video_adapt.engine import train
+
+
+@command
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", help="YAML config (may inherit with _base_)")
+    parser.add_argument("--resume", help="'auto' (latest checkpoint in out_dir) or a checkpoint path")
+    parser.add_argument("overrides", nargs="*", help="dotted key=value overrides")
+    args = parser.parse_args(argv)
+    overrides = list(args.overrides) + ([f"resume={args.resume}"] if args.resume else [])
+    train(load_config(args.config, overrides))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,71 @@
+"""What a fine-tuning `Config` builds: the model with its pretrained backbone, the optimizer and LR schedule, the
+loss (with mixup/cutmix when asked)."""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from video_adapt.checkpoint import LoadReport, load_pretrained
+from video_adapt.config import Config
+from video_adapt.engine.optim import cosine_schedule, create_optimizer
+from video_adapt.errors import ConfigError
+from video_adapt.models.factory import create_model
+from video_adapt.models.tuning import TUNING_OPTIONS
+
+
+def build_model(cfg: Config, num_classes: int) -> tuple[nn.Module, LoadReport | None]:
+    """The configured model with its pretrained backbone loaded (None report for a random backbone)."""
+    m = cfg.model
+    # a fixed seed for the initialisation: a random-backbone control can be rebuilt exactly for testing
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.train.seed)
+        try:
+            options = {key: getattr(m, key) for key in TUNING_OPTIONS}  # every tuning option has a model config field
+            model = create_model(
+                m.name, num_classes=num_classes, num_frames=cfg.data.num_frames, img_size=cfg.data.img_size,
+                tuning=m.tuning, **options, head_bn=m.head_bn, drop_path_rate=m.drop_path_rate,
+                use_checkpoint=m.use_checkpoint, **m.arch,
+            )
+        except ValueError as err:  # an option the model code refuses (e.g. model.arch, model.adapter_layers)
+            raise ConfigError(f"config section 'model' does not build: {err}") from None
+    report = load_pretrained(model, m.pretrained) if m.pretrained else None
+    return model, report
+
+
+def learning_rate(cfg: Config, global_batch: int) -> float:
+    return cfg.train.lr if cfg.train.lr is not None else cfg.train.base_lr * global_batch / 256
+
+
+def build_optimizer(model: nn.Module, cfg: Config, lr: float) -> torch.optim.Optimizer:
+    t = cfg.train
+    return create_optimizer(model, t.optimizer, lr, t.weight_decay, momentum=t.momentum, layer_decay=t.layer_decay)
+
+
+def build_scheduler(optimizer: torch.optim.Optimizer, cfg: Config, steps_per_epoch: int):
+    t = cfg.train
+    return cosine_schedule(optimizer, steps_per_epoch, t.epochs, t.warmup_epochs, t.min_lr, t.warmup_lr)
+
+
+class VideoMixup:
+    """timm's Mixup/CutMix on clips: frames are folded into channels so the CutMix box spans all frames."""
+
+    def __init__(self, mixup: float, cutmix: float, label_smoothing: float, num_classes: int):
+        from timm.data import Mixup
+        self.mixup = Mixup(mixup_alpha=mixup, cutmix_alpha=cutmix, label_smoothing=label_smoothing,
+                           num_classes=num_classes)
+
+    def __call__(self, clips: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        b, c, t, h, w = clips.shape
+        mixed, targets = self.mixup(clips.reshape(b, c * t, h, w), labels)
+        return mixed.reshape(b, c, t, h, w), targets
+
+
+def build_loss(cfg: Config, num_classes: int) -> tuple[VideoMixup | None, Any]:
+    """(mixup or None, loss function): soft-target cross-entropy behind mixup/cutmix, else plain cross-entropy."""
+    t = cfg.train
+    if t.mixup > 0 or t.cutmix > 0:
+        from timm.loss import SoftTargetCrossEntropy
+        return VideoMixup(t.mixup, t.cutmix, t.label_smoothing, num_classes), SoftTargetCrossEntropy()
+    return None, nn.CrossEntropyLoss(label_smoothing=t.label_smoothing)

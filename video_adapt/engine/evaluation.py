@@ -1,0 +1,84 @@
+"""Multi-view evaluation: every test view of a video through the model, scores averaged per video, then top-1/top-5,
+per-class accuracy, confusion matrix and NLL. Used per epoch by the loop and, on a trained run, by `runs.evaluate_run`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Iterable
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from video_adapt.distributed import DistState, all_gather_objects
+from video_adapt.engine.data import to_model_input
+from video_adapt.engine.precision import autocast_context
+
+
+@dataclass
+class EvalResult:
+    top1: float
+    top5: float
+    loss: float
+    num_videos: int
+    per_class: list[float] = field(default_factory=list)
+    confusion: np.ndarray | None = None
+    predictions: list[dict[str, Any]] = field(default_factory=list)
+
+
+@torch.inference_mode()
+def predict_views(model: nn.Module, loader: Iterable, device: torch.device, amp: torch.dtype | None, *,
+                  average: str = "prob", progress: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per-video scores averaged over views: (video indices, labels, scores (N, C) as probabilities or logits)."""
+    model.eval()
+    indices, labels, scores = [], [], []
+    for views, label, index in tqdm(loader, desc="eval", disable=not progress, leave=False):
+        b, v = views.shape[:2]
+        x = to_model_input(views.flatten(0, 1), device)
+        with autocast_context(device, amp):
+            logits = model(x).float().view(b, v, -1)
+        per_view = logits.softmax(-1) if average == "prob" else logits
+        scores.append(per_view.mean(1).cpu())
+        labels.append(torch.as_tensor(label))
+        indices.append(torch.as_tensor(index))
+    if not scores:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64), np.zeros((0, 0), dtype=np.float32)
+    return torch.cat(indices).numpy(), torch.cat(labels).numpy(), torch.cat(scores).numpy()
+
+
+def summarize(indices: np.ndarray, labels: np.ndarray, scores: np.ndarray, num_classes: int,
+              average: str = "prob") -> EvalResult:
+    """Top-1/top-5, per-class accuracy, confusion matrix and mean NLL from per-video scores."""
+    if len(labels) == 0:
+        return EvalResult(0.0, 0.0, float("nan"), 0)
+    order = np.argsort(-scores, axis=1)
+    pred = order[:, 0]
+    top1 = float((pred == labels).mean() * 100)
+    top5 = float((order[:, :5] == labels[:, None]).any(1).mean() * 100)
+    probs = scores if average == "prob" else torch.from_numpy(scores).softmax(-1).numpy()
+    loss = float(-np.log(np.clip(probs[np.arange(len(labels)), labels], 1e-12, None)).mean())
+    confusion = np.zeros((num_classes, num_classes), dtype=np.int64)
+    np.add.at(confusion, (labels, pred), 1)
+    per_class = [float(confusion[c, c] / confusion[c].sum() * 100) if confusion[c].sum() else float("nan")
+                 for c in range(num_classes)]
+    predictions = [{"index": int(i), "label": int(l), "pred": int(p), "score": float(s[p])}
+                   for i, l, p, s in zip(indices, labels, pred, scores)]
+    return EvalResult(top1, top5, loss, len(labels), per_class, confusion, predictions)
+
+
+def evaluate(model: nn.Module, loader: Iterable, device: torch.device, amp: torch.dtype | None, num_classes: int, *,
+             dist_state: DistState | None = None, average: str = "prob", progress: bool = False) -> EvalResult:
+    """Multi-view evaluation, gathered over ranks (padding duplicates removed by video index)."""
+    indices, labels, scores = predict_views(model, loader, device, amp, average=average, progress=progress)
+    if dist_state is not None and dist_state.enabled:
+        parts = all_gather_objects((indices, labels, scores), dist_state)
+        merged: dict[int, tuple[int, np.ndarray]] = {}
+        for idx, lab, sc in parts:
+            for i, l, s in zip(idx, lab, sc):
+                merged[int(i)] = (int(l), s)
+        keys = sorted(merged)
+        indices = np.array(keys, dtype=np.int64)
+        labels = np.array([merged[k][0] for k in keys], dtype=np.int64)
+        scores = np.stack([merged[k][1] for k in keys]) if keys else scores
+    return summarize(indices, labels, scores, num_classes, average)

@@ -1,0 +1,256 @@
+"""The fine-tuning loop: AMP, DDP, gradient accumulation, exact resume, non-finite guards, logging.
+
+`train(cfg)` runs a whole job from a `Config`, top to bottom: data, model, optimizer, resume, epochs, summary.
+`train_one_epoch(run, epoch)` is one pass over the training loader with the `TrainRun` that `train` built.
+"""
+from __future__ import annotations
+
+import contextlib
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from video_adapt.checkpoint import save_adapters
+from video_adapt.config import Config, save_config
+from video_adapt.distributed import DistState, any_rank, barrier, cleanup, init_distributed
+from video_adapt.engine.builders import (
+    VideoMixup,
+    build_loss,
+    build_model,
+    build_optimizer,
+    build_scheduler,
+    learning_rate,
+)
+from video_adapt.engine.data import build_loaders, open_store_meta, to_model_input
+from video_adapt.engine.evaluation import EvalResult, evaluate
+from video_adapt.engine.optim import Updater
+from video_adapt.engine.precision import Precision
+from video_adapt.engine.runlog import RunLog
+from video_adapt.engine.seeding import seed_everything
+from video_adapt.engine.state import CHECKPOINT_NAME, check_finite_weights, find_resume, load_training_state, \
+    save_training_state
+from video_adapt.errors import ConfigError, TrainingError
+from video_adapt.files import write_json_atomic
+from video_adapt.models.tuning import parameter_report
+from video_adapt.schema import validate
+
+
+@dataclass(kw_only=True)
+class TrainRun:
+    """What every epoch of a run works with, built once by `train`."""
+
+    cfg: Config
+    dist: DistState
+    model: nn.Module  # the bare model: evaluated and saved
+    net: nn.Module  # what runs forward and backward: the model, DDP-wrapped and/or compiled
+    loader: DataLoader
+    updater: Updater
+    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+    mixup: VideoMixup | None
+    log: RunLog
+
+    @property
+    def trainable(self) -> list[nn.Parameter]:
+        return [p for p in self.model.parameters() if p.requires_grad]
+
+
+def check_config(cfg: Config, meta: dict[str, Any]) -> int:
+    """Fail before training on a config that cannot work with this store; returns the class count."""
+    num_classes = len(meta["classes"])
+    if cfg.model.num_classes is not None and cfg.model.num_classes != num_classes:
+        raise ConfigError(f"model.num_classes={cfg.model.num_classes} but the store {cfg.data.root} has "
+                          f"{num_classes} classes")
+    stored = meta.get("frames") or []
+    if stored and cfg.data.num_frames > max(stored):
+        raise ConfigError(f"data.num_frames={cfg.data.num_frames} but the store {cfg.data.root} holds at most "
+                          f"{max(stored)} frames per tube")
+    if cfg.model.pretrained and not Path(cfg.model.pretrained).exists():
+        raise ConfigError(f"model.pretrained={cfg.model.pretrained}: no such file or directory")
+    if (cfg.train.mixup > 0 or cfg.train.cutmix > 0) and cfg.data.batch_size % 2:
+        raise ConfigError(f"data.batch_size={cfg.data.batch_size} must be even with mixup/cutmix")
+    return num_classes
+
+
+def _gradient_sync(net: nn.Module, sync: bool) -> contextlib.AbstractContextManager:
+    """DDP all-reduces gradients on every backward unless told not to: only the last micro-batch syncs."""
+    if sync or not isinstance(net, DistributedDataParallel):
+        return contextlib.nullcontext()
+    return net.no_sync()
+
+
+def train_one_epoch(run: TrainRun, epoch: int) -> dict[str, float]:
+    """One pass over the loader: `accum_steps` micro-batches per optimizer update; returns the epoch's stats."""
+    cfg, dist, updater = run.cfg, run.dist, run.updater
+    accum = cfg.train.accum_steps
+    trainable = run.trainable
+    run.net.train()
+    total_loss, counted, skipped, clips_seen = 0.0, 0, 0, 0
+    start = time.perf_counter()
+    bar = tqdm(run.loader, desc=f"epoch {epoch}", disable=not dist.is_main, leave=False)
+    updater.zero_grad()
+    for i, (clips, labels) in enumerate(bar):
+        x = to_model_input(clips, dist.device)
+        y = labels.to(dist.device, non_blocking=True)
+        if run.mixup is not None:
+            x, y = run.mixup(x, y)
+        last_micro = (i + 1) % accum == 0
+        with _gradient_sync(run.net, last_micro):
+            with updater.precision.autocast():
+                loss = run.loss_fn(run.net(x), y)
+            if any_rank(not torch.isfinite(loss).item(), dist):
+                if cfg.train.nonfinite == "stop":
+                    raise TrainingError(f"non-finite loss at epoch {epoch}, step {updater.step}; lower train.lr, "
+                                        "set train.clip_grad, or set train.nonfinite=skip")
+                skipped += 1
+                updater.zero_grad()
+                continue
+            updater.backward(loss / accum)
+        if not last_micro:
+            continue
+        updater.update(trainable, cfg.train.clip_grad)
+        total_loss += loss.item()
+        counted += 1
+        clips_seen += len(clips) * dist.world_size * accum
+        if dist.is_main and updater.step % cfg.train.log_every == 0:
+            bar.set_postfix(loss=f"{loss.item():.4f}", lr=f"{updater.lr:.2e}")
+            run.log.scalars(updater.step, {"train/loss": loss.item(), "train/lr": updater.lr})
+    elapsed = time.perf_counter() - start
+    stats = {"train_loss": total_loss / max(counted, 1), "skipped_steps": skipped,
+             "clips_per_s": clips_seen / elapsed if elapsed > 0 else 0.0, "epoch_time_s": elapsed}
+    if dist.device.type == "cuda":
+        stats["gpu_peak_gb"] = torch.cuda.max_memory_allocated(dist.device) / 2**30
+    return stats
+
+
+def train(cfg: Config) -> dict[str, Any]:
+    """Run a whole fine-tuning job; returns (and writes, on rank 0) the JSON summary."""
+    validate(cfg)
+    dist_state = init_distributed(cfg.device)
+    try:
+        return _train(cfg, dist_state)
+    finally:
+        cleanup(dist_state)
+
+
+def _train(cfg: Config, dist: DistState) -> dict[str, Any]:
+    wall_start = time.perf_counter()
+    out_dir, device = Path(cfg.out_dir), dist.device
+    meta = open_store_meta(cfg.data.root)
+    num_classes = check_config(cfg, meta)
+    seed_everything(cfg.train.seed)
+
+    model, load_report = build_model(cfg, num_classes)
+    model.to(device)
+    data = build_loaders(cfg, dist)
+    steps_per_epoch = len(data.loader) // cfg.train.accum_steps
+    lr = learning_rate(cfg, cfg.data.batch_size * cfg.train.accum_steps * dist.world_size)
+    optimizer = build_optimizer(model, cfg, lr)
+    updater = Updater(optimizer, build_scheduler(optimizer, cfg, steps_per_epoch), Precision.create(device, cfg.train.amp))
+    mixup, loss_fn = build_loss(cfg, num_classes)
+    params = parameter_report(model)
+
+    start_epoch, best = 0, -1.0
+    checkpoint = out_dir / "checkpoints" / CHECKPOINT_NAME
+    resume_path = find_resume(cfg.resume, checkpoint)
+    if resume_path is not None:
+        state = load_training_state(resume_path, model, updater)
+        start_epoch, best = state["epoch"] + 1, state["best_top1"]
+
+    if dist.is_main:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        save_config(cfg, out_dir / "config.yaml")
+        print(f"[video_adapt] {cfg.model.name} / {cfg.model.tuning}: {params['trainable']:,} of "
+              f"{params['total']:,} parameters train ({100 * params['trainable_ratio']:.2f}%); lr {lr:.3g}; "
+              f"{len(data.train_set)} training clips, {steps_per_epoch} steps/epoch on {dist.world_size} process(es)")
+        if load_report is not None:
+            print(f"[video_adapt] {load_report.summary()}")
+        if resume_path is not None:
+            print(f"[video_adapt] resumed from {resume_path} at epoch {start_epoch}")
+        else:
+            (out_dir / "metrics.csv").unlink(missing_ok=True)  # a fresh run does not append to an old run's rows
+    run = TrainRun(cfg=cfg, dist=dist, model=model, net=_distributed(model, cfg, dist), loader=data.loader,
+                   updater=updater, loss_fn=loss_fn, mixup=mixup, log=RunLog(out_dir, dist.is_main))
+    if torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats(device)
+    class_names = list(meta["classes"])
+    data_info = {"num_frames": cfg.data.num_frames, "img_size": cfg.data.img_size,
+                 "sampling": meta.get("sampling"), "stride": meta.get("stride"), "test_clips": meta.get("test_clips"),
+                 "short_side": meta.get("short_side"), "test_crops": cfg.data.test_crops}
+
+    result = None
+    for epoch in range(start_epoch, cfg.train.epochs):
+        data.sampler.set_epoch(epoch)
+        data.train_set.set_epoch(epoch)
+        stats = train_one_epoch(run, epoch)
+        row: dict[str, Any] = {"epoch": epoch, "step": updater.step, **stats, "lr": updater.lr}
+        last = epoch == cfg.train.epochs - 1
+        if data.val_loader is not None and ((epoch + 1) % cfg.train.eval_every == 0 or last):
+            result = evaluate(model, data.val_loader, device, updater.precision.dtype, num_classes, dist_state=dist)
+            row.update(val_top1=result.top1, val_top5=result.top5, val_loss=result.loss)
+            if dist.is_main and result.top1 > best:
+                best = result.top1
+                save_adapters(model, out_dir / "best", class_names, extra={"data": data_info, "epoch": epoch})
+        if dist.is_main:
+            run.log.epoch_row(row)
+            run.log.scalars(updater.step, {f"epoch/{k}": float(v) for k, v in row.items() if isinstance(v, (int, float))})
+            save_training_state(checkpoint, model, updater, epoch=epoch, best_top1=best, config=cfg.as_dict())
+            print(f"[video_adapt] epoch {epoch}: " + ", ".join(
+                f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in row.items() if k != "epoch"))
+        barrier(dist)
+
+    summary: dict[str, Any] = {}
+    if dist.is_main:
+        check_finite_weights(model)
+        final_dir = save_adapters(model, out_dir / "adapters", class_names, extra={"data": data_info})
+        summary = _summary(cfg, dist, params, result, best, wall_start)
+        summary["outputs"] = {"adapters": str(final_dir), "best": str(out_dir / "best"),
+                              "metrics": str(out_dir / "metrics.csv"), "checkpoint": str(checkpoint)}
+        write_json_atomic(out_dir / "summary.json", summary)
+        print(f"[video_adapt] done: final top-1 {summary['final_top1']}, best {summary['best_top1']}, "
+              f"{summary['wall_time_s']:.1f} s")
+        for name, path in summary["outputs"].items():
+            print(f"[video_adapt] {name}: {path}")
+        print(f"[video_adapt] summary: {out_dir / 'summary.json'}")
+    run.log.close()
+    return summary
+
+
+def _distributed(model: nn.Module, cfg: Config, dist: DistState) -> nn.Module:
+    """What runs forward and backward: the model, in DDP across processes and compiled when asked."""
+    net = model
+    if dist.enabled:
+        device = dist.device
+        net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None,
+                                      find_unused_parameters=False)
+    if cfg.train.compile:
+        net = torch.compile(net)
+    return net
+
+
+def _summary(cfg: Config, dist: DistState, params: dict[str, Any], result: EvalResult | None, best: float,
+             wall_start: float) -> dict[str, Any]:
+    """The run's summary.json: what was trained, how well, at what cost."""
+    device = dist.device
+    return {
+        "model": cfg.model.name, "tuning": cfg.model.tuning, "pretrained": cfg.model.pretrained,
+        "num_frames": cfg.data.num_frames, "epochs": cfg.train.epochs, "seed": cfg.train.seed,
+        "final_top1": result.top1 if result else None, "final_top5": result.top5 if result else None,
+        "best_top1": best if best >= 0 else None,
+        "trainable_params": params["trainable"], "total_params": params["total"],
+        "trainable_ratio": params["trainable_ratio"],
+        "wall_time_s": time.perf_counter() - wall_start,
+        "peak_memory_bytes": torch.cuda.max_memory_allocated(device) if device.type == "cuda" else _peak_rss(),
+        "world_size": dist.world_size, "device": str(device),
+    }
+
+
+def _peak_rss() -> int:
+    import resource
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024

@@ -1,0 +1,78 @@
+"""The weight update both training loops share (fine-tuning in loop.py, VideoMAE pretraining in
+video_adapt/pretraining.py): timm's optimizer factory, a per-step warmup + cosine schedule, and `Updater`, which
+steps optimizer, schedule and precision together and saves and restores them with the RNG state."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Iterable
+
+import torch
+from torch import nn
+
+from video_adapt.engine.precision import Precision
+from video_adapt.engine.seeding import rng_state, set_rng_state
+
+
+def create_optimizer(model: nn.Module, kind: str, lr: float, weight_decay: float, *, momentum: float = 0.9,
+                     layer_decay: float | None = None, betas: tuple[float, float] | None = None) -> torch.optim.Optimizer:
+    """SGD with momentum (`kind="sgd"`) or AdamW, through timm's factory: frozen tensors are left out, and 1-D
+    tensors, biases and the names in `model.no_weight_decay()` get no weight decay (as VideoMAE's
+    optim_factory.py:49-61); optional layer-wise lr decay. AdamW is fused (one kernel) when the model is on CUDA."""
+    from timm.optim import create_optimizer_v2
+    kwargs: dict[str, Any] = {}
+    if kind == "sgd":
+        kwargs["momentum"] = momentum
+    elif all(p.is_cuda for p in model.parameters() if p.requires_grad):
+        kwargs["fused"] = True
+    if betas is not None:
+        kwargs["betas"] = betas
+    return create_optimizer_v2(model, opt="momentum" if kind == "sgd" else "adamw", lr=lr, weight_decay=weight_decay,
+                               layer_decay=layer_decay, **kwargs)
+
+
+def cosine_schedule(optimizer: torch.optim.Optimizer, steps_per_epoch: int, epochs: int, warmup_epochs: float,
+                    min_lr: float = 0.0, warmup_lr: float = 0.0):
+    """Linear warmup from `warmup_lr`, then cosine to `min_lr`, stepped per optimizer update (timm)."""
+    from timm.scheduler import CosineLRScheduler
+    return CosineLRScheduler(optimizer, t_initial=max(1, epochs * steps_per_epoch), lr_min=min_lr,
+                             warmup_t=int(warmup_epochs * steps_per_epoch), warmup_lr_init=warmup_lr,
+                             warmup_prefix=True, t_in_epochs=False)
+
+
+@dataclass
+class Updater:
+    """Optimizer, LR schedule and precision, stepped together; `step` counts optimizer updates."""
+
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    precision: Precision
+    step: int = 0
+
+    @property
+    def lr(self) -> float:
+        return self.optimizer.param_groups[-1]["lr"]
+
+    def zero_grad(self) -> None:
+        self.optimizer.zero_grad(set_to_none=True)
+
+    def backward(self, loss: torch.Tensor) -> None:
+        self.precision.backward(loss)
+
+    def update(self, params: Iterable[nn.Parameter], clip_grad: float | None = None) -> None:
+        """One optimizer step on the gradients gathered since the last one, then the schedule's next lr."""
+        self.precision.step(self.optimizer, params, clip_grad)
+        self.zero_grad()
+        self.step += 1
+        self.scheduler.step_update(self.step)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+                "scaler": self.precision.state_dict(), "step": self.step, "rng": rng_state()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.precision.load_state_dict(state.get("scaler"))
+        set_rng_state(state["rng"])
+        self.step = state["step"]
+        self.scheduler.step_update(self.step)

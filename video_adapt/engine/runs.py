@@ -1,0 +1,73 @@
+"""After training: rebuild a run's model from its directory, and the multi-view test of a trained run (what
+tools/test.py and the demo run): every test clip x spatial crop, scores averaged per video, reports written."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from video_adapt.config import Config, load_config
+from video_adapt.engine.builders import build_model
+from video_adapt.engine.evaluation import EvalResult, evaluate
+from video_adapt.errors import ConfigError
+
+
+def load_run(run_dir: str | Path, which: str = "adapters", overrides: list[str] | None = None,
+             force: bool = False) -> tuple[nn.Module, Config, dict[str, Any]]:
+    """Rebuild a trained model from a run directory: its config.yaml, backbone, and `which` adapters."""
+    from video_adapt.checkpoint import load_adapters, read_adapter_config
+    run_dir = Path(run_dir)
+    if not (run_dir / "config.yaml").exists():
+        raise ConfigError(f"{run_dir}: not a training run (no config.yaml)")
+    cfg = load_config(run_dir / "config.yaml", overrides)
+    adapter_dir = run_dir / which
+    info = read_adapter_config(adapter_dir)
+    model, _ = build_model(cfg, len(info["class_names"]))
+    load_adapters(model, adapter_dir, force=force)
+    return model, cfg, info
+
+
+@dataclass
+class RunEvaluation:
+    """The multi-view test of a run: the result, the report files and how the views were made."""
+
+    result: EvalResult
+    paths: dict[str, Path]
+    split: str
+    crops: int
+    views_per_video: int | None
+    average: str
+
+
+def evaluate_run(run_dir: str | Path, split: str | None = None, *, weights: str = "adapters", crops: int | None = None,
+                 average: str = "prob", batch_size: int | None = None, workers: int | None = None,
+                 device: str = "auto", overrides: list[str] | None = None, out_dir: str | Path | None = None,
+                 progress: bool = False) -> RunEvaluation:
+    """Test a trained run on `split` (default: its config's val_split) with every stored test clip x `crops`
+    spatial crops (default: the config's test_crops) and write metrics.json, per_class.csv, confusion.csv/.png and predictions.csv to `out_dir`
+    (default RUN/test_<split>)."""
+    from torch.utils.data import DataLoader
+
+    from video_adapt.data.datasets import TubeTestDataset
+    from video_adapt.distributed import resolve_device
+    from video_adapt.engine.precision import autocast_dtype
+    from video_adapt.reports import write_test_reports
+    model, cfg, info = load_run(run_dir, weights, overrides)
+    dev = resolve_device(device)
+    model.to(dev)
+    split = split or cfg.data.val_split
+    crops = crops or cfg.data.test_crops
+    dataset = TubeTestDataset(cfg.data.root, split=split, num_frames=cfg.data.num_frames, img_size=cfg.data.img_size,
+                              num_crops=crops)
+    loader = DataLoader(dataset, batch_size=batch_size or max(1, cfg.data.batch_size // crops),
+                        num_workers=cfg.data.num_workers if workers is None else workers)
+    result = evaluate(model, loader, dev, autocast_dtype(dev, cfg.train.amp), len(info["class_names"]),
+                      average=average, progress=progress)
+    out = Path(out_dir) if out_dir else Path(run_dir) / f"test_{split}"
+    views = getattr(dataset, "views_per_video", None)
+    paths = write_test_reports(result, info["class_names"], getattr(dataset, "video_ids", None), out,
+                               extra={"split": split, "crops": crops, "views_per_video": views, "average": average,
+                                      "run": str(run_dir)})
+    return RunEvaluation(result, paths, split, crops, views, average)
