@@ -15,8 +15,9 @@ def synthetic_store(tmp_path_factory) -> Path:
 
 
 def tiny_overrides(store: Path, out: Path, *extra: str) -> list[str]:
-    """A fast run: 2-block 32-wide ViT at 32 px, 4 frames, 2 epochs."""
-    return [f"data.root={store}", f"out_dir={out}", "model.name=vit_nano_patch8_32", "data.img_size=32",
-            "data.num_frames=4", "data.batch_size=8", "data.num_workers=0", "data.crop_scale=[0.5, 1.0]",
-            "train.epochs=2", "train.warmup_epochs=0.5", "train.lr=0.05", "train.log_every=1",
-            "model.bottleneck=4", *extra]
+    """A fast run: 2-block 32-wide ViT at 32 px, 4 frames, 2 epochs, on a random backbone (stated), the
+    AdaptFormer recipe at the batch the test runs (no global batch of 1024), 2 test clips x 1 crop."""
+    return [f"data.root={store}", f"out_dir={out}", "model.name=vit_nano_patch8_32", "model.pretrained=none",
+            "data.img_size=32", "data.num_frames=4", "data.batch_size=8", "data.num_workers=0",
+            "data.test_clips=2", "data.test_crops=1", "train.global_batch=null", "train.epochs=2",
+            "train.warmup_epochs=0.5", "train.lr=0.05", "train.log_every=1", "model.bottleneck=4", *extra]

@@ -40,7 +40,7 @@ def inputs(tmp_path_factory) -> dict[str, Path]:
 CASES = {
     "train: wrong store path": ("tools/train.py", ["data.root={tmp}/nowhere"], 2, "data.root="),
     "train: bad override": ("tools/train.py", ["data.batch_size=abc"], 2, "'data.batch_size' expects int"),
-    "train: not a store": ("tools/train.py", ["data.root={inputs}/not_a_store"], 2, "not a tube store"),
+    "train: not a store": ("tools/train.py", ["data.root={inputs}/not_a_store"], 2, "not a frame store"),
     "train: missing checkpoint": ("tools/train.py", ["data.root={store}", "model.pretrained={tmp}/nowhere.pth"], 2,
                                   "model.pretrained="),
     "train: not a checkpoint": ("tools/train.py", ["data.root={store}", "model.name=vit_nano_patch8_32",
@@ -50,7 +50,7 @@ CASES = {
     "test: wrong run path": ("tools/test.py", ["{tmp}/nowhere"], 2, "not a training run"),
     "test: bad override": ("tools/test.py", ["{inputs}/run", "data.batch_size=abc"], 2, "'data.batch_size'"),
     "test: missing adapters": ("tools/test.py", ["{inputs}/no_adapters"], 2, "adapters: no such file"),
-    "test: not a store": ("tools/test.py", ["{inputs}/run"], 2, "not a tube store"),
+    "test: not a store": ("tools/test.py", ["{inputs}/run"], 2, "not a frame store"),
     "infer: wrong video path": ("tools/infer.py", ["{tmp}/nowhere.mp4", "--checkpoint", "{inputs}/run"], 1,
                                 "nowhere.mp4: no such file"),
     "infer: missing checkpoint": ("tools/infer.py", ["{inputs}/notes.avi", "--checkpoint", "{tmp}/nowhere"], 2,
@@ -58,14 +58,14 @@ CASES = {
     "infer: not a video": ("tools/infer.py", ["{inputs}/notes.avi", "--checkpoint", "{inputs}/run"], 1,
                            "notes.avi: not a readable video"),
     "tsne: missing adapters": ("tools/tsne.py", ["{inputs}/no_adapters"], 2, "adapters: no such file"),
-    "tsne: not a store": ("tools/tsne.py", ["{inputs}/run"], 2, "not a tube store"),
+    "tsne: not a store": ("tools/tsne.py", ["{inputs}/run"], 2, "not a frame store"),
     "compare: missing grid": ("tools/compare.py", ["--grid", "{tmp}/nowhere.yaml"], 2, "nowhere.yaml"),
     "compare: bad override": ("tools/compare.py", ["--grid", "{inputs}/grid.yaml", "--out", "{tmp}/cmp",
                                                    "data.batch_size=abc"], 2, "'data.batch_size'"),
     "compare: nothing to collect": ("tools/compare.py", ["--collect", "{tmp}/nowhere"], 2, "no finished runs"),
     "ablate: bad override": ("tools/ablate.py", ["data.batch_size=abc"], 2, "'data.batch_size'"),
     "pretrain: wrong store path": ("tools/pretrain.py", ["store={tmp}/nowhere", "out_dir={tmp}/pre"], 2,
-                                   "not a tube store"),
+                                   "not a frame store"),
     "pretrain: bad override": ("tools/pretrain.py", ["batch_size=abc"], 2, "'batch_size' expects int"),
     "prep ssv2: wrong path": ("-m data_prep.ssv2", ["--videos", "{tmp}/nowhere", "--labels", "{tmp}/nowhere",
                                                     "--out", "{tmp}/o"], 2, "nowhere: no such directory"),
@@ -126,7 +126,7 @@ def test_one_line_keeps_the_original_message_of_a_worker_error():
 def test_every_project_error_shares_the_base_class():
     from video_adapt.data.decode import VideoDecodeError
     from video_adapt.data.prepare import PrepError
-    from video_adapt.data.tubes import StoreError
+    from video_adapt.data.store import StoreError
     from video_adapt.engine import TrainingError
     for error in (ConfigError, CheckpointError, TrainingError, StoreError, PrepError, VideoDecodeError):
         assert issubclass(error, VideoAdaptError)

@@ -58,7 +58,7 @@ def test_missing_file_and_base_cycle(tmp_path):
     ("model.arch=3", "'model.arch' expects mapping"),
     ("model=3", "config key 'model' must be a mapping"),
     ("model.name=vit_gigantic", "model.name='vit_gigantic' is not one of"),
-    ("data.randaugment=auto", "data.randaugment='auto' is not of the form"),
+    ("data.randaugment=auto", "data.randaugment='auto' is not a timm RandAugment spec"),
 ])
 def test_values_are_checked_against_type_and_range(override, message):
     with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("(", r"\(").replace(")", r"\)")) as err:
@@ -93,7 +93,10 @@ def test_every_grid_config_loads_and_is_generated():
                 cfg = load_config(path)
                 assert (cfg.model.tuning, cfg.data.num_frames) == (method, frames)
                 assert cfg.model.num_classes == (174 if dataset == "ssv2" else 51)
-                assert cfg.data.flip is (dataset != "ssv2")
+                assert cfg.data.dataset == ("ssv2" if dataset == "ssv2" else "hmdb51")
+                # the official recipe, not overridden by a method or base file
+                assert cfg.train.recipe == "adaptformer" and cfg.train.global_batch == 1024
+                assert cfg.model.head_bn and (cfg.model.adapter_input, cfg.model.adapter_init) == ("residual", "official")
 
 
 def test_model_section_has_every_tuning_option_with_the_same_default():

@@ -34,8 +34,9 @@ def test_adaptformer_run_writes_everything_and_keeps_the_backbone_frozen(synthet
     summary = train(load_config(None, tiny_overrides(synthetic_store, out, "model.tuning=adaptformer",
                                                      f"model.pretrained={backbone}")))
     for name in ("config.yaml", "metrics.csv", "summary.json", "adapters/adapter_model.safetensors",
-                 "best/adapter_config.json", "checkpoints/last.pt"):
+                 "test_val/metrics.json", "checkpoints/last.pt"):
         assert (out / name).exists(), name
+    assert not list(out.glob("best*"))  # the monitored split is the reported one: no best checkpoint chosen on it
     assert list((out / "tensorboard").iterdir())
     assert summary["trainable_params"] < summary["total_params"] * 0.2
     assert 0 <= summary["final_top1"] <= 100 and summary["epochs"] == 2
@@ -138,8 +139,9 @@ def test_nan_weights_are_never_saved():
 
 
 @pytest.mark.parametrize("override,message", [
-    (["model.num_classes=7"], "model.num_classes=7 but the store"),
-    (["data.num_frames=16"], "at most 8 frames"),
+    (["model.num_classes=7"], "model.num_classes=7 but the data has 4 classes"),
+    (["model.pretrained=null"], "model.pretrained is not set: adaptformer keeps the backbone frozen"),
+    (["train.global_batch=12"], "train.global_batch=12 is not a multiple of data.batch_size=8"),
     (["model.pretrained=/nonexistent.pth"], "model.pretrained=/nonexistent.pth"),
 ])
 def test_bad_configs_fail_before_training(synthetic_store, tmp_path, override, message):
@@ -178,7 +180,7 @@ def test_videomae_recipe_runs_with_mixup_and_layer_decay(synthetic_store, backbo
     monkeypatch.setattr(loop, "build_optimizer", recording_optimizer)
     summary = train(load_config(None, tiny_overrides(synthetic_store, tmp_path / "vm", "train.recipe=videomae",
                                                      "model.tuning=full", f"model.pretrained={backbone}",
-                                                     "train.epochs=1", "train.lr=null", "train.repeated_aug=1")))
+                                                     "train.epochs=1", "train.lr=null")))
     assert summary["trainable_ratio"] == 1.0
     # mixup/cutmix 0.8/1.0 with label smoothing 0.1: soft targets, smoothed everywhere and mixed somewhere
     assert targets and all(t.ndim == 2 and torch.allclose(t.sum(1), torch.ones(len(t))) for t in targets)
@@ -204,27 +206,38 @@ def test_test_tool_writes_reports(synthetic_store, tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("dataset,method", [("ssv2", "adaptformer"), ("hmdb51_split1", "vpt")])
-def test_dataset_configs_start_training_on_a_prepared_store(dataset, method, tmp_path):
-    """The shipped SSv2 / HMDB51 configs train on stores made by data_prep from the official layouts."""
+@pytest.mark.parametrize("dataset,method,recipe,expected", [
+    ("ssv2", "adaptformer", "adaptformer", dict(sampling="tsn", test_sampling="dense", test_clips=4, flip=False,
+                                                view_average="logits", train_crop="msc")),
+    ("hmdb51_split1", "vpt", "adaptformer", dict(sampling="tsn", test_sampling="dense", test_clips=4, flip=False)),
+    ("ssv2", "linear", "videomae", dict(sampling="seg", test_sampling="ssv2", test_clips=2, flip=False, num_sample=2,
+                                        view_average="softmax", train_crop="rrc", reprob=0.25)),
+    ("hmdb51_split1", "full", "videomae", dict(sampling="lin", test_sampling="dense", test_clips=5, flip=True)),
+])
+def test_dataset_configs_run_the_official_protocol_on_a_prepared_store(dataset, method, recipe, expected, tmp_path):
+    """The shipped SSv2 / HMDB51 configs train on stores made by data_prep from the official layouts, and the run
+    records the protocol the recipe and the store's dataset kind resolve to (recipes.DATA_PROTOCOLS)."""
     from videos import make_hmdb51, make_ssv2
     from data_prep import hmdb51, ssv2
     store = tmp_path / "store"
-    small = ["--frames", "2", "4", "--short-side", "32", "--out", str(store)]
+    small = ["--short-side", "32", "--out", str(store)]
     if dataset == "ssv2":
         videos, labels = make_ssv2(tmp_path / "raw")
         assert ssv2.main(["--videos", str(videos), "--labels", str(labels), *small]) == 0
-        classes = 3
     else:
         videos, splits = make_hmdb51(tmp_path / "raw")
         assert hmdb51.main(["--videos", str(videos), "--splits", str(splits), "--split", "1", *small]) == 0
-        classes = 3
     cfg = load_config(ROOT / "configs" / dataset / f"{method}_4f.yaml", [
-        f"data.root={store}", f"model.num_classes={classes}", f"out_dir={tmp_path / 'run'}", "train.epochs=1",
-        "model.name=vit_nano_patch8_32", "data.img_size=32", "data.batch_size=2", "data.num_workers=0"])
-    assert cfg.model.tuning == method and cfg.data.flip is (dataset != "ssv2")
+        f"data.root={store}", "model.num_classes=3", f"out_dir={tmp_path / 'run'}", "train.epochs=1",
+        f"train.recipe={recipe}", "train.global_batch=null", "model.pretrained=none", "model.name=vit_nano_patch8_32",
+        "data.img_size=32", "data.batch_size=2", "data.num_workers=0", "data.test_crops=1"])
+    assert cfg.model.tuning == method and cfg.train.recipe == recipe
     summary = train(cfg)
     assert summary["num_frames"] == 4 and summary["final_top1"] is not None
+    resolved = load_config(tmp_path / "run" / "config.yaml").data
+    for key, value in expected.items():
+        assert getattr(resolved, key) == value, key
+    assert summary["protocol"]["test_sampling"] == expected["test_sampling"]
 
 
 def test_optimizer_holds_only_trainable_tensors_and_skips_decay_on_1d(tmp_path):

@@ -172,7 +172,7 @@ def test_rerun_with_other_options_needs_overwrite(tmp_path):
 KILLED_IN_THE_FOURTH_SHARD = """
 import os, signal, sys
 from data_prep import folder
-from video_adapt.data.tubes import ShardWriter
+from video_adapt.data.store import ShardWriter
 add_video = ShardWriter.add_video
 def add_video_then_die(self, *args):
     add_video(self, *args)

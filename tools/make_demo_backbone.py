@@ -35,8 +35,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     work = Path(args.work)
     mae = PretrainConfig(model="vit_tiny_patch8_32", num_frames=8, img_size=32, mask_ratio=0.75, norm_pix_loss=False,
-                         epochs=30, synthetic_clips=12000, batch_size=64, lr=4e-3, warmup_epochs=3,
-                         out_dir=str(work / "mae"))
+                         decoder_dim=64, decoder_depth=2, decoder_heads=4, epochs=30, synthetic_clips=12000,
+                         batch_size=64, lr=4e-3, min_lr=4e-6, warmup_epochs=3, out_dir=str(work / "mae"))
     checkpoint = work / "mae" / "checkpoint.pth"
     if not (work / "mae" / "pretrain_summary.json").exists():
         pretrain(mae)
@@ -44,11 +44,12 @@ def main(argv: list[str] | None = None) -> int:
     source = work / "source_data"
     if not (source / "store" / "meta.json").exists():
         synthetic.main(["--out", str(source), "--classes", "6", "--videos-per-class", "500", "--val-per-class", "30",
-                        "--size", "32", "--seed", "7", "--prep", "--tube-frames", "2", "4", "8"])
+                        "--size", "32", "--seed", "7", "--prep"])
     run = work / "source_run"
     if not (run / "summary.json").exists():
         train(load_config(REPO / "configs" / "demo" / "base.yaml", [
             f"data.root={source / 'store'}", f"model.pretrained={checkpoint}", "model.tuning=full", "train.lr=0.001",
+            "model.head_bn=true",
             "train.epochs=15", "train.warmup_epochs=2", "train.eval_every=5", f"out_dir={run}", "resume=auto"]))
     state, _ = read_state_dict(run / "adapters" / "adapter_model.safetensors")
     backbone = {k: v for k, v in state.items() if not k.startswith(("head.", "head_bn."))}

@@ -2,7 +2,7 @@
 file or config key and the problem. Commands catch `VideoAdaptError` (video_adapt.console.command) and print the
 message instead of a traceback; anything else is a bug and keeps its traceback.
 
-The data layer's errors derive from the same base: `StoreError` (video_adapt.data.tubes), `PrepError`
+The data layer's errors derive from the same base: `StoreError` (video_adapt.data.store), `PrepError`
 (video_adapt.data.prepare), `VideoDecodeError` (video_adapt.data.decode).
 """
 from __future__ import annotations

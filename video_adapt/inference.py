@@ -1,4 +1,4 @@
-"""Classify video files with a trained model: the multi-view protocol of testing, on files instead of tubes.
+"""Classify video files with a trained model: the multi-view protocol of testing, on files instead of a frame store.
 
     from video_adapt import predict
     results = predict(["clip.mp4"], checkpoint="runs/ssv2_adaptformer_8f")

@@ -1,11 +1,15 @@
-"""The VideoMAE pretraining loop (the model is video_adapt.models.mae): AdamW (0.9, 0.95) without weight decay on
-1-D tensors, biases and the mask token, warmup + cosine per step, AMP with a gradient scaler under fp16, atomic
+"""The VideoMAE pretraining loop (the model is video_adapt.models.mae), as the official code runs it: S-TSN clips at
+stride 2 with the multi-scale crop (VM:datasets.py:9-20,38-54), tube masking, AdamW (0.9, 0.95) without weight decay
+on 1-D tensors, biases and the mask token, lr 1.5e-4 and min_lr 1e-5 both x batch / 256, 40 warmup epochs from 0,
+then the per-step cosine (VM:run_mae_pretraining.py:64-68,193-215), AMP with a gradient scaler under fp16, atomic
 checkpoints, exact resume. The update step, schedule, precision and checkpoint code are the fine-tuning loop's
-(video_adapt.engine.optim / precision / state).
+(video_adapt.engine.optim / precision / state). The defaults are the official ViT-B SSv2 run
+(VM:scripts/ssv2/videomae_vit_base_patch16_224_tubemasking_ratio_0.9_epoch_800/pretrain.sh, per GPU batch 32);
+configs/pretrain/demo.yaml is the embedded benchmark's small one.
 
-Clips come from a tube store or from the synthetic generator (`SyntheticClips`, unlabelled use of the embedded
-benchmark's generator); each clip and each mask is a function of (seed, index) and (seed, step), so a resumed
-run continues exactly. Configs are `PretrainConfig` dataclasses, read from YAML and `key=value` overrides with
+Clips come from a frame store or from the synthetic generator (`SyntheticClips`, unlabelled use of the embedded
+benchmark's generator); each clip and each mask is a function of (seed, epoch, index) and (seed, step), so a
+resumed run continues exactly. Configs are `PretrainConfig` dataclasses, read from YAML and `key=value` overrides with
 the same checks as training configs (`load_pretrain_config`).
 """
 from __future__ import annotations
@@ -21,14 +25,17 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from video_adapt.config import read_config_values
+from video_adapt.data.augment import msc_box
+from video_adapt.data.sampling import tsn_indices
 from video_adapt.data.synthetic import CLASSES, SyntheticSpec, generate_clip
-from video_adapt.data.transforms import normalize_clips, to_tensor_clip
-from video_adapt.engine.optim import Updater, cosine_schedule, create_optimizer
+from video_adapt.data.transforms import crop_resize, normalize_clips, to_tensor_clip
+from video_adapt.engine.optim import Updater, create_optimizer
 from video_adapt.engine.precision import Precision
 from video_adapt.engine.state import find_resume, load_state, restore, save_state
 from video_adapt.errors import ConfigError
 from video_adapt.files import write_json_atomic
 from video_adapt.models.mae import PretrainVideoMAE, save_pretrain_checkpoint, tube_mask
+from video_adapt.schedules import LRSchedule
 from video_adapt.schema import from_dict, option, validate
 
 STATE_NAME = "train_state.pt"
@@ -41,25 +48,25 @@ def _model_names() -> list[str]:
 
 @dataclass
 class PretrainConfig:
-    model: str = option("vit_tiny_patch8_32", choices=_model_names)
+    model: str = option("vit_base_patch16_224", choices=_model_names)
     arch: dict[str, Any] = field(default_factory=dict)
-    num_frames: int = option(8, ge=1)
-    img_size: int = option(32, ge=1)
+    num_frames: int = option(16, ge=1)
+    img_size: int = option(224, ge=1)
+    sampling_rate: int = option(2, ge=1)  # S-TSN stride (VM:datasets.py:38-54, --sampling_rate 2)
     mask_ratio: float = option(0.9, ge=0, lt=1)
-    decoder_dim: int = option(64, ge=1)
-    decoder_depth: int = option(2, ge=1)
-    decoder_heads: int = option(4, ge=1)
+    decoder_dim: int = option(384, ge=1)
+    decoder_depth: int = option(4, ge=1)
+    decoder_heads: int = option(6, ge=1)
     norm_pix_loss: bool = True  # per-patch normalised targets; plain pixels suit flat synthetic patches better
-    epochs: int = option(20, ge=1)
-    batch_size: int = option(64, ge=1)
-    lr: float = option(1.5e-4, gt=0)  # base lr, scaled by batch / 256 as in VideoMAE
-    min_lr: float = option(1e-6, ge=0)
-    warmup_epochs: float = option(2, ge=0)
-    warmup_lr: float = option(1e-6, ge=0)
+    epochs: int = option(800, ge=1)
+    batch_size: int = option(32, ge=1)  # per process
+    lr: float = option(1.5e-4, gt=0)  # base lr, scaled by batch / 256 (VM:run_mae_pretraining.py:193)
+    min_lr: float = option(1e-5, ge=0)  # scaled the same way (VM:run_mae_pretraining.py:194): 8e-5 at batch 2048
+    warmup_epochs: float = option(40, ge=0)
     weight_decay: float = option(0.05, ge=0)
     amp: str = option("auto", choices=("auto", "bf16", "fp16", "off"))  # auto: bf16/fp16 on GPU, fp32 on CPU
     seed: int = option(0, ge=0)
-    store: str | None = None  # a tube store; else synthetic clips
+    store: str | None = None  # a frame store (its train split); else synthetic clips
     synthetic_clips: int = option(6000, ge=1)
     synthetic_size: int = option(32, ge=1)
     synthetic_video_frames: int = option(16, ge=1)
@@ -74,30 +81,38 @@ def load_pretrain_config(path: str | Path | None = None, overrides: list[str] | 
 
 
 class SyntheticClips(Dataset):
-    """`count` unlabelled clips of the synthetic task, each a fixed function of (seed, index)."""
+    """`count` unlabelled videos of the synthetic task, each a fixed function of (seed, index); every epoch draws a
+    fresh S-TSN clip and multi-scale crop from it, as the official pretraining data pipeline does."""
 
-    def __init__(self, count: int, num_frames: int, size: int, video_frames: int = 16, seed: int = 0):
-        self.count, self.num_frames, self.seed = count, num_frames, seed
+    def __init__(self, count: int, num_frames: int, size: int, video_frames: int = 16, seed: int = 0,
+                 stride: int = 2):
+        self.count, self.num_frames, self.seed, self.stride = count, num_frames, seed, stride
         self.spec = SyntheticSpec(size=size, frames=video_frames)
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
 
     def __len__(self) -> int:
         return self.count
 
     def __getitem__(self, i: int) -> torch.Tensor:
-        rng = np.random.default_rng((self.seed, 7, i))
-        video = generate_clip(int(rng.integers(0, len(CLASSES))), rng, self.spec)
-        # segment sampling, a random frame per segment, as the fine-tuning data is stored
-        edges = np.linspace(0, len(video), self.num_frames + 1)
-        idx = (edges[:-1] + rng.random(self.num_frames) * np.diff(edges)).astype(int)
-        return to_tensor_clip(video[idx])
+        video = generate_clip(int(np.random.default_rng((self.seed, 7, i)).integers(0, len(CLASSES))),
+                              np.random.default_rng((self.seed, 8, i)), self.spec)
+        rng = np.random.default_rng((self.seed, self.epoch, i))
+        clip = to_tensor_clip(video[tsn_indices(len(video), self.num_frames, self.stride, rng)])
+        box = msc_box(*clip.shape[-2:], rng, size=self.spec.size)
+        return crop_resize(clip, box, self.spec.size, antialias=True)
 
 
 class StoreClips(Dataset):
-    """Training views of a tube store without labels, random resized crops (scale 0.5-1) as VideoMAE."""
+    """The training split of a frame store without labels: S-TSN at the sampling rate and the multi-scale crop
+    (VM:datasets.py:9-20, 38-54)."""
 
-    def __init__(self, root: str, num_frames: int, img_size: int, seed: int = 0):
-        from video_adapt.data.datasets import TubeTrainDataset
-        self.inner = TubeTrainDataset(root, "train", num_frames, img_size, flip=None, scale=(0.5, 1.0), seed=seed)
+    def __init__(self, root: str, num_frames: int, img_size: int, stride: int, seed: int = 0):
+        from video_adapt.data.datasets import StoreSource, TrainClips, TrainView
+        view = TrainView(num_frames=num_frames, img_size=img_size, sampling="tsn", stride=stride, crop="msc")
+        self.inner = TrainClips(StoreSource(root, "train"), view, seed=seed)
 
     def set_epoch(self, epoch: int) -> None:
         self.inner.set_epoch(epoch)
@@ -106,7 +121,7 @@ class StoreClips(Dataset):
         return len(self.inner)
 
     def __getitem__(self, i: int) -> torch.Tensor:
-        return self.inner[i][0]
+        return self.inner[i][0][0]
 
 
 def build_pretrain_model(cfg: PretrainConfig) -> PretrainVideoMAE:
@@ -117,11 +132,13 @@ def build_pretrain_model(cfg: PretrainConfig) -> PretrainVideoMAE:
 
 def build_pretrain_updater(model: PretrainVideoMAE, cfg: PretrainConfig, steps_per_epoch: int,
                            device: torch.device) -> Updater:
-    """AdamW (0.9, 0.95), lr x batch / 256, no weight decay on 1-D tensors, biases and `mask_token`
-    (VM:run_mae_pretraining.py:205, VM:optim_factory.py:49-61, VM:modeling_pretrain.py:268-269)."""
-    optimizer = create_optimizer(model, "adamw", cfg.lr * cfg.batch_size / 256, cfg.weight_decay, betas=(0.9, 0.95))
-    scheduler = cosine_schedule(optimizer, steps_per_epoch, cfg.epochs, cfg.warmup_epochs, cfg.min_lr, cfg.warmup_lr)
-    return Updater(optimizer, scheduler, Precision.create(device, cfg.amp))
+    """AdamW (0.9, 0.95), lr and min_lr x batch / 256, no weight decay on 1-D tensors, biases and `mask_token`
+    (VM:run_mae_pretraining.py:193-205, VM:optim_factory.py:49-61, VM:modeling_pretrain.py:268-269), VideoMAE's
+    per-step warmup-from-0 + cosine table (VM:run_mae_pretraining.py:210-213)."""
+    scale = cfg.batch_size / 256
+    optimizer = create_optimizer(model, "adamw", cfg.lr * scale, cfg.weight_decay, betas=(0.9, 0.95))
+    schedule = LRSchedule("step", cfg.lr * scale, cfg.min_lr * scale, cfg.epochs, cfg.warmup_epochs, steps_per_epoch)
+    return Updater(optimizer, schedule, Precision.create(device, cfg.amp))
 
 
 def pretrain(cfg: PretrainConfig, resume: bool = True, progress: bool = True) -> dict[str, Any]:
@@ -136,8 +153,9 @@ def pretrain(cfg: PretrainConfig, resume: bool = True, progress: bool = True) ->
         model = build_pretrain_model(cfg).to(device)
     except ValueError as err:  # an option the model code refuses (e.g. arch)
         raise ConfigError(f"pretraining config does not build a model: {err}") from None
-    data = StoreClips(cfg.store, cfg.num_frames, cfg.img_size, cfg.seed) if cfg.store else \
-        SyntheticClips(cfg.synthetic_clips, cfg.num_frames, cfg.synthetic_size, cfg.synthetic_video_frames, cfg.seed)
+    data = StoreClips(cfg.store, cfg.num_frames, cfg.img_size, cfg.sampling_rate, cfg.seed) if cfg.store else \
+        SyntheticClips(cfg.synthetic_clips, cfg.num_frames, cfg.synthetic_size, cfg.synthetic_video_frames, cfg.seed,
+                       cfg.sampling_rate)
     generator = torch.Generator().manual_seed(cfg.seed)
     loader = DataLoader(data, batch_size=cfg.batch_size, shuffle=True, drop_last=True, num_workers=cfg.num_workers,
                         generator=generator)
@@ -164,7 +182,8 @@ def pretrain(cfg: PretrainConfig, resume: bool = True, progress: bool = True) ->
         model.train()
         total, count = 0.0, 0
         bar = tqdm(loader, desc=f"pretrain {epoch}", disable=not progress, leave=False)
-        for clips in bar:
+        for i, clips in enumerate(bar):
+            updater.begin(epoch, i, len(loader))
             x = normalize_clips(clips.to(device))
             mask_rng = torch.Generator().manual_seed(cfg.seed * 1_000_003 + updater.step)
             mask = tube_mask(x.shape[0], grid, cfg.mask_ratio, mask_rng, device=device)

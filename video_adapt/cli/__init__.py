@@ -13,7 +13,7 @@ import importlib
 import sys
 
 COMMANDS = {
-    "train": ("video_adapt.cli.train", "fine-tune a model on a tube store (AdaptFormer, VPT, linear, full)"),
+    "train": ("video_adapt.cli.train", "fine-tune a model on a frame store or video files (AdaptFormer, VPT, LoRA, ...)"),
     "test": ("video_adapt.cli.test", "multi-view test of a trained run, with reports"),
     "infer": ("video_adapt.cli.infer", "classify your own video files"),
     "compare": ("video_adapt.cli.compare", "methods x frames x seeds: tables and a plot"),

@@ -1,7 +1,7 @@
-"""The embedded benchmark, end to end, on CPU in minutes: generate the synthetic action videos, prepare tubes,
+"""The embedded benchmark, end to end, on CPU in minutes: generate the synthetic action videos, prepare the frame store,
 fine-tune AdaptFormer, VPT, linear probing (plus a random-backbone AdaptFormer control and full fine-tuning) on a
 small backbone pretrained by our own VideoMAE code at 2, 4 and 8 frames, test with multiple views, print the
-comparison table and classify a freshly generated video file.
+comparison table and classify one freshly generated video file per class.
 
     video-adapt demo                       # one seed (the README's first command)
     video-adapt demo --seeds 0 1 2         # the README's table: mean +- std over three seeds

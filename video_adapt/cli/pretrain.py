@@ -1,7 +1,7 @@
-"""VideoMAE masked-autoencoder pretraining (tube masking, 90% by default), from synthetic clips or a tube store.
+"""VideoMAE masked-autoencoder pretraining as the official code runs it, from a frame store or synthetic clips.
 
-    video-adapt pretrain model=vit_tiny_patch8_32 num_frames=8 img_size=32 epochs=60 out_dir=runs/pretrain
-    video-adapt pretrain --config my_pretrain.yaml store=data/ssv2 model=vit_base_patch16_224 img_size=224
+    video-adapt pretrain store=data/ssv2 out_dir=runs/pretrain_ssv2        # the official ViT-B SSv2 settings
+    video-adapt pretrain --config configs/pretrain/demo.yaml epochs=5       # the embedded benchmark's small model
 
 Settings are the fields of video_adapt.pretraining.PretrainConfig, from a YAML file (--config, may inherit with
 _base_) and `key=value` overrides, checked like training configs. Writes OUT/checkpoint.pth in the official

@@ -1,5 +1,6 @@
-"""Multi-view test of a trained run: temporal clips x spatial crops, top-1/top-5, per-class accuracy,
-confusion matrix (CSV + PNG) and a predictions file.
+"""Multi-view test of a trained run with the test views of the data protocol it was trained with (temporal clips x
+spatial crops, scores averaged as that protocol does): top-1/top-5, per-class accuracy, confusion matrix (CSV +
+PNG) and a predictions file.
 
     video-adapt test runs/ssv2_adaptformer_8f --split val --crops 3
 """
@@ -16,10 +17,12 @@ from video_adapt.engine.runs import evaluate_run
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("run", help="training run directory (holds config.yaml and adapters/)")
-    parser.add_argument("--weights", default="adapters", choices=["adapters", "best"])
-    parser.add_argument("--split", default="val")
-    parser.add_argument("--crops", type=int, default=None, help="spatial crops per clip (default: config's test_crops)")
-    parser.add_argument("--average", default="prob", choices=["prob", "logit"], help="how views are combined")
+    parser.add_argument("--weights", default="adapters",
+                        help="adapters (the final epoch, what the run reports) or a best_<split> directory of the run")
+    parser.add_argument("--split", default=None, help="split to test (default: the one the run reported)")
+    parser.add_argument("--crops", type=int, default=None, help="spatial crops per clip (default: the protocol's)")
+    parser.add_argument("--average", default=None, choices=["prob", "logit"],
+                        help="how views are combined (default: the protocol's: logit for AdaptFormer, prob for VideoMAE)")
     parser.add_argument("--batch-size", type=int, default=None)
     parser.add_argument("--workers", type=int, default=None)
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])

@@ -1,4 +1,4 @@
-"""Fine-tune a VideoMAE ViT on a tube store (AdaptFormer, VPT, linear probing or full fine-tuning).
+"""Fine-tune a VideoMAE ViT on a frame store or video files (AdaptFormer, VPT, linear probing, LoRA, BitFit, ST-Adapter, full).
 
     video-adapt train --config configs/ssv2/adaptformer_8f.yaml model.pretrained=videomae_b.pth
     torchrun --nproc_per_node 8 tools/train.py --config configs/ssv2/adaptformer_8f.yaml

@@ -21,7 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from video_adapt.data.prepare import PrepError, part_name, shard_plan
-from video_adapt.data.store import StoreError, read_shard_index, write_csv_atomic, write_json_atomic
+from video_adapt.data.store import StoreError, read_shard_index
+from video_adapt.files import write_csv_atomic, write_json_atomic
 
 VIDEOS_HEADER = ["row", "id", "label", "source", "num_frames", "stored_frames", "fps", "height", "width"]
 FAILED_HEADER = ["split", "id", "source", "reason"]

@@ -34,10 +34,9 @@ from video_adapt.data.store import (
     read_shard_index,
     resize_short_side,
     shard_done,
-    write_csv_atomic,
-    write_json_atomic,
 )
 from video_adapt.errors import VideoAdaptError
+from video_adapt.files import write_csv_atomic, write_json_atomic
 
 DECODE_CHUNK = 64  # frames decoded, resized and encoded at a time: bounded memory for long videos
 

@@ -33,6 +33,8 @@ from typing import Any, Sequence
 import cv2
 import numpy as np
 
+from video_adapt.errors import VideoAdaptError
+
 FORMAT = "video_adapt.frames"
 VERSION = 2
 VIDEO_COLUMNS = ("video_rows", "video_first", "video_stored", "video_frames", "video_fps", "video_height",
@@ -40,7 +42,7 @@ VIDEO_COLUMNS = ("video_rows", "video_first", "video_stored", "video_frames", "v
 INDEX_COLUMNS = VIDEO_COLUMNS + ("frame_offset", "frame_length", "failed_rows", "failed_reasons")
 
 
-class StoreError(Exception):
+class StoreError(VideoAdaptError):
     """A missing or damaged frame store; one line naming the path."""
 
 
@@ -96,6 +98,7 @@ class ShardWriter:
     """Collects the videos of one shard and publishes it atomically."""
 
     def __init__(self, directory: Path, index: int):
+        self.directory, self.index = directory, index
         self.bin_path = directory / f"shard-{index:05d}.bin"
         self.idx_path = directory / f"shard-{index:05d}.npz"
         self._tmp_bin = self.bin_path.with_name(self.bin_path.name + ".tmp")
@@ -281,18 +284,3 @@ class FrameStore:
             h, w = int(s.columns["video_height"][i]), int(s.columns["video_width"][i])
             return np.stack([np.frombuffer(p, np.uint8).reshape(h, w, 3) for p in payloads])
         return decode_jpegs(payloads)
-
-
-def write_json_atomic(path: Path, data: Any) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2))
-    os.replace(tmp, path)
-
-
-def write_csv_atomic(path: Path, header: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(header)
-        writer.writerows(rows)
-    os.replace(tmp, path)

@@ -9,10 +9,23 @@ from torch import nn
 
 from video_adapt.checkpoint import LoadReport, load_pretrained
 from video_adapt.config import Config
-from video_adapt.engine.optim import cosine_schedule, create_optimizer
+from video_adapt.engine.optim import create_optimizer
+from video_adapt.schedules import LRSchedule
 from video_adapt.errors import ConfigError
 from video_adapt.models.factory import create_model
 from video_adapt.models.tuning import TUNING_OPTIONS
+
+
+RANDOM_BACKBONE = "none"  # model.pretrained=none: a random backbone on purpose (a control run)
+
+
+def check_backbone(cfg: Config) -> None:
+    """A frozen-backbone method needs its pretrained weights: without them it silently trains adapters on noise,
+    which is what the reference code does when a checkpoint's keys do not match."""
+    pretrained = cfg.model.pretrained
+    if pretrained is None and cfg.model.tuning != "full":
+        raise ConfigError(f"model.pretrained is not set: {cfg.model.tuning} keeps the backbone frozen, so it needs "
+                          "pretrained weights; give a checkpoint, or model.pretrained=none for a random-backbone control")
 
 
 def build_model(cfg: Config, num_classes: int) -> tuple[nn.Module, LoadReport | None]:
@@ -25,27 +38,36 @@ def build_model(cfg: Config, num_classes: int) -> tuple[nn.Module, LoadReport | 
             options = {key: getattr(m, key) for key in TUNING_OPTIONS}  # every tuning option has a model config field
             model = create_model(
                 m.name, num_classes=num_classes, num_frames=cfg.data.num_frames, img_size=cfg.data.img_size,
-                tuning=m.tuning, **options, head_bn=m.head_bn, drop_path_rate=m.drop_path_rate,
-                use_checkpoint=m.use_checkpoint, **m.arch,
+                tuning=m.tuning, **options, head_bn=m.head_bn, head_init_std=m.head_init_std,
+                init_scale=m.head_init_scale, drop_path_rate=m.drop_path_rate, use_checkpoint=m.use_checkpoint,
+                **m.arch,
             )
         except ValueError as err:  # an option the model code refuses (e.g. model.arch, model.adapter_layers)
             raise ConfigError(f"config section 'model' does not build: {err}") from None
-    report = load_pretrained(model, m.pretrained) if m.pretrained else None
+    report = load_pretrained(model, m.pretrained) if m.pretrained and m.pretrained != RANDOM_BACKBONE else None
     return model, report
 
 
 def learning_rate(cfg: Config, global_batch: int) -> float:
+    """The peak lr: `train.lr` as given, else base_lr x global batch / 256 (AF:main_video.py:358-361;
+    VM:run_class_finetuning.py:404-406). The global batch counts videos, not their augmented copies."""
     return cfg.train.lr if cfg.train.lr is not None else cfg.train.base_lr * global_batch / 256
 
 
 def build_optimizer(model: nn.Module, cfg: Config, lr: float) -> torch.optim.Optimizer:
     t = cfg.train
-    return create_optimizer(model, t.optimizer, lr, t.weight_decay, momentum=t.momentum, layer_decay=t.layer_decay)
+    return create_optimizer(model, t.optimizer, lr, t.weight_decay, momentum=t.momentum, layer_decay=t.layer_decay,
+                            betas=tuple(t.betas) if t.optimizer == "adamw" else None)
 
 
-def build_scheduler(optimizer: torch.optim.Optimizer, cfg: Config, steps_per_epoch: int):
+def build_schedule(cfg: Config, peak: float, global_batch: int, train_videos: int, loader_steps: int) -> LRSchedule:
+    """The recipe's schedule. VideoMAE's step table has floor(N_train / global batch) steps per epoch
+    (VM:run_class_finetuning.py:404-405) and scales min_lr like the peak (VM:run_class_finetuning.py:407);
+    AdaptFormer's depends only on the fractional epoch."""
     t = cfg.train
-    return cosine_schedule(optimizer, steps_per_epoch, t.epochs, t.warmup_epochs, t.min_lr, t.warmup_lr)
+    min_lr = t.min_lr * global_batch / 256 if t.scale_min_lr else t.min_lr
+    steps = max(1, train_videos // global_batch) if t.schedule == "step" else max(1, loader_steps)
+    return LRSchedule(t.schedule, peak, min_lr, t.epochs, t.warmup_epochs, steps)
 
 
 class VideoMixup:

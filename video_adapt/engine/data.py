@@ -1,53 +1,140 @@
-"""From a `Config` to batches on the device: the store's metadata, datasets, samplers and loaders.
+"""From a `Config` to batches on the device: the data's facts, the resolved protocol, datasets, samplers, loaders.
 
-Clips travel as uint8 (or still-encoded JPEG, decoded in one batch on the device) and become normalised floats
-on the device (`to_model_input`).
+The data protocol (`recipes.DATA_PROTOCOLS`) is resolved once per run from the recipe, the dataset kind and what
+the config sets explicitly; the resolved values are what the run's config.yaml records, so a test or an inference
+later uses the views the model was trained for. Clips travel as uint8 (or still-encoded JPEG, decoded in one batch
+on the device) and become normalised floats on the device, where random erasing fills its boxes.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
-from video_adapt.config import Config
+from video_adapt.config import Config, DataConfig
 from video_adapt.distributed import DistState
 from video_adapt.errors import ConfigError
 
 
-def open_store_meta(root: str) -> dict[str, Any]:
-    from video_adapt.data.tubes import TubeStore
-    if not root:
-        raise ConfigError("config key 'data.root' is empty: point it at a tube store made by data_prep")
-    if not Path(root).is_dir():
-        raise ConfigError(f"data.root={root}: no such directory (prepare data with python -m data_prep.<name>)")
-    return TubeStore(root).meta
+@dataclass
+class DataFacts:
+    """What the data says about itself: class names, the dataset kind, whether flips keep the labels."""
+
+    classes: list[str]
+    dataset: str
+    flip_allowed: bool
+    train_videos: int
+
+
+def _store_root(d: DataConfig) -> str:
+    if not d.root:
+        raise ConfigError("config key 'data.root' is empty: point it at a frame store made by data_prep "
+                          "(or set data.source=videos and data.train_list)")
+    if not Path(d.root).is_dir():
+        raise ConfigError(f"data.root={d.root}: no such directory (prepare data with python -m data_prep.<name>)")
+    return d.root
+
+
+def _video_list(d: DataConfig, which: str, classes: list[str] | None):
+    """(classes, entries) of a list file or class-folder tree named by data.<which>_list."""
+    from video_adapt.data.listing import read_list, scan_class_folders
+    from video_adapt.data.prepare import PrepError
+    path = getattr(d, f"{which}_list")
+    if not path:
+        raise ConfigError(f"data.source=videos needs data.{which}_list (a 'path label' list file or class folders)")
+    try:
+        if Path(path).is_dir():
+            return scan_class_folders(Path(path), classes)
+        return read_list(Path(path), Path(d.root or "."), classes)
+    except PrepError as err:
+        raise ConfigError(f"data.{which}_list: {err}") from None
+
+
+def open_source(cfg: Config, split: str, which: str = "train"):
+    """The `VideoSource` of a split: a frame store's split, or (data.source=videos) the list named by
+    data.<which>_list, decoded on the fly."""
+    from video_adapt.data.datasets import FileSource, StoreSource
+    d = cfg.data
+    if d.source == "store":
+        return StoreSource(_store_root(d), split)
+    classes, _ = _video_list(d, "train", None)
+    _, entries = _video_list(d, which, classes)
+    entries = [e for e in entries if not e.error]
+    return FileSource([e.path for e in entries], [e.label for e in entries], classes, [e.id for e in entries],
+                      flip_allowed=d.flip is not False, dataset=d.dataset or "other")
+
+
+def data_facts(cfg: Config) -> DataFacts:
+    """Classes, dataset kind and flip permission of the configured data, read before anything is built."""
+    from video_adapt.data.store import FrameStore
+    d = cfg.data
+    if d.source == "store":
+        store = FrameStore(_store_root(d))
+        split = store.meta.get("splits", {}).get(d.train_split, {})
+        return DataFacts(store.classes, d.dataset or str(store.meta.get("dataset", "other")),
+                         bool(store.meta.get("flip", True)), int(split.get("videos", 0)))
+    classes, entries = _video_list(d, "train", None)
+    return DataFacts(classes, d.dataset or "other", True, len(entries))
+
+
+def resolve_data(cfg: Config, facts: DataFacts) -> Config:
+    """The config with every data-protocol field filled (see recipes.resolve_data)."""
+    from video_adapt.recipes import resolve_data as resolve
+    return replace(cfg, data=resolve(cfg.data, facts.dataset, facts.flip_allowed))
+
+
+def train_view(d: DataConfig):
+    from video_adapt.data.datasets import TrainView
+    return TrainView(num_frames=d.num_frames, img_size=d.img_size, sampling=d.sampling, stride=d.stride,
+                     crop=d.train_crop, crop_scale=tuple(d.crop_scale), flip=bool(d.flip), randaugment=d.randaugment,
+                     reprob=d.reprob, num_sample=d.num_sample)
+
+
+def test_view(d: DataConfig, crops: int | None = None):
+    from video_adapt.data.datasets import TestView
+    return TestView(num_frames=d.num_frames, img_size=d.img_size, sampling=d.test_sampling, stride=d.stride,
+                    clips=d.test_clips, crops=crops or d.test_crops, short_side=d.test_short_side)
+
+
+test_view.__test__ = False  # a library function, not a pytest test
+
+
+def view_average(d: DataConfig) -> str:
+    """`evaluate`'s name for the protocol's averaging: "logit" (AdaptFormer) or "prob" (VideoMAE)."""
+    return "logit" if d.view_average == "logits" else "prob"
+
+
+def test_dataset(cfg: Config, split: str, crops: int | None = None) -> Dataset:
+    """Every test view of every video of `split`, by the run's (resolved) protocol."""
+    from video_adapt.data.datasets import TestClips
+    return TestClips(open_source(cfg, split, "test" if split == cfg.data.test_split else "val"),
+                     test_view(cfg.data, crops))
+
+
+test_dataset.__test__ = False
 
 
 def build_datasets(cfg: Config) -> tuple[Dataset, Dataset | None]:
-    from video_adapt.data.datasets import TubeTestDataset, TubeTrainDataset
-    from video_adapt.data.tubes import TubeStore
+    """The training set and the per-epoch monitoring set (one VAL-EPOCH view per video), from a resolved config."""
+    from video_adapt.data.datasets import MonitorClips, TrainClips
     d = cfg.data
+    train_source = open_source(cfg, d.train_split, "train")
+    view = train_view(d)
     batch_decode = (d.gpu_decode and torch.cuda.is_available() and cfg.device != "cpu"
-                    and TubeStore(d.root).meta.get("codec") == "jpeg")
-    train = TubeTrainDataset(d.root, split=d.train_split, num_frames=d.num_frames, img_size=d.img_size,
-                             flip=d.flip, scale=tuple(d.crop_scale), randaugment=d.randaugment, seed=cfg.train.seed,
-                             decode="batch" if batch_decode else "worker")
-    val = None
+                    and train_source.codec == "jpeg" and not view.randaugment and view.num_sample == 1)
+    train = TrainClips(train_source, view, seed=cfg.train.seed, decode="batch" if batch_decode else "worker")
+    monitor = None
     if d.val_split:
-        val = TubeTestDataset(d.root, split=d.val_split, num_frames=d.num_frames, img_size=d.img_size,
-                              num_crops=d.eval_crops)
-    return train, val
+        monitor = MonitorClips(open_source(cfg, d.val_split, "val"), view, seed=cfg.train.seed)
+    return train, monitor
 
 
-def train_sampler(dataset: Dataset, cfg: Config, dist_state: DistState):
-    if cfg.train.repeated_aug > 1:
-        from timm.data.distributed_sampler import RepeatAugSampler
-        return RepeatAugSampler(dataset, num_replicas=dist_state.world_size, rank=dist_state.rank, shuffle=True,
-                                num_repeats=cfg.train.repeated_aug)
-    # one sampler for 1 or N processes, so that N processes see exactly the single process's batches
+def train_sampler(dataset: Dataset, cfg: Config, dist_state: DistState) -> DistributedSampler:
+    # one sampler for 1 or N processes, so that N processes see exactly the single process's batches; repeated
+    # augmentation is VideoMAE's num_sample copies inside each item, not a repeating sampler
     return DistributedSampler(dataset, num_replicas=dist_state.world_size, rank=dist_state.rank, shuffle=True,
                               seed=cfg.train.seed, drop_last=True)
 
@@ -72,7 +159,7 @@ def make_loader(dataset: Dataset, batch_size: int, sampler, workers: int, device
 
 @dataclass
 class TrainData:
-    """The training set with its sampler and loader, and the per-epoch validation loader (None without one)."""
+    """The training set with its sampler and loader, and the per-epoch monitoring loader (None without one)."""
 
     train_set: Dataset
     sampler: Any
@@ -87,8 +174,9 @@ def build_loaders(cfg: Config, dist_state: DistState) -> TrainData:
     sampler = train_sampler(train_set, cfg, dist_state)
     loader = make_loader(train_set, cfg.data.batch_size, sampler, cfg.data.num_workers, device, drop_last=True)
     if len(loader) < cfg.train.accum_steps:
-        raise ConfigError(f"data.batch_size={cfg.data.batch_size} x {dist_state.world_size} process(es) leaves "
-                          f"{len(loader)} batches per epoch from {len(train_set)} training clips")
+        raise ConfigError(f"data.batch_size={cfg.data.batch_size} x {dist_state.world_size} process(es) x "
+                          f"{cfg.train.accum_steps} accumulation steps needs more than the {len(train_set)} "
+                          "training videos for one update per epoch")
     val_loader = None
     if val_set is not None and len(val_set):
         val_loader = make_loader(val_set, cfg.data.batch_size, eval_sampler(val_set, dist_state),
@@ -96,10 +184,24 @@ def build_loaders(cfg: Config, dist_state: DistState) -> TrainData:
     return TrainData(train_set, sampler, loader, val_loader)
 
 
-def to_model_input(clips: torch.Tensor | list, device: torch.device) -> torch.Tensor:
-    """uint8 clips (or still-encoded ones, decoded here in one batch) -> normalised floats on the device."""
-    from video_adapt.data.datasets import decode_batch
+def batch_to_device(batch: tuple, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """A training batch -> (normalised clips (B*S, 3, T, H, W) with random erasing applied, labels (B*S,)).
+
+    The S augmented copies of each video (repeated augmentation) become neighbours in the batch, as VideoMAE's
+    collate flattens them (VM:run_class_finetuning.py:258-270)."""
+    from video_adapt.data.datasets import decode_batch, to_model_input
+    if isinstance(batch[0], list):  # still-encoded clips: one batched decode on the device
+        clips, boxes = decode_batch(batch[0], device)
+        labels = batch[1]
+    else:
+        clips, labels, boxes = batch
+    copies = clips.shape[1]
+    x = to_model_input(clips.flatten(0, 1), boxes.flatten(0, 1), device)
+    y = labels.repeat_interleave(copies).to(device, non_blocking=True)
+    return x, y
+
+
+def to_model_input(clips: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """uint8 clips (B, 3, T, H, W) -> normalised floats on the device (test and monitoring views)."""
     from video_adapt.data.transforms import normalize_clips
-    if isinstance(clips, list):
-        return normalize_clips(decode_batch(clips, device))
     return normalize_clips(clips.to(device, non_blocking=True))

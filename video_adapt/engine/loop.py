@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -25,10 +25,21 @@ from video_adapt.engine.builders import (
     build_loss,
     build_model,
     build_optimizer,
-    build_scheduler,
+    build_schedule,
+    check_backbone,
     learning_rate,
 )
-from video_adapt.engine.data import build_loaders, open_store_meta, to_model_input
+from video_adapt.engine.data import (
+    DataFacts,
+    batch_to_device,
+    build_loaders,
+    data_facts,
+    eval_sampler,
+    make_loader,
+    resolve_data,
+    test_dataset,
+    view_average,
+)
 from video_adapt.engine.evaluation import EvalResult, evaluate
 from video_adapt.engine.optim import Updater
 from video_adapt.engine.precision import Precision
@@ -38,6 +49,7 @@ from video_adapt.engine.state import CHECKPOINT_NAME, check_finite_weights, find
     save_training_state
 from video_adapt.errors import ConfigError, TrainingError
 from video_adapt.files import write_json_atomic
+from video_adapt.reports import write_test_reports
 from video_adapt.models.tuning import parameter_report
 from video_adapt.schema import validate
 
@@ -55,27 +67,40 @@ class TrainRun:
     loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
     mixup: VideoMixup | None
     log: RunLog
+    test_ids: list[str] | None = None
 
     @property
     def trainable(self) -> list[nn.Parameter]:
         return [p for p in self.model.parameters() if p.requires_grad]
 
 
-def check_config(cfg: Config, meta: dict[str, Any]) -> int:
-    """Fail before training on a config that cannot work with this store; returns the class count."""
-    num_classes = len(meta["classes"])
+def check_config(cfg: Config, facts: DataFacts) -> int:
+    """Fail before training on a config that cannot work with this data; returns the class count."""
+    num_classes = len(facts.classes)
     if cfg.model.num_classes is not None and cfg.model.num_classes != num_classes:
-        raise ConfigError(f"model.num_classes={cfg.model.num_classes} but the store {cfg.data.root} has "
-                          f"{num_classes} classes")
-    stored = meta.get("frames") or []
-    if stored and cfg.data.num_frames > max(stored):
-        raise ConfigError(f"data.num_frames={cfg.data.num_frames} but the store {cfg.data.root} holds at most "
-                          f"{max(stored)} frames per tube")
-    if cfg.model.pretrained and not Path(cfg.model.pretrained).exists():
-        raise ConfigError(f"model.pretrained={cfg.model.pretrained}: no such file or directory")
-    if (cfg.train.mixup > 0 or cfg.train.cutmix > 0) and cfg.data.batch_size % 2:
-        raise ConfigError(f"data.batch_size={cfg.data.batch_size} must be even with mixup/cutmix")
+        raise ConfigError(f"model.num_classes={cfg.model.num_classes} but the data has {num_classes} classes")
+    check_backbone(cfg)
+    pretrained = cfg.model.pretrained
+    if pretrained and pretrained != "none" and not Path(pretrained).exists():
+        raise ConfigError(f"model.pretrained={pretrained}: no such file or directory")
+    if (cfg.train.mixup > 0 or cfg.train.cutmix > 0) and cfg.data.batch_size * (cfg.data.num_sample or 1) % 2:
+        raise ConfigError(f"data.batch_size={cfg.data.batch_size} must give an even batch with mixup/cutmix")
     return num_classes
+
+
+def accumulation(cfg: Config, world_size: int) -> Config:
+    """`train.global_batch` reached by gradient accumulation: accum_steps = global / (batch x processes). The
+    official runs' batch (AdaptFormer 16 x 64, VideoMAE 6 x 64) on fewer GPUs gives the same updates; BatchNorm
+    (AdaptFormer's head) still sees each micro-batch's statistics, as each of their GPUs did."""
+    t = cfg.train
+    if t.global_batch is None:
+        return cfg
+    per_step = cfg.data.batch_size * world_size
+    if t.global_batch % per_step:
+        raise ConfigError(f"train.global_batch={t.global_batch} is not a multiple of data.batch_size="
+                          f"{cfg.data.batch_size} x {world_size} process(es); change one of them, or set "
+                          "train.global_batch=null to train at the batch you run")
+    return replace(cfg, train=replace(t, accum_steps=t.global_batch // per_step))
 
 
 def _gradient_sync(net: nn.Module, sync: bool) -> contextlib.AbstractContextManager:
@@ -95,9 +120,11 @@ def train_one_epoch(run: TrainRun, epoch: int) -> dict[str, float]:
     start = time.perf_counter()
     bar = tqdm(run.loader, desc=f"epoch {epoch}", disable=not dist.is_main, leave=False)
     updater.zero_grad()
-    for i, (clips, labels) in enumerate(bar):
-        x = to_model_input(clips, dist.device)
-        y = labels.to(dist.device, non_blocking=True)
+    micro_batches = len(run.loader)
+    for i, batch in enumerate(bar):
+        if i % accum == 0:  # the lr of the update this micro-batch starts (AF:engine_finetune.py:48-50)
+            updater.begin(epoch, i, micro_batches)
+        x, y = batch_to_device(batch, dist.device)
         if run.mixup is not None:
             x, y = run.mixup(x, y)
         last_micro = (i + 1) % accum == 0
@@ -117,7 +144,7 @@ def train_one_epoch(run: TrainRun, epoch: int) -> dict[str, float]:
         updater.update(trainable, cfg.train.clip_grad)
         total_loss += loss.item()
         counted += 1
-        clips_seen += len(clips) * dist.world_size * accum
+        clips_seen += len(y) * dist.world_size * accum
         if dist.is_main and updater.step % cfg.train.log_every == 0:
             bar.set_postfix(loss=f"{loss.item():.4f}", lr=f"{updater.lr:.2e}")
             run.log.scalars(updater.step, {"train/loss": loss.item(), "train/lr": updater.lr})
@@ -142,19 +169,23 @@ def train(cfg: Config) -> dict[str, Any]:
 def _train(cfg: Config, dist: DistState) -> dict[str, Any]:
     wall_start = time.perf_counter()
     out_dir, device = Path(cfg.out_dir), dist.device
-    meta = open_store_meta(cfg.data.root)
-    num_classes = check_config(cfg, meta)
+    facts = data_facts(cfg)
+    cfg = accumulation(resolve_data(cfg, facts), dist.world_size)  # what config.yaml records: the protocol as run
+    num_classes = check_config(cfg, facts)
     seed_everything(cfg.train.seed)
 
     model, load_report = build_model(cfg, num_classes)
     model.to(device)
     data = build_loaders(cfg, dist)
-    steps_per_epoch = len(data.loader) // cfg.train.accum_steps
-    lr = learning_rate(cfg, cfg.data.batch_size * cfg.train.accum_steps * dist.world_size)
+    accum = cfg.train.accum_steps
+    global_batch = cfg.data.batch_size * accum * dist.world_size
+    lr = learning_rate(cfg, global_batch)
     optimizer = build_optimizer(model, cfg, lr)
-    updater = Updater(optimizer, build_scheduler(optimizer, cfg, steps_per_epoch), Precision.create(device, cfg.train.amp))
+    schedule = build_schedule(cfg, lr, global_batch, len(data.train_set), len(data.loader) // accum)
+    updater = Updater(optimizer, schedule, Precision.create(device, cfg.train.amp))
     mixup, loss_fn = build_loss(cfg, num_classes)
     params = parameter_report(model)
+    protocol = protocol_record(cfg, lr, global_batch)
 
     start_epoch, best = 0, -1.0
     checkpoint = out_dir / "checkpoints" / CHECKPOINT_NAME
@@ -167,10 +198,14 @@ def _train(cfg: Config, dist: DistState) -> dict[str, Any]:
         out_dir.mkdir(parents=True, exist_ok=True)
         save_config(cfg, out_dir / "config.yaml")
         print(f"[video_adapt] {cfg.model.name} / {cfg.model.tuning}: {params['trainable']:,} of "
-              f"{params['total']:,} parameters train ({100 * params['trainable_ratio']:.2f}%); lr {lr:.3g}; "
-              f"{len(data.train_set)} training clips, {steps_per_epoch} steps/epoch on {dist.world_size} process(es)")
+              f"{params['total']:,} parameters train ({100 * params['trainable_ratio']:.2f}%); recipe "
+              f"{cfg.train.recipe}, data protocol {cfg.data.protocol} ({facts.dataset}); lr {lr:.3g} at global batch "
+              f"{global_batch}; {len(data.train_set)} training videos, {len(data.loader) // accum} steps/epoch on "
+              f"{dist.world_size} process(es)")
         if load_report is not None:
             print(f"[video_adapt] {load_report.summary()}")
+        elif cfg.model.pretrained is None:
+            print("[video_adapt] no model.pretrained: full fine-tuning from a random initialisation")
         if resume_path is not None:
             print(f"[video_adapt] resumed from {resume_path} at epoch {start_epoch}")
         else:
@@ -179,12 +214,13 @@ def _train(cfg: Config, dist: DistState) -> dict[str, Any]:
                    updater=updater, loss_fn=loss_fn, mixup=mixup, log=RunLog(out_dir, dist.is_main))
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats(device)
-    class_names = list(meta["classes"])
-    data_info = {"num_frames": cfg.data.num_frames, "img_size": cfg.data.img_size,
-                 "sampling": meta.get("sampling"), "stride": meta.get("stride"), "test_clips": meta.get("test_clips"),
-                 "short_side": meta.get("short_side"), "test_crops": cfg.data.test_crops}
+    class_names = list(facts.classes)
+    test_split = cfg.data.test_split or cfg.data.val_split
+    # a best checkpoint chosen on the split that is reported would be a test-set choice: only for another split
+    best_dir = out_dir / f"best_{cfg.data.val_split}"
+    keep_best = cfg.train.keep_best and data.val_loader is not None and cfg.data.val_split != test_split
 
-    result = None
+    monitored = None
     for epoch in range(start_epoch, cfg.train.epochs):
         data.sampler.set_epoch(epoch)
         data.train_set.set_epoch(epoch)
@@ -192,11 +228,12 @@ def _train(cfg: Config, dist: DistState) -> dict[str, Any]:
         row: dict[str, Any] = {"epoch": epoch, "step": updater.step, **stats, "lr": updater.lr}
         last = epoch == cfg.train.epochs - 1
         if data.val_loader is not None and ((epoch + 1) % cfg.train.eval_every == 0 or last):
-            result = evaluate(model, data.val_loader, device, updater.precision.dtype, num_classes, dist_state=dist)
-            row.update(val_top1=result.top1, val_top5=result.top5, val_loss=result.loss)
-            if dist.is_main and result.top1 > best:
-                best = result.top1
-                save_adapters(model, out_dir / "best", class_names, extra={"data": data_info, "epoch": epoch})
+            monitored = evaluate(model, data.val_loader, device, updater.precision.dtype, num_classes, dist_state=dist)
+            row.update(val_top1=monitored.top1, val_top5=monitored.top5, val_loss=monitored.loss)
+            if dist.is_main and keep_best and monitored.top1 > best:
+                best = monitored.top1
+                save_adapters(model, best_dir, class_names, extra={"data": protocol, "epoch": epoch,
+                                                                    "chosen_on": cfg.data.val_split})
         if dist.is_main:
             run.log.epoch_row(row)
             run.log.scalars(updater.step, {f"epoch/{k}": float(v) for k, v in row.items() if isinstance(v, (int, float))})
@@ -205,21 +242,52 @@ def _train(cfg: Config, dist: DistState) -> dict[str, Any]:
                 f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in row.items() if k != "epoch"))
         barrier(dist)
 
+    # the reported number, as both papers report it: the final epoch's model on every test view of the test split
+    result = final_test(run, test_split, num_classes) if test_split else None
     summary: dict[str, Any] = {}
     if dist.is_main:
         check_finite_weights(model)
-        final_dir = save_adapters(model, out_dir / "adapters", class_names, extra={"data": data_info})
-        summary = _summary(cfg, dist, params, result, best, wall_start)
-        summary["outputs"] = {"adapters": str(final_dir), "best": str(out_dir / "best"),
-                              "metrics": str(out_dir / "metrics.csv"), "checkpoint": str(checkpoint)}
+        final_dir = save_adapters(model, out_dir / "adapters", class_names, extra={"data": protocol})
+        summary = _summary(cfg, dist, params, result, monitored, wall_start)
+        summary["protocol"] = {**protocol, "test_split": test_split}
+        summary["best"] = {"top1": best, "split": cfg.data.val_split, "dir": str(best_dir)} if best >= 0 else None
+        summary["outputs"] = {"adapters": str(final_dir), "metrics": str(out_dir / "metrics.csv"),
+                              "checkpoint": str(checkpoint)}
+        if result is not None:
+            summary["outputs"]["test"] = str(write_test_reports(result, class_names, run.test_ids,
+                                                                out_dir / f"test_{test_split}",
+                                                                extra={"split": test_split, **protocol})["metrics"])
         write_json_atomic(out_dir / "summary.json", summary)
-        print(f"[video_adapt] done: final top-1 {summary['final_top1']}, best {summary['best_top1']}, "
-              f"{summary['wall_time_s']:.1f} s")
+        views = f"{protocol['test_clips']} x {protocol['test_crops']} views"
+        print(f"[video_adapt] done: final top-1 {summary['final_top1']} on {test_split} ({views}, "
+              f"{protocol['view_average']} averaged), {summary['wall_time_s']:.1f} s")
         for name, path in summary["outputs"].items():
             print(f"[video_adapt] {name}: {path}")
         print(f"[video_adapt] summary: {out_dir / 'summary.json'}")
     run.log.close()
     return summary
+
+
+def protocol_record(cfg: Config, lr: float, global_batch: int) -> dict[str, Any]:
+    """What a number depends on, stored next to it (summary.json, adapter files, comparison tables), and what
+    inference needs to make the same test views."""
+    d, t = cfg.data, cfg.train
+    return {"recipe": t.recipe, "protocol": d.protocol, "dataset": d.dataset, "num_frames": d.num_frames,
+            "img_size": d.img_size, "sampling": d.sampling, "stride": d.stride, "train_crop": d.train_crop,
+            "test_sampling": d.test_sampling, "test_clips": d.test_clips, "test_crops": d.test_crops,
+            "test_short_side": d.test_short_side, "view_average": d.view_average, "global_batch": global_batch,
+            "lr": lr, "epochs": t.epochs, "optimizer": t.optimizer}
+
+
+def final_test(run: TrainRun, split: str, num_classes: int) -> EvalResult:
+    """The multi-view test of the trained model on `split` with the protocol's views and averaging."""
+    cfg, dist = run.cfg, run.dist
+    dataset = test_dataset(cfg, split)
+    run.test_ids = list(dataset.video_ids)
+    loader = make_loader(dataset, max(1, cfg.data.batch_size // dataset.views_per_video), eval_sampler(dataset, dist),
+                         cfg.data.num_workers, dist.device, drop_last=False)
+    return evaluate(run.model, loader, dist.device, run.updater.precision.dtype, num_classes, dist_state=dist,
+                    average=view_average(cfg.data))
 
 
 def _distributed(model: nn.Module, cfg: Config, dist: DistState) -> nn.Module:
@@ -234,15 +302,16 @@ def _distributed(model: nn.Module, cfg: Config, dist: DistState) -> nn.Module:
     return net
 
 
-def _summary(cfg: Config, dist: DistState, params: dict[str, Any], result: EvalResult | None, best: float,
-             wall_start: float) -> dict[str, Any]:
+def _summary(cfg: Config, dist: DistState, params: dict[str, Any], result: EvalResult | None,
+             monitored: EvalResult | None, wall_start: float) -> dict[str, Any]:
     """The run's summary.json: what was trained, how well, at what cost."""
     device = dist.device
     return {
         "model": cfg.model.name, "tuning": cfg.model.tuning, "pretrained": cfg.model.pretrained,
         "num_frames": cfg.data.num_frames, "epochs": cfg.train.epochs, "seed": cfg.train.seed,
         "final_top1": result.top1 if result else None, "final_top5": result.top5 if result else None,
-        "best_top1": best if best >= 0 else None,
+        "test_videos": result.num_videos if result else 0,
+        "monitor_top1": monitored.top1 if monitored else None,  # the last epoch's single-view monitoring
         "trainable_params": params["trainable"], "total_params": params["total"],
         "trainable_ratio": params["trainable_ratio"],
         "wall_time_s": time.perf_counter() - wall_start,

@@ -1,6 +1,7 @@
 """The weight update both training loops share (fine-tuning in loop.py, VideoMAE pretraining in
-video_adapt/pretraining.py): timm's optimizer factory, a per-step warmup + cosine schedule, and `Updater`, which
-steps optimizer, schedule and precision together and saves and restores them with the RNG state."""
+video_adapt/pretraining.py): timm's optimizer factory, the official warmup + cosine schedules
+(video_adapt/schedules.py), and `Updater`, which sets the lr, steps optimizer and precision together and saves and
+restores them with the RNG state."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -11,6 +12,7 @@ from torch import nn
 
 from video_adapt.engine.precision import Precision
 from video_adapt.engine.seeding import rng_state, set_rng_state
+from video_adapt.schedules import LRSchedule, apply_lr
 
 
 def create_optimizer(model: nn.Module, kind: str, lr: float, weight_decay: float, *, momentum: float = 0.9,
@@ -30,27 +32,26 @@ def create_optimizer(model: nn.Module, kind: str, lr: float, weight_decay: float
                                layer_decay=layer_decay, **kwargs)
 
 
-def cosine_schedule(optimizer: torch.optim.Optimizer, steps_per_epoch: int, epochs: int, warmup_epochs: float,
-                    min_lr: float = 0.0, warmup_lr: float = 0.0):
-    """Linear warmup from `warmup_lr`, then cosine to `min_lr`, stepped per optimizer update (timm)."""
-    from timm.scheduler import CosineLRScheduler
-    return CosineLRScheduler(optimizer, t_initial=max(1, epochs * steps_per_epoch), lr_min=min_lr,
-                             warmup_t=int(warmup_epochs * steps_per_epoch), warmup_lr_init=warmup_lr,
-                             warmup_prefix=True, t_in_epochs=False)
-
-
 @dataclass
 class Updater:
-    """Optimizer, LR schedule and precision, stepped together; `step` counts optimizer updates."""
+    """Optimizer, LR schedule and precision, stepped together; `step` counts optimizer updates.
+
+    `begin` sets the lr of the update that starts at a micro-batch, as the official loops do before its forward;
+    `update` then steps the optimizer. The schedule is a pure function of the position, so it has no state."""
 
     optimizer: torch.optim.Optimizer
-    scheduler: Any
+    schedule: LRSchedule
     precision: Precision
     step: int = 0
 
     @property
     def lr(self) -> float:
-        return self.optimizer.param_groups[-1]["lr"]
+        """The unscaled lr of the current update (groups carry it times their layer-decay `lr_scale`)."""
+        group = self.optimizer.param_groups[-1]
+        return group["lr"] / group.get("lr_scale", 1.0)
+
+    def begin(self, epoch: int, micro_batch: int, micro_batches_per_epoch: int) -> None:
+        apply_lr(self.optimizer, self.schedule.lr(epoch, micro_batch, micro_batches_per_epoch, self.step))
 
     def zero_grad(self) -> None:
         self.optimizer.zero_grad(set_to_none=True)
@@ -59,20 +60,17 @@ class Updater:
         self.precision.backward(loss)
 
     def update(self, params: Iterable[nn.Parameter], clip_grad: float | None = None) -> None:
-        """One optimizer step on the gradients gathered since the last one, then the schedule's next lr."""
+        """One optimizer step on the gradients gathered since the last one."""
         self.precision.step(self.optimizer, params, clip_grad)
         self.zero_grad()
         self.step += 1
-        self.scheduler.step_update(self.step)
 
     def state_dict(self) -> dict[str, Any]:
-        return {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
-                "scaler": self.precision.state_dict(), "step": self.step, "rng": rng_state()}
+        return {"optimizer": self.optimizer.state_dict(), "scaler": self.precision.state_dict(), "step": self.step,
+                "rng": rng_state()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
         self.precision.load_state_dict(state.get("scaler"))
         set_rng_state(state["rng"])
         self.step = state["step"]
-        self.scheduler.step_update(self.step)

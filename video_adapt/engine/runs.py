@@ -42,32 +42,36 @@ class RunEvaluation:
 
 
 def evaluate_run(run_dir: str | Path, split: str | None = None, *, weights: str = "adapters", crops: int | None = None,
-                 average: str = "prob", batch_size: int | None = None, workers: int | None = None,
+                 average: str | None = None, batch_size: int | None = None, workers: int | None = None,
                  device: str = "auto", overrides: list[str] | None = None, out_dir: str | Path | None = None,
                  progress: bool = False) -> RunEvaluation:
-    """Test a trained run on `split` (default: its config's val_split) with every stored test clip x `crops`
-    spatial crops (default: the config's test_crops) and write metrics.json, per_class.csv, confusion.csv/.png and predictions.csv to `out_dir`
-    (default RUN/test_<split>)."""
+    """Test a trained run on `split` (default: the split its training reported) with the test views of the data
+    protocol it was trained with (`crops` and `average` override the protocol's) and write metrics.json,
+    per_class.csv, confusion.csv/.png and predictions.csv to `out_dir` (default RUN/test_<split>)."""
     from torch.utils.data import DataLoader
 
-    from video_adapt.data.datasets import TubeTestDataset
     from video_adapt.distributed import resolve_device
+    from video_adapt.engine.data import data_facts, resolve_data, test_dataset, view_average
     from video_adapt.engine.precision import autocast_dtype
     from video_adapt.reports import write_test_reports
     model, cfg, info = load_run(run_dir, weights, overrides)
+    if cfg.data.test_sampling is None:  # a config written by hand: resolve its protocol as training would
+        cfg = resolve_data(cfg, data_facts(cfg))
     dev = resolve_device(device)
     model.to(dev)
-    split = split or cfg.data.val_split
-    crops = crops or cfg.data.test_crops
-    dataset = TubeTestDataset(cfg.data.root, split=split, num_frames=cfg.data.num_frames, img_size=cfg.data.img_size,
-                              num_crops=crops)
-    loader = DataLoader(dataset, batch_size=batch_size or max(1, cfg.data.batch_size // crops),
+    split = split or cfg.data.test_split or cfg.data.val_split
+    if not split:
+        raise ConfigError(f"{run_dir}: no split to test; pass one")
+    average = average or view_average(cfg.data)
+    dataset = test_dataset(cfg, split, crops)
+    loader = DataLoader(dataset, batch_size=batch_size or max(1, cfg.data.batch_size // dataset.views_per_video),
                         num_workers=cfg.data.num_workers if workers is None else workers)
     result = evaluate(model, loader, dev, autocast_dtype(dev, cfg.train.amp), len(info["class_names"]),
                       average=average, progress=progress)
     out = Path(out_dir) if out_dir else Path(run_dir) / f"test_{split}"
-    views = getattr(dataset, "views_per_video", None)
-    paths = write_test_reports(result, info["class_names"], getattr(dataset, "video_ids", None), out,
+    views = dataset.views_per_video
+    crops = dataset.view.crops
+    paths = write_test_reports(result, info["class_names"], dataset.video_ids, out,
                                extra={"split": split, "crops": crops, "views_per_video": views, "average": average,
-                                      "run": str(run_dir)})
+                                      "run": str(run_dir), **(info.get("data") or {})})
     return RunEvaluation(result, paths, split, crops, views, average)

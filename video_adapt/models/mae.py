@@ -55,6 +55,16 @@ def pixel_targets(clips: torch.Tensor, tubelet: int, patch: int, norm_pix: bool 
     return pixels.flatten(2)
 
 
+def _xavier_init(m: nn.Module) -> None:
+    if isinstance(m, nn.Linear):
+        nn.init.xavier_uniform_(m.weight)
+        if m.bias is not None:
+            nn.init.zeros_(m.bias)
+    elif isinstance(m, nn.LayerNorm):
+        nn.init.ones_(m.weight)
+        nn.init.zeros_(m.bias)
+
+
 class PretrainVideoMAE(nn.Module):
     """Masked autoencoder over tubelets; `forward(clips, mask)` returns the loss on masked tubelets."""
 
@@ -76,9 +86,12 @@ class PretrainVideoMAE(nn.Module):
         self.decoder.blocks = nn.ModuleList([Block(dec_cfg, 0.0) for _ in range(decoder_depth)])
         self.decoder.norm = nn.LayerNorm(decoder_dim, eps=cfg.norm_eps)
         self.decoder.head = nn.Linear(decoder_dim, out_dim)
-        self.decoder.apply(VisionTransformer._init_weights)
-        trunc_normal_(self.encoder_to_decoder.weight, std=0.02)
-        trunc_normal_(self.mask_token, std=0.02)
+        # VideoMAE's pretraining init (VM:modeling_pretrain.py:65-72, 137, 246-252): every Linear of the encoder and
+        # decoder Xavier-uniform with zero bias, LayerNorm ones/zeros; the mask token trunc-normal(0.02) clipped at
+        # +-0.02 (VM:modeling_pretrain.py:14-15); the tubelet Conv3d and encoder_to_decoder keep PyTorch's default
+        self.encoder.apply(_xavier_init)
+        self.decoder.apply(_xavier_init)
+        trunc_normal_(self.mask_token, std=0.02, a=-0.02, b=0.02)
 
     def no_weight_decay(self) -> set[str]:
         """Names kept out of weight decay besides 1-D tensors and biases (VM:modeling_pretrain.py:268-269);

@@ -46,7 +46,8 @@ class ViTConfig:
     drop_path_rate: float = 0.0
     init_values: float = 0.0  # layer scale; 0 disables it as in the released ViT-S/B/L/H
     use_mean_pooling: bool = True
-    init_scale: float = 0.001  # VideoMAE scales the fresh head by this
+    head_init_std: float = 0.02  # the fresh head's trunc-normal std (AdaptFormer re-draws it at 0.01) ...
+    init_scale: float = 0.001  # ... times this (VideoMAE: VM:modeling_finetune.py:276-285; AdaptFormer: 1)
     norm_eps: float = 1e-6
     head_bn: bool = False  # BatchNorm1d(affine=False) before the head (MAE / AdaptFormer linear probing)
     use_checkpoint: bool = False  # activation checkpointing per block
@@ -254,9 +255,15 @@ class VisionTransformer(nn.Module):
         self._pos_cache: dict[tuple, torch.Tensor] = {}
         self.apply(self._init_weights)
         if isinstance(self.head, nn.Linear):
-            with torch.no_grad():
-                self.head.weight.mul_(cfg.init_scale)
-                self.head.bias.mul_(cfg.init_scale)
+            self._init_head(self.head)
+
+    def _init_head(self, head: nn.Linear) -> None:
+        """trunc-normal(head_init_std) times init_scale, zero bias: VideoMAE's 0.02 x 0.001
+        (VM:modeling_finetune.py:276-285) or AdaptFormer's re-drawn 0.01 (AF:main_video.py:334)."""
+        trunc_normal_(head.weight, std=self.cfg.head_init_std)
+        nn.init.zeros_(head.bias)
+        with torch.no_grad():
+            head.weight.mul_(self.cfg.init_scale)
 
     @staticmethod
     def _init_weights(m: nn.Module) -> None:
@@ -322,16 +329,13 @@ class VisionTransformer(nn.Module):
         return self.forward_head(self.forward_features(x))
 
     def reset_head(self, num_classes: int) -> None:
-        """A fresh head for another class count (VideoMAE init scaled by init_scale)."""
+        """A fresh head for another class count, initialised as the model's config says (`_init_head`)."""
         self.num_classes = num_classes
         self.cfg = replace(self.cfg, num_classes=num_classes)
         device = next(self.parameters()).device
         if num_classes > 0:
             head = nn.Linear(self.embed_dim, num_classes, device=device)
-            self._init_weights(head)
-            with torch.no_grad():
-                head.weight.mul_(self.cfg.init_scale)
-                head.bias.mul_(self.cfg.init_scale)
+            self._init_head(head)
         else:
             head = nn.Identity()
         self.head = head
