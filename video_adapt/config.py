@@ -128,6 +128,9 @@ class TrainConfig:
     amp: str = option("auto", choices=("auto", "bf16", "fp16", "off"))
     strategy: str = option("ddp", choices=("ddp", "fsdp"))  # fsdp: weights, gradients and AdamW state sharded (FSDP2)
     compile: bool = False
+    # linear probing only: train on the frozen backbone's pooled features of K fixed augmented views per video,
+    # computed once (video_adapt/engine/feature_cache.py); None = a fresh clip every epoch, the official protocol
+    feature_cache: int | None = option(None, ge=1)
     nonfinite: str = option("skip", choices=("skip", "stop"))  # what a NaN/inf loss does
     eval_every: int = option(1, ge=1)
     keep_best: bool = True  # keep best_<split>/ by the monitored split, never when it is the test split

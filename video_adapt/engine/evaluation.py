@@ -4,7 +4,7 @@ per-class accuracy, confusion matrix and NLL. Used per epoch by the loop and, on
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 import numpy as np
 import torch
@@ -27,15 +27,21 @@ class EvalResult:
     predictions: list[dict[str, Any]] = field(default_factory=list)
 
 
+Inputs = Callable[[torch.Tensor, torch.device], torch.Tensor]
+
+
 @torch.inference_mode()
 def predict_views(model: nn.Module, loader: Iterable, device: torch.device, amp: torch.dtype | None, *,
-                  average: str = "prob", progress: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per-video scores averaged over views: (video indices, labels, scores (N, C) as probabilities or logits)."""
+                  average: str = "prob", progress: bool = False,
+                  inputs: Inputs = to_model_input) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per-video scores averaged over views: (video indices, labels, scores (N, C) as probabilities or logits).
+    `inputs` turns a batch's views (B*V, ...) into what `model` takes: uint8 clips into normalised floats, or
+    cached features (engine.feature_cache) onto the device."""
     model.eval()
     indices, labels, scores = [], [], []
     for views, label, index in tqdm(loader, desc="eval", disable=not progress, leave=False):
         b, v = views.shape[:2]
-        x = to_model_input(views.flatten(0, 1), device)
+        x = inputs(views.flatten(0, 1), device)
         with autocast_context(device, amp):
             logits = model(x).float().view(b, v, -1)
         per_view = logits.softmax(-1) if average == "prob" else logits
@@ -68,9 +74,11 @@ def summarize(indices: np.ndarray, labels: np.ndarray, scores: np.ndarray, num_c
 
 
 def evaluate(model: nn.Module, loader: Iterable, device: torch.device, amp: torch.dtype | None, num_classes: int, *,
-             dist_state: DistState | None = None, average: str = "prob", progress: bool = False) -> EvalResult:
+             dist_state: DistState | None = None, average: str = "prob", progress: bool = False,
+             inputs: Inputs = to_model_input) -> EvalResult:
     """Multi-view evaluation, gathered over ranks (padding duplicates removed by video index)."""
-    indices, labels, scores = predict_views(model, loader, device, amp, average=average, progress=progress)
+    indices, labels, scores = predict_views(model, loader, device, amp, average=average, progress=progress,
+                                            inputs=inputs)
     if dist_state is not None and dist_state.enabled:
         parts = all_gather_objects((indices, labels, scores), dist_state)
         merged: dict[int, tuple[int, np.ndarray]] = {}

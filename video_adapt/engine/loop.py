@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -38,9 +38,11 @@ from video_adapt.engine.data import (
     make_loader,
     resolve_data,
     test_dataset,
+    to_model_input,
     view_average,
 )
 from video_adapt.engine.evaluation import EvalResult, evaluate
+from video_adapt.engine.feature_cache import PooledHead, cache_features, check_feature_cache, features_to_device
 from video_adapt.engine.optim import Updater
 from video_adapt.engine.precision import Precision
 from video_adapt.engine.runlog import RunLog
@@ -68,6 +70,7 @@ class TrainRun:
     mixup: VideoMixup | None
     log: RunLog
     test_ids: list[str] | None = None
+    cached: bool = False  # train.feature_cache: batches are pooled features on the device, `net` wraps PooledHead
 
     @property
     def trainable(self) -> list[nn.Parameter]:
@@ -88,6 +91,7 @@ def check_config(cfg: Config, facts: DataFacts) -> int:
         raise ConfigError(f"model.pretrained={pretrained}: no such file or directory")
     if (cfg.train.mixup > 0 or cfg.train.cutmix > 0) and cfg.data.batch_size * (cfg.data.num_sample or 1) % 2:
         raise ConfigError(f"data.batch_size={cfg.data.batch_size} must give an even batch with mixup/cutmix")
+    check_feature_cache(cfg)
     return num_classes
 
 
@@ -131,7 +135,7 @@ def train_one_epoch(run: TrainRun, epoch: int) -> dict[str, float]:
     for i, batch in enumerate(bar):
         if i % accum == 0:  # the lr of the update this micro-batch starts (AF:engine_finetune.py:48-50)
             updater.begin(epoch, i, micro_batches)
-        x, y = batch_to_device(batch, dist.device)
+        x, y = batch if run.cached else batch_to_device(batch, dist.device)
         if run.mixup is not None:
             x, y = run.mixup(x, y)
         last_micro = (i + 1) % accum == 0
@@ -188,12 +192,17 @@ def _train(cfg: Config, dist: DistState) -> dict[str, Any]:
         from video_adapt.sharding import shard_model
         shard_model(model)
     data = build_loaders(cfg, dist)
+    precision = Precision.create(device, cfg.train.amp)
+    cache = None
+    if cfg.train.feature_cache:  # linear probing on the frozen backbone's pooled features, computed once
+        data, cache = cache_features(model, data, cfg, dist, precision.dtype, out_dir)
+    scorer = PooledHead(model) if cache else model  # what a batch goes through
     accum = cfg.train.accum_steps
     global_batch = cfg.data.batch_size * accum * dist.world_size
     lr = learning_rate(cfg, global_batch)
     optimizer = build_optimizer(model, cfg, lr)
     schedule = build_schedule(cfg, lr, global_batch, len(data.train_set), len(data.loader) // accum)
-    updater = Updater(optimizer, schedule, Precision.create(device, cfg.train.amp))
+    updater = Updater(optimizer, schedule, precision)
     mixup, loss_fn = build_loss(cfg, num_classes)
     params = parameter_report(model)
     protocol = protocol_record(cfg, lr, global_batch)
@@ -217,12 +226,15 @@ def _train(cfg: Config, dist: DistState) -> dict[str, Any]:
             print(f"[video_adapt] {load_report.summary()}")
         elif cfg.model.pretrained is None:
             print("[video_adapt] no model.pretrained: full fine-tuning from a random initialisation")
+        if cache is not None:
+            print(f"[video_adapt] {cache.line()}")
         if resume_path is not None:
             print(f"[video_adapt] resumed from {resume_path} at epoch {start_epoch}")
         else:
             (out_dir / "metrics.csv").unlink(missing_ok=True)  # a fresh run does not append to an old run's rows
-    run = TrainRun(cfg=cfg, dist=dist, model=model, net=_distributed(model, cfg, dist, sharded), loader=data.loader,
-                   updater=updater, loss_fn=loss_fn, mixup=mixup, log=RunLog(out_dir, dist.is_main))
+    run = TrainRun(cfg=cfg, dist=dist, model=model, net=_distributed(scorer, cfg, dist, sharded), loader=data.loader,
+                   updater=updater, loss_fn=loss_fn, mixup=mixup, log=RunLog(out_dir, dist.is_main),
+                   cached=cache is not None)
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats(device)
     class_names = list(facts.classes)
@@ -239,7 +251,8 @@ def _train(cfg: Config, dist: DistState) -> dict[str, Any]:
         row: dict[str, Any] = {"epoch": epoch, "step": updater.step, **stats, "lr": updater.lr}
         last = epoch == cfg.train.epochs - 1
         if data.val_loader is not None and ((epoch + 1) % cfg.train.eval_every == 0 or last):
-            monitored = evaluate(model, data.val_loader, device, updater.precision.dtype, num_classes, dist_state=dist)
+            monitored = evaluate(scorer, data.val_loader, device, updater.precision.dtype, num_classes, dist_state=dist,
+                                 inputs=features_to_device if cache else to_model_input)
             row.update(val_top1=monitored.top1, val_top5=monitored.top5, val_loss=monitored.loss)
             improved = keep_best and monitored.top1 > best
             if improved:
@@ -269,6 +282,7 @@ def _train(cfg: Config, dist: DistState) -> dict[str, Any]:
                                   weights=gathered and gathered["weights"])
         summary = _summary(cfg, dist, params, result, monitored, wall_start)
         summary["protocol"] = {**protocol, "test_split": test_split}
+        summary["feature_cache"] = asdict(cache) if cache else None
         summary["best"] = {"top1": best, "split": cfg.data.val_split, "dir": str(best_dir)} if best >= 0 else None
         summary["outputs"] = {"adapters": str(final_dir), "metrics": str(out_dir / "metrics.csv"),
                               "checkpoint": str(checkpoint)}
@@ -295,7 +309,7 @@ def protocol_record(cfg: Config, lr: float, global_batch: int) -> dict[str, Any]
             "img_size": d.img_size, "sampling": d.sampling, "stride": d.stride, "train_crop": d.train_crop,
             "test_sampling": d.test_sampling, "test_clips": d.test_clips, "test_crops": d.test_crops,
             "test_short_side": d.test_short_side, "view_average": d.view_average, "global_batch": global_batch,
-            "lr": lr, "epochs": t.epochs, "optimizer": t.optimizer}
+            "lr": lr, "epochs": t.epochs, "optimizer": t.optimizer, "feature_cache": t.feature_cache}
 
 
 def final_test(run: TrainRun, split: str, num_classes: int) -> EvalResult:

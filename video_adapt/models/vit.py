@@ -313,12 +313,19 @@ class VisionTransformer(nn.Module):
                 tokens = prompts.after_block(tokens, i)
         return self.norm(tokens)
 
+    def forward_pooled(self, x: torch.Tensor) -> torch.Tensor:
+        """The backbone's pooled clip feature (B, D) before `fc_norm`: the mean token (or the first one). `fc_norm`
+        trains in every method, so this is the last thing a frozen backbone fixes (what `train.feature_cache`
+        stores)."""
+        tokens = self.forward_tokens(self.embed(x), self.patch_embed.grid(*x.shape[2:]))
+        return tokens.mean(1) if self.fc_norm is not None else tokens[:, 0]
+
+    def norm_pooled(self, pooled: torch.Tensor) -> torch.Tensor:
+        return self.fc_norm(pooled) if self.fc_norm is not None else pooled
+
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """Pooled, normed clip feature (B, D): what the head sees."""
-        tokens = self.forward_tokens(self.embed(x), self.patch_embed.grid(*x.shape[2:]))
-        if self.fc_norm is not None:
-            return self.fc_norm(tokens.mean(1))
-        return tokens[:, 0]
+        return self.norm_pooled(self.forward_pooled(x))
 
     def forward_head(self, features: torch.Tensor) -> torch.Tensor:
         if self.head_bn is not None:
