@@ -98,6 +98,8 @@ def test_bench_data_smoke(tmp_path):
         if name != "videomae":  # batched decoding needs one copy and no RandAugment
             expected.add("jpeg store, batched decode on cpu")
         assert set(row) == expected and all(v > 0 for v in row.values())
+        rounds = figures["loader clips/s, every round"][name]["0 workers"]
+        assert all(len(rounds[k]) == 1 and rounds[k][0] == row[k] for k in expected)  # --smoke: one round
         ratios = figures["store / videos"][name]["0 workers"]
         assert ratios["raw store"] == pytest.approx(row["raw store"] / row["videos"])
         assert set(figures["decode ms/clip"][name]) == {"jpeg store", "raw store", "videos"}

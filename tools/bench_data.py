@@ -12,7 +12,8 @@ Sources are footage-like VP9 webm at Something-Something v2's size, frame rate a
 --short-side), prepared with one worker. Protocols (video_adapt/benchmarks/data_loader.py): adaptformer = S-TSN
 r = 4 + multi-scale crop, 8 x 224; videomae = S-SEG + RandAugment + random-resized crop + erasing box, 16 x 224,
 2 copies per video; tube = the old tube benchmark's clip. Rates count clips as the model receives them (batch 8
-videos), uint8 out; normalisation and erasing happen on the device in training and are not timed here.
+videos), uint8 out; normalisation and erasing happen on the device in training and are not timed here. The timing
+process runs 1 torch thread (--threads), as each DataLoader worker does, so a 0-worker rate is one core's.
 """
 from __future__ import annotations
 
@@ -49,20 +50,26 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, nargs="+", default=d.workers)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
                         help="where batched JPEG decoding runs (cuda: nvJPEG)")
+    parser.add_argument("--threads", type=int, default=d.threads,
+                        help="torch threads of the timing process (workers run 1): 1 = a 0-worker rate per core")
+    parser.add_argument("--rounds", type=int, default=d.rounds,
+                        help="loader measurements per setting, interleaved across sources; the median is reported")
     parser.add_argument("--smoke", action="store_true")
     parser.add_argument("--json", help="write the figures here")
     args = parser.parse_args(argv)
     if args.smoke:
         args.videos, args.frames, args.height, args.width, args.protocols = 3, 12, 48, 64, list(PROTOCOLS)
         args.clip_frames, args.img_size, args.batch, args.min_clips, args.workers = 4, 32, 2, 4, [0]
+        args.rounds = 1
     bench = DataBench(args.videos, args.frames, args.height, args.width, args.protocols, args.codecs,
                       args.short_side, args.img_size, args.clip_frames, args.dataset, args.batch, args.min_clips,
-                      args.workers, args.device, decode_repeats=3 if args.smoke else 20)
+                      args.workers, args.device, decode_repeats=3 if args.smoke else 20,
+                      threads=args.threads, rounds=args.rounds)
     with tempfile.TemporaryDirectory() as tmp:
         sources = make_sources(Path(tmp), args.videos, args.frames, args.height, args.width)
         results = {"args": vars(args), **run_data_bench(bench, sources, Path(tmp) / "stores",
                                                         log=lambda s: print(s, file=sys.stderr))}
-    print(json.dumps({k: results[k] for k in ("backend", "sources")}))
+    print(json.dumps({k: results[k] for k in ("backend", "torch threads", "sources")}))
     print(data_table(results))
     if args.json:
         write_json_atomic(args.json, results)

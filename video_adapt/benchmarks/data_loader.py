@@ -153,19 +153,36 @@ class DataBench:
     workers: list[int] = field(default_factory=lambda: [0, 2])
     device: str = "cpu"
     decode_repeats: int = 20
+    threads: int = 1  # torch threads of the timing process; DataLoader workers always run 1
+    rounds: int = 3  # loader measurements per setting, interleaved; the median is reported
 
 
 def run_data_bench(bench: DataBench, sources: Sequence[Path], workdir: Path,
                    log: Callable[[str], None] = lambda s: None) -> dict:
     """Prepare a store per codec from `sources`, then time every protocol's loader on each store and on the
-    files; returns nested figures (see tools/bench_data.py)."""
+    files (the median of `bench.rounds` interleaved rounds); returns nested figures (see tools/bench_data.py).
+
+    The timing process runs `bench.threads` torch threads (default 1, as each DataLoader worker does), so a
+    0-worker rate is one core's: on a shared host, 2 intra-op threads wait for each other whenever a neighbour
+    holds a core (a 1.2 MB uint8 copy took 15 ms with 2 threads and 2 ms with 1 under load).
+    """
+    threads = torch.get_num_threads()
+    torch.set_num_threads(bench.threads)
+    try:
+        return _run_data_bench(bench, sources, workdir, log)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _run_data_bench(bench: DataBench, sources: Sequence[Path], workdir: Path, log: Callable[[str], None]) -> dict:
     backend = "decord" if "decord" in BACKENDS else next(iter(BACKENDS))
     source_bytes = sum(Path(p).stat().st_size for p in sources)
     first = open_video(sources[0])
-    out: dict = {"backend": backend,
+    out: dict = {"backend": backend, "torch threads": torch.get_num_threads(),
                  "sources": {"videos": len(sources), "KB per video": source_bytes / len(sources) / 1e3,
                              "frames": first.num_frames, "decoded size": list(first.read([0]).shape[1:3])},
-                 "stores": {}, "decode ms/clip": {}, "loader clips/s": {}, "store / videos": {}}
+                 "stores": {}, "decode ms/clip": {}, "loader clips/s": {}, "store / videos": {},
+                 "loader clips/s, every round": {}}
     stores = {}
     for codec in bench.codecs:
         log(f"preparing the {codec} store")
@@ -178,16 +195,20 @@ def run_data_bench(bench: DataBench, sources: Sequence[Path], workdir: Path,
         view = protocol_view(name, bench.img_size, bench.dataset, bench.clip_frames)
         out["decode ms/clip"][name] = {key: decode_ms(src, view, bench.decode_repeats)
                                       for key, src in [*stores.items(), ("videos", files)]}
-        rates: dict[str, dict[str, float]] = {}
-        for workers in bench.workers:
-            row = rates[f"{workers} workers"] = {}
-            for key, src in [*stores.items(), ("videos", files)]:
-                log(f"{name}, {workers} workers: {key}")
-                row[key] = time_loader(TrainClips(src, view), workers, bench.batch, bench.min_clips).rate
-                if src.codec == "jpeg" and not view.randaugment and view.num_sample == 1:
-                    batched = TrainClips(src, view, decode="batch")
-                    row[f"{key}, batched decode on {bench.device}"] = time_loader(
-                        batched, workers, bench.batch, bench.min_clips, bench.device).rate
+        datasets = {}
+        for key, src in [*stores.items(), ("videos", files)]:
+            datasets[key] = TrainClips(src, view)
+            if src.codec == "jpeg" and not view.randaugment and view.num_sample == 1:
+                datasets[f"{key}, batched decode on {bench.device}"] = TrainClips(src, view, decode="batch")
+        samples: dict[str, dict[str, list[float]]] = {f"{w} workers": {} for w in bench.workers}
+        for r in range(bench.rounds):  # interleaved, so that the host's drift reaches every source alike
+            for workers in bench.workers:
+                for label, dataset in datasets.items():
+                    log(f"{name}, round {r + 1}, {workers} workers: {label}")
+                    timing = time_loader(dataset, workers, bench.batch, bench.min_clips, bench.device)
+                    samples[f"{workers} workers"].setdefault(label, []).append(timing.rate)
+        rates = {w: {k: float(np.median(v)) for k, v in row.items()} for w, row in samples.items()}
+        out["loader clips/s, every round"][name] = samples
         out["loader clips/s"][name] = rates
         out["store / videos"][name] = {w: {k: v / row["videos"] for k, v in row.items() if k != "videos"}
                                        for w, row in rates.items()}
