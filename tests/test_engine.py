@@ -59,6 +59,42 @@ def _final_weights(out: Path) -> dict:
 
 
 @pytest.mark.slow
+def test_fsdp_full_fine_tuning_on_two_gloo_processes_matches_one_process(synthetic_store, backbone, tmp_path):
+    """train.strategy=fsdp (FSDP2, weights/gradients/AdamW state sharded over 2 CPU processes) trains the weights of
+    one process, writes them in the one-process layout, and resumes from its own checkpoint."""
+    common = ["model.tuning=full", f"model.pretrained={backbone}", "model.head_bn=false", "train.epochs=2",
+              "train.optimizer=adamw", "train.lr=1e-3", "train.clip_grad=1.0"]
+    single = tmp_path / "single"
+    subprocess.run([sys.executable, "tools/train.py", *tiny_overrides(synthetic_store, single, *common)],
+                   cwd=ROOT, check=True, capture_output=True)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    sharded = tmp_path / "fsdp"
+    dies = tmp_path / "dies_in_epoch_1.py"  # both ranks stop after the first saved epoch, as if killed
+    dies.write_text("import sys\nfrom video_adapt.engine import loop\nfrom video_adapt.cli.train import main\n"
+                    "real = loop.train_one_epoch\n"
+                    "def epoch(run, e):\n    if e == 1:\n        raise SystemExit(3)\n    return real(run, e)\n"
+                    "loop.train_one_epoch = epoch\nsys.exit(main(sys.argv[1:]))\n")
+    launch = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    args = tiny_overrides(synthetic_store, sharded, *common, "data.batch_size=4", "train.strategy=fsdp")
+    first = subprocess.run([*launch, str(dies), *args], cwd=ROOT, capture_output=True, text=True, env=env)
+    assert first.returncode != 0 and (sharded / "checkpoints" / "last.pt").exists(), first.stderr[-2000:]
+    assert not (sharded / "summary.json").exists()
+    resumed = subprocess.run([*launch, "tools/train.py", *args, "resume=auto"], cwd=ROOT, capture_output=True,
+                             text=True, env=env)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "resumed from" in resumed.stdout
+    a, b = _final_weights(single), _final_weights(sharded)
+    assert set(a) == set(b)
+    for key in a:
+        assert torch.allclose(a[key], b[key], atol=1e-5), key
+    state = torch.load(sharded / "checkpoints" / "last.pt", weights_only=True)
+    assert set(state["weights"]) >= set(a)  # one-process layout: loadable with plain load_state_dict
+    with pytest.raises(ConfigError, match="train.strategy=fsdp shards full fine-tuning"):
+        train(load_config(None, tiny_overrides(synthetic_store, tmp_path / "x", "train.strategy=fsdp",
+                                               f"model.pretrained={backbone}")))
+
+
+@pytest.mark.slow
 def test_killed_run_resumes_to_exactly_the_uninterrupted_weights(synthetic_store, backbone, tmp_path, monkeypatch):
     args = ["model.tuning=adaptformer", f"model.pretrained={backbone}", "train.epochs=3",
             "data.randaugment=rand-m7-n2", "model.adapter_dropout=0.1"]

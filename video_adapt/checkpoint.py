@@ -299,15 +299,18 @@ def _refuse_merged(model: nn.Module, where: Path) -> None:
 
 
 def save_adapters(model: nn.Module, path: str | os.PathLike, class_names: list[str] | None = None,
-                  extra: dict[str, Any] | None = None) -> Path:
-    """Write the tuned tensors and their config into directory `path`; returns the directory."""
+                  extra: dict[str, Any] | None = None, weights: dict[str, torch.Tensor] | None = None) -> Path:
+    """Write the tuned tensors and their config into directory `path`; returns the directory. `weights` are the
+    tensors to write when the model's own are sharded (FSDP: the gathered full state dict)."""
     out = Path(path)
     _refuse_merged(model, out)
     out.mkdir(parents=True, exist_ok=True)
     config = adapter_config(model, class_names)
     if extra:
         config.update(extra)
-    save_safetensors_atomic(tuned_state_dict(model), out / ADAPTER_WEIGHTS, {"format": FORMAT_TAG})
+    tensors = tuned_state_dict(model) if weights is None else {k: v for k, v in weights.items()
+                                                              if k in set(tuned_state_dict(model))}
+    save_safetensors_atomic(tensors, out / ADAPTER_WEIGHTS, {"format": FORMAT_TAG})
     write_json_atomic(out / ADAPTER_CONFIG, config)
     return out
 

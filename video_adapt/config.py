@@ -126,6 +126,7 @@ class TrainConfig:
     cutmix: float = option(0.0, ge=0)
     label_smoothing: float = option(0.0, ge=0, lt=1)
     amp: str = option("auto", choices=("auto", "bf16", "fp16", "off"))
+    strategy: str = option("ddp", choices=("ddp", "fsdp"))  # fsdp: weights, gradients and AdamW state sharded (FSDP2)
     compile: bool = False
     nonfinite: str = option("skip", choices=("skip", "stop"))  # what a NaN/inf loss does
     eval_every: int = option(1, ge=1)

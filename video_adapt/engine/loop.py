@@ -80,6 +80,9 @@ def check_config(cfg: Config, facts: DataFacts) -> int:
     if cfg.model.num_classes is not None and cfg.model.num_classes != num_classes:
         raise ConfigError(f"model.num_classes={cfg.model.num_classes} but the data has {num_classes} classes")
     check_backbone(cfg)
+    if cfg.train.strategy == "fsdp" and cfg.model.tuning != "full":
+        raise ConfigError(f"train.strategy=fsdp shards full fine-tuning; {cfg.model.tuning} trains a small part of "
+                          "the model and needs no sharding: use train.strategy=ddp")
     pretrained = cfg.model.pretrained
     if pretrained and pretrained != "none" and not Path(pretrained).exists():
         raise ConfigError(f"model.pretrained={pretrained}: no such file or directory")
@@ -104,7 +107,11 @@ def accumulation(cfg: Config, world_size: int) -> Config:
 
 
 def _gradient_sync(net: nn.Module, sync: bool) -> contextlib.AbstractContextManager:
-    """DDP all-reduces gradients on every backward unless told not to: only the last micro-batch syncs."""
+    """DDP all-reduces (FSDP reduce-scatters) gradients on every backward unless told not to: only the last
+    micro-batch of an accumulated update syncs."""
+    if hasattr(net, "set_requires_gradient_sync"):  # an FSDP2 module
+        net.set_requires_gradient_sync(sync)
+        return contextlib.nullcontext()
     if sync or not isinstance(net, DistributedDataParallel):
         return contextlib.nullcontext()
     return net.no_sync()
@@ -176,6 +183,10 @@ def _train(cfg: Config, dist: DistState) -> dict[str, Any]:
 
     model, load_report = build_model(cfg, num_classes)
     model.to(device)
+    sharded = cfg.train.strategy == "fsdp" and dist.enabled
+    if sharded:  # before the optimizer: sharding replaces the parameters
+        from video_adapt.sharding import shard_model
+        shard_model(model)
     data = build_loaders(cfg, dist)
     accum = cfg.train.accum_steps
     global_batch = cfg.data.batch_size * accum * dist.world_size
@@ -191,7 +202,7 @@ def _train(cfg: Config, dist: DistState) -> dict[str, Any]:
     checkpoint = out_dir / "checkpoints" / CHECKPOINT_NAME
     resume_path = find_resume(cfg.resume, checkpoint)
     if resume_path is not None:
-        state = load_training_state(resume_path, model, updater)
+        state = load_training_state(resume_path, model, updater, sharded=sharded)
         start_epoch, best = state["epoch"] + 1, state["best_top1"]
 
     if dist.is_main:
@@ -210,7 +221,7 @@ def _train(cfg: Config, dist: DistState) -> dict[str, Any]:
             print(f"[video_adapt] resumed from {resume_path} at epoch {start_epoch}")
         else:
             (out_dir / "metrics.csv").unlink(missing_ok=True)  # a fresh run does not append to an old run's rows
-    run = TrainRun(cfg=cfg, dist=dist, model=model, net=_distributed(model, cfg, dist), loader=data.loader,
+    run = TrainRun(cfg=cfg, dist=dist, model=model, net=_distributed(model, cfg, dist, sharded), loader=data.loader,
                    updater=updater, loss_fn=loss_fn, mixup=mixup, log=RunLog(out_dir, dist.is_main))
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats(device)
@@ -230,24 +241,32 @@ def _train(cfg: Config, dist: DistState) -> dict[str, Any]:
         if data.val_loader is not None and ((epoch + 1) % cfg.train.eval_every == 0 or last):
             monitored = evaluate(model, data.val_loader, device, updater.precision.dtype, num_classes, dist_state=dist)
             row.update(val_top1=monitored.top1, val_top5=monitored.top5, val_loss=monitored.loss)
-            if dist.is_main and keep_best and monitored.top1 > best:
+            improved = keep_best and monitored.top1 > best
+            if improved:
                 best = monitored.top1
+            gathered = _gathered(run, sharded, optimizer=False) if improved else None
+            if dist.is_main and improved:
                 save_adapters(model, best_dir, class_names, extra={"data": protocol, "epoch": epoch,
-                                                                    "chosen_on": cfg.data.val_split})
+                                                                    "chosen_on": cfg.data.val_split},
+                              weights=gathered and gathered["weights"])
+        gathered = _gathered(run, sharded)
         if dist.is_main:
             run.log.epoch_row(row)
             run.log.scalars(updater.step, {f"epoch/{k}": float(v) for k, v in row.items() if isinstance(v, (int, float))})
-            save_training_state(checkpoint, model, updater, epoch=epoch, best_top1=best, config=cfg.as_dict())
+            save_training_state(checkpoint, model, updater, gathered=gathered, epoch=epoch, best_top1=best,
+                                config=cfg.as_dict())
             print(f"[video_adapt] epoch {epoch}: " + ", ".join(
                 f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in row.items() if k != "epoch"))
         barrier(dist)
 
     # the reported number, as both papers report it: the final epoch's model on every test view of the test split
     result = final_test(run, test_split, num_classes) if test_split else None
+    gathered = _gathered(run, sharded, optimizer=False)
     summary: dict[str, Any] = {}
     if dist.is_main:
-        check_finite_weights(model)
-        final_dir = save_adapters(model, out_dir / "adapters", class_names, extra={"data": protocol})
+        check_finite_weights(model, gathered and gathered["weights"])
+        final_dir = save_adapters(model, out_dir / "adapters", class_names, extra={"data": protocol},
+                                  weights=gathered and gathered["weights"])
         summary = _summary(cfg, dist, params, result, monitored, wall_start)
         summary["protocol"] = {**protocol, "test_split": test_split}
         summary["best"] = {"top1": best, "split": cfg.data.val_split, "dir": str(best_dir)} if best >= 0 else None
@@ -290,10 +309,22 @@ def final_test(run: TrainRun, split: str, num_classes: int) -> EvalResult:
                     average=view_average(cfg.data))
 
 
-def _distributed(model: nn.Module, cfg: Config, dist: DistState) -> nn.Module:
-    """What runs forward and backward: the model, in DDP across processes and compiled when asked."""
+def _gathered(run: TrainRun, sharded: bool, optimizer: bool = True) -> dict[str, Any] | None:
+    """The full weights (and optimizer state) of a sharded model on rank 0, for saving in the one-process layout;
+    every rank must call it. None when the model is not sharded."""
+    if not sharded:
+        return None
+    from video_adapt.sharding import full_optimizer_state, full_state_dict
+    weights = full_state_dict(run.model)
+    state = full_optimizer_state(run.model, run.updater.optimizer) if optimizer else None
+    return {"weights": weights, "optimizer": state}
+
+
+def _distributed(model: nn.Module, cfg: Config, dist: DistState, sharded: bool = False) -> nn.Module:
+    """What runs forward and backward: the model, in DDP across processes (or sharded by FSDP2 already) and
+    compiled when asked."""
     net = model
-    if dist.enabled:
+    if dist.enabled and not sharded:
         device = dist.device
         net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None,
                                       find_unused_parameters=False)
