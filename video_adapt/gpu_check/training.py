@@ -181,8 +181,9 @@ def fsdp(ctx: Context) -> dict[str, Any]:
     if dist.is_initialized():
         raise CheckFailure("a process group is already initialised in this process")
     s, device = ctx.sizes, ctx.device
-    dist.init_process_group("nccl" if ctx.cuda else "gloo", init_method=(ctx.work / "fsdp_group").as_uri(),
-                            rank=0, world_size=1)
+    rendezvous = ctx.work / "fsdp_group"
+    rendezvous.unlink(missing_ok=True)  # a file store left by an earlier run would be joined, not made
+    dist.init_process_group("nccl" if ctx.cuda else "gloo", init_method=rendezvous.as_uri(), rank=0, world_size=1)
     try:
         precision = Precision.create(device, "bf16")
         reference = build(s, "full", device, seed=0).train()
