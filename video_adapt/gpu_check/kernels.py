@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 from video_adapt.engine.precision import Precision
 from video_adapt.gpu_check.runner import CheckFailure, Context, Skip
-from video_adapt.gpu_check.training import sync, build, fixed_batch, needs_package
+from video_adapt.gpu_check.training import build, fixed_batch, needs_package, sync
 
 # bf16 keeps 8 significant bits (2^-9 ~ 2e-3 relative rounding per operation); eager and compiled code round at
 # different places (fused kernels keep fp32 intermediates) and the difference grows through the blocks
@@ -137,38 +137,40 @@ def _training_model(ctx: Context, impl: str, method: str) -> tuple[torch.nn.Modu
     return model, model
 
 
-def largest_batch(ctx: Context) -> dict[str, Any]:
-    """The largest bf16 training batch (forward, backward, AdamW) that fits, doubling from `largest_start` as
-    `tools/bench_model.py --batch auto` does, for Hugging Face's full fine-tuning and each of our methods."""
+def _largest(ctx: Context, impl: str, method: str) -> dict[str, Any]:
+    """One configuration's largest batch; its model and optimizer are freed on return."""
     from video_adapt.benchmarks.hardware import largest_batch as doubling
     s, device = ctx.sizes, ctx.device
     precision = Precision.create(device, "bf16")
-    rows = []
-    for impl, method in [("hf", "full")] + [("ours", m) for m in s.bench_model_methods]:
-        missing = needs_package(method) if impl == "ours" else None
-        if missing:
-            rows.append({"impl": impl, "method": method, "skipped": f"{missing} is not installed"})
-            continue
-        model, forward = _training_model(ctx, impl, method)
-        optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4, foreach=True)
+    model, forward = _training_model(ctx, impl, method)
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4, foreach=True)
 
-        def step(batch: int) -> None:
-            x = torch.randn(batch, 3, s.frames, s.img_size, s.img_size, device=device)
-            y = torch.zeros(batch, dtype=torch.long, device=device)
-            try:
-                with precision.autocast():
-                    loss = F.cross_entropy(forward(x).float(), y)
-                loss.backward()
-                optimizer.step()
-                sync(device)
-            finally:
-                optimizer.zero_grad(set_to_none=True)
-        start = time.perf_counter()
-        best = doubling(step, start=s.largest_start, limit=s.largest_limit)
-        rows.append({"impl": impl, "method": method, "model": s.model, "frames": s.frames, "img_size": s.img_size,
-                     "largest_batch": best, "stopped_by_memory": best * 2 <= s.largest_limit,
-                     "seconds": time.perf_counter() - start})
-        del model, forward, optimizer
+    def step(batch: int) -> None:
+        x = torch.randn(batch, 3, s.frames, s.img_size, s.img_size, device=device)
+        y = torch.zeros(batch, dtype=torch.long, device=device)
+        try:
+            with precision.autocast():
+                loss = F.cross_entropy(forward(x).float(), y)
+            loss.backward()
+            optimizer.step()
+            sync(device)
+        finally:
+            optimizer.zero_grad(set_to_none=True)
+    start = time.perf_counter()
+    best = doubling(step, start=s.largest_start, limit=s.largest_limit)
+    return {"impl": impl, "method": method, "model": s.model, "frames": s.frames, "img_size": s.img_size,
+            "largest_batch": best, "stopped_by_memory": best * 2 <= s.largest_limit,
+            "seconds": time.perf_counter() - start}
+
+
+def largest_batch(ctx: Context) -> dict[str, Any]:
+    """The largest bf16 training batch (forward, backward, AdamW) that fits, doubling from `largest_start` as
+    `tools/bench_model.py --batch auto` does, for Hugging Face's full fine-tuning and each of our methods."""
+    rows = []
+    for impl, method in [("hf", "full")] + [("ours", m) for m in ctx.sizes.bench_model_methods]:
+        missing = needs_package(method) if impl == "ours" else None
+        rows.append({"impl": impl, "method": method, "skipped": f"{missing} is not installed"} if missing
+                    else _largest(ctx, impl, method))
         if ctx.cuda:
             torch.cuda.empty_cache()
-    return {"rows": rows, "start": s.largest_start, "limit": s.largest_limit, "amp": "bf16"}
+    return {"rows": rows, "start": ctx.sizes.largest_start, "limit": ctx.sizes.largest_limit, "amp": "bf16"}

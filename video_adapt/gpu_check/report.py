@@ -222,7 +222,8 @@ def _sections(results: list[Result]) -> list[str]:
                         ("bench_e2e", "End to end (tools/bench_e2e.py)")):
         if by.get(name):
             lines += ["", f"### {title}", "", f"`{by[name]['command']}`", ""]
-            lines += table(["figure", "value"], sorted(flatten(by[name]["results"]).items()))
+            lines += table(["figure", "value"], sorted((k, v) for k, v in flatten(by[name]["results"]).items()
+                                                       if not k.startswith("args")))  # the command says those
     return lines
 
 

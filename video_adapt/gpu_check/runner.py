@@ -53,10 +53,6 @@ class Context:
     def seconds_left(self) -> float | None:
         return None if self.budget_s is None else self.budget_s - (time.monotonic() - self.start)
 
-    def figures(self, name: str) -> dict[str, Any]:
-        """The figures of an earlier check (empty if it did not run or failed before measuring)."""
-        return next((r.figures for r in self.results if r.name == name), {})
-
     def run(self, args: Sequence[str], timeout: float | None = None, cwd: Path = ROOT) -> subprocess.CompletedProcess:
         """A subprocess of this Python with the repository importable, bounded by the time budget; a non-zero exit
         or a timeout fails the check with the end of its output."""

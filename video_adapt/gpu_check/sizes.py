@@ -62,6 +62,7 @@ class Sizes:
 QUICK = Sizes(
     name="quick",
     model="vit_nano_patch8_32", frames=4, img_size=32, batch=4,
+    steps=10,  # the logic, at half the GPU run's 20 steps: CI shares 2 cores
     compile_backend="aot_eager",  # inductor's C++ build takes ~80 s on 2 CPU cores; dynamo and AOTAutograd still run
     bench_model=("--sizes", "tiny", "--forward-only", "--frames", "2", "--img-size", "32", "--batch", "1",
                  "--steps", "1", "--in-process", "--amp", "bf16"),

@@ -14,7 +14,7 @@ import shlex
 from pathlib import Path
 from typing import Any, Sequence
 
-from video_adapt.gpu_check.runner import ROOT, CheckFailure, Context, Skip
+from video_adapt.gpu_check.runner import CheckFailure, Context, Skip
 from video_adapt.gpu_check.training import needs_package
 
 
