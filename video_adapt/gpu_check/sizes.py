@@ -81,7 +81,7 @@ FULL = Sizes(
     bench_data=("--videos", "16", "--protocols", "adaptformer", "--codecs", "jpeg", "--workers", "0", "8",
                 "--min-clips", "128"),
     bench_e2e=("--model", "vit_small_patch16_224", "--img-size", "224", "--batch", "16", "--videos", "64",
-               "--workers", "8", "--amp", "bf16"),
+               "--epochs", "3", "--workers", "8", "--amp", "bf16"),
     expected_s={"steps": 2, "decode": 5, "train_cli": 20, "ddp": 20, "sdpa": 5, "compile": 50, "fsdp": 10,
                 "bench_model": 60, "largest_batch": 40, "bench_data": 40, "bench_e2e": 45},
 )
