@@ -13,9 +13,12 @@ def fake_train(calls):
         from pathlib import Path
         out = Path(cfg.out_dir)
         out.mkdir(parents=True, exist_ok=True)
+        lr = 0.01 if cfg.model.tuning == "adaptformer" else 0.1
         (out / "summary.json").write_text(json.dumps({
             "final_top1": top1, "trainable_params": 10, "trainable_ratio": 0.01, "wall_time_s": 2.0,
-            "peak_memory_bytes": 2 ** 20}))
+            "peak_memory_bytes": 2 ** 20,
+            "protocol": {"recipe": "adaptformer", "sampling": "tsn", "test_sampling": "dense", "test_clips": 4,
+                         "test_crops": 3, "view_average": "logits", "global_batch": 1024, "lr": lr, "epochs": 90}}))
     return train
 
 
@@ -40,6 +43,10 @@ def test_table_plot_and_standard_errors(tmp_path):
     assert gap_in_sems(cells, ("adaptformer", 8), ("linear", 8)) == pytest.approx(20 / (2 / 3) ** 0.5)
     assert plot_frames(cells, tmp_path / "plot.png").stat().st_size > 1000
     assert write_csv(cells, tmp_path / "t.csv").read_text().count("\n") == 5
+    # every number stands next to the protocol it came from; what differs is named per method
+    assert ("protocol: recipe adaptformer, sampling tsn, views dense 4x3, averaging logits, global batch 1024, "
+            "epochs 90; adaptformer: lr 0.01; linear: lr 0.1") in table
+    assert "recipe,sampling,views,averaging,global_batch,lr,epochs" in (tmp_path / "t.csv").read_text()
 
 
 def test_tradeoff_plot_draws_curves_and_single_points(tmp_path):

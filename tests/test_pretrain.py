@@ -139,3 +139,50 @@ def test_pretrain_config_values_are_checked_like_training_ones(tmp_path):
                               ("decoder=3", "unknown config key 'decoder'"), ("model=vit_x", "model='vit_x'")]:
         with pytest.raises(ConfigError, match=message):
             load_pretrain_config(None, [override])
+
+
+def test_pretraining_defaults_are_the_official_vit_b_ssv2_run():
+    """VM:scripts/ssv2/videomae_vit_base_patch16_224_tubemasking_ratio_0.9_epoch_800/pretrain.sh and the argparse
+    defaults of VM:run_mae_pretraining.py:64-72."""
+    cfg = PretrainConfig()
+    assert (cfg.model, cfg.num_frames, cfg.img_size, cfg.sampling_rate) == ("vit_base_patch16_224", 16, 224, 2)
+    assert (cfg.mask_ratio, cfg.decoder_dim, cfg.decoder_depth, cfg.decoder_heads) == (0.9, 384, 4, 6)
+    assert (cfg.lr, cfg.min_lr, cfg.warmup_epochs, cfg.weight_decay, cfg.batch_size) == (1.5e-4, 1e-5, 40, 0.05, 32)
+    # lr and min_lr scale with the batch (VM:run_mae_pretraining.py:193-194): 1.2e-3 and 8e-5 at 32 x 64
+    updater = build_pretrain_updater(build_pretrain_model(PretrainConfig(**NANO)),
+                                     PretrainConfig(**{**NANO, "batch_size": 2048, "lr": 1.5e-4, "warmup_epochs": 40,
+                                                       "epochs": 800}), steps_per_epoch=10,
+                                     device=torch.device("cpu"))
+    schedule = updater.schedule
+    assert schedule.peak == pytest.approx(1.2e-3) and schedule.min_lr == pytest.approx(8e-5)
+    assert schedule.kind == "step" and schedule.at_step(0) == 0.0  # warmup from 0 (PROTOCOLS.md note 3)
+
+
+def test_pretraining_init_is_videomaes():
+    """Every encoder/decoder Linear Xavier-uniform with zero bias; the mask token trunc-normal(0.02) clipped at
+    +-0.02; encoder_to_decoder and the tubelet Conv3d at PyTorch's defaults (VM:modeling_pretrain.py:14-15, 65-72,
+    137, 246-252)."""
+    torch.manual_seed(0)
+    model = PretrainVideoMAE("vit_small_patch16_224", decoder_dim=192, decoder_depth=1, decoder_heads=3, depth=2,
+                             num_frames=4, img_size=32)
+    qkv = model.encoder.blocks[0].attn.qkv.weight
+    fan_in, fan_out = qkv.shape[1], qkv.shape[0]
+    bound = (6 / (fan_in + fan_out)) ** 0.5
+    assert float(qkv.abs().max()) <= bound and float(qkv.std()) == pytest.approx(bound / 3 ** 0.5, rel=0.05)
+    fc2 = model.decoder.blocks[0].mlp.fc2
+    assert float(fc2.weight.abs().max()) <= (6 / sum(fc2.weight.shape)) ** 0.5 and torch.count_nonzero(fc2.bias) == 0
+    assert float(model.mask_token.abs().max()) <= 0.02 and float(model.mask_token.std()) > 0.005
+    e2d = model.encoder_to_decoder.weight  # nn.Linear's default: kaiming_uniform(a=sqrt(5)) -> bound 1/sqrt(fan_in)
+    default = 1 / e2d.shape[1] ** 0.5  # half Xavier's bound for this shape, so the two are told apart by the std
+    assert float(e2d.abs().max()) <= default and float(e2d.std()) == pytest.approx(default / 3 ** 0.5, rel=0.05)
+
+
+def test_pretraining_clips_are_fresh_stsn_samples_with_the_multiscale_crop(synthetic_store):
+    """VM:datasets.py:9-20, 38-54: S-TSN at the sampling rate and GroupMultiScaleCrop, no flip."""
+    from video_adapt.pretraining import StoreClips
+    clips = StoreClips(str(synthetic_store), num_frames=4, img_size=32, stride=2, seed=0)
+    view = clips.inner.view
+    assert (view.sampling, view.stride, view.crop, view.flip, view.randaugment) == ("tsn", 2, "msc", False, None)
+    first = clips[0]
+    clips.set_epoch(1)
+    assert first.shape == (3, 4, 32, 32) and not torch.equal(first, clips[0])

@@ -4,7 +4,7 @@ time, and what they mean for full Something-Something v2 and HMDB51 on one machi
     python tools/bench_prep.py                  # 24 videos per kind, JPEG q90 and raw at the decoded size
     python tools/bench_prep.py --smoke          # tiny sizes, seconds (used by the tests)
 
-Sources are footage-like (tools/bench_data.py's generator): SSv2-like 45 frames of 320 x 240 at 12 fps, VP9 webm
+Sources are footage-like (video_adapt/benchmarks/sources.py): SSv2-like 45 frames of 320 x 240 at 12 fps, VP9 webm
 at SSv2's bit rate (~90 KB per video); HMDB51-like 90 frames of 320 x 240 at 30 fps, MPEG-4 avi at HMDB51's
 (~300 KB per video, 2 GB for 6,766). Each store is prepared with one worker as 2 parts (`--shard 0/2`, `1/2`, run
 one after the other) and merged, so the timed path is the one a cluster runs. A worker's rate is videos per CPU
@@ -22,13 +22,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from bench_data import SSV2_BIT_RATE, footage_like  # noqa: E402
-
-from video_adapt.data.merge import merge_parts  # noqa: E402
-from video_adapt.data.prepare import PrepOptions, SplitSpec, VideoEntry, part_name, prepare_store  # noqa: E402
-from video_adapt.data.synthetic import write_video  # noqa: E402
+from video_adapt.benchmarks.sources import SSV2_BIT_RATE, footage_like
+from video_adapt.data.merge import merge_parts
+from video_adapt.data.prepare import PrepOptions, SplitSpec, VideoEntry, part_name, prepare_store
+from video_adapt.data.synthetic import write_video
 
 HMDB51_BIT_RATE = 800_000  # 2.0 GB / 6,766 videos = ~300 KB per ~3 s clip
 

@@ -124,6 +124,7 @@ class Cell:
     trainable_ratio: float
     train_time_s: float
     peak_mb: float
+    protocol: dict[str, Any] = field(default_factory=dict)  # what the number depends on (summary.json "protocol")
 
     @property
     def sem(self) -> float:
@@ -143,8 +144,37 @@ def aggregate(results: list[GridResult], metric: str = "final_top1") -> list[Cel
         first = runs[0].summary
         cells.append(Cell(variant, frames, len(values), mean, std, first["trainable_params"], first["trainable_ratio"],
                           sum(r.summary["wall_time_s"] for r in runs) / len(runs),
-                          max(r.summary.get("peak_memory_bytes", 0) for r in runs) / 2**20))
+                          max(r.summary.get("peak_memory_bytes", 0) for r in runs) / 2**20,
+                          protocol_fields(first.get("protocol") or {})))
     return cells
+
+
+PROTOCOL_COLUMNS = ("recipe", "sampling", "views", "averaging", "global_batch", "lr", "epochs")
+
+
+def protocol_fields(protocol: dict[str, Any]) -> dict[str, Any]:
+    """The protocol facts a comparison table states next to its numbers, from a run's summary.json."""
+    if not protocol:
+        return {}
+    views = f"{protocol.get('test_sampling')} {protocol.get('test_clips')}x{protocol.get('test_crops')}"
+    return {"recipe": protocol.get("recipe"), "sampling": protocol.get("sampling"), "views": views,
+            "averaging": protocol.get("view_average"), "global_batch": protocol.get("global_batch"),
+            "lr": float(f"{protocol.get('lr', 0):.3g}"), "epochs": protocol.get("epochs")}
+
+
+def protocol_note(cells: list[Cell]) -> str:
+    """One line under a table: the protocol shared by every cell, then what differs per method."""
+    if not any(c.protocol for c in cells):
+        return ""
+    shared = {k: cells[0].protocol.get(k) for k in PROTOCOL_COLUMNS
+              if all(c.protocol.get(k) == cells[0].protocol.get(k) for c in cells)}
+    line = "protocol: " + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in shared.items())
+    differs = [k for k in PROTOCOL_COLUMNS if k not in shared]
+    for variant in dict.fromkeys(c.variant for c in cells):
+        cell = next(c for c in cells if c.variant == variant)
+        if differs:
+            line += f"; {variant}: " + ", ".join(f"{k.replace('_', ' ')} {cell.protocol.get(k)}" for k in differs)
+    return line
 
 
 def markdown_table(cells: list[Cell]) -> str:
@@ -166,15 +196,19 @@ def markdown_table(cells: list[Cell]) -> str:
                 f"{max(lookup[(v, t)].peak_mb for t in frames if (v, t) in lookup):.0f}"]
         lines.append("| " + " | ".join(row) + " |")
     seeds = sorted({c.n for c in cells})
-    lines.append(f"\ntop-1 (%) mean ± std over {', '.join(map(str, seeds))} seed(s)")
+    lines.append(f"\ntop-1 (%) of the final multi-view test, mean ± std over {', '.join(map(str, seeds))} seed(s)")
+    note = protocol_note(cells)
+    if note:
+        lines.append(note)
     return "\n".join(lines)
 
 
 def write_csv(cells: list[Cell], path: Path) -> Path:
     return write_csv_atomic(path, ["method", "frames", "seeds", "top1_mean", "top1_std", "top1_sem", "trainable_params",
-                                   "trainable_share", "train_time_s", "peak_mb"],
+                                   "trainable_share", "train_time_s", "peak_mb", *PROTOCOL_COLUMNS],
                             [[c.variant, c.frames, c.n, f"{c.top1_mean:.3f}", f"{c.top1_std:.3f}", f"{c.sem:.3f}",
-                              c.trainable, f"{c.trainable_ratio:.6f}", f"{c.train_time_s:.2f}", f"{c.peak_mb:.1f}"]
+                              c.trainable, f"{c.trainable_ratio:.6f}", f"{c.train_time_s:.2f}", f"{c.peak_mb:.1f}",
+                              *[c.protocol.get(k, "") for k in PROTOCOL_COLUMNS]]
                              for c in cells])
 
 

@@ -1,4 +1,4 @@
-"""Benchmark inputs: footage-like source videos, and clips decoded on the fly from them.
+"""Benchmark inputs: footage-like source videos at Something-Something v2's bit rate, and own videos from a folder.
 
 Something-Something v2 ships 220,847 VP9 webm videos at 240p and 12 fps in about 19.4 GB: about 88 KB, or about
 175 kbit/s, for an average clip of about 4 s. Sources are encoded at that rate so that decoding them costs what
@@ -9,13 +9,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import torch
-from torch.utils.data import Dataset
 
-from video_adapt.data.decode import VIDEO_EXTENSIONS, open_video
-from video_adapt.data.sampling import segment_indices
+from video_adapt.data.decode import VIDEO_EXTENSIONS
 from video_adapt.data.synthetic import write_video
-from video_adapt.data.transforms import random_resized_crop, to_tensor_clip
 from video_adapt.errors import ConfigError
 
 SSV2_BIT_RATE = 150_000  # libvpx-vp9 overshoots its target by ~15% on these frames: ~90 KB per 48 frames
@@ -64,22 +60,3 @@ def list_videos(folder: Path) -> tuple[list[Path], list[int]]:
         raise ConfigError(f"{folder}: no videos ({', '.join(VIDEO_EXTENSIONS)})")
     classes = sorted({p.parent for p in paths})
     return paths, [classes.index(p.parent) for p in paths]
-
-
-class OnTheFly(Dataset):
-    """The usual alternative to a prepared store: open the source video and decode the clip's frames for every
-    sample (segment sampling, random resized crop, uint8 out), as the tube loader would serve them."""
-
-    def __init__(self, paths: list[Path], num_frames: int, img_size: int, backend: str,
-                 labels: list[int] | None = None):
-        self.paths, self.num_frames, self.img_size, self.backend = paths, num_frames, img_size, backend
-        self.labels = labels if labels is not None else [0] * len(paths)
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
-        rng = np.random.default_rng(i)
-        reader = open_video(self.paths[i], [self.backend])
-        frames = reader.read(segment_indices(reader.num_frames, self.num_frames, True, rng))
-        return random_resized_crop(to_tensor_clip(frames), self.img_size, rng, scale=(0.5, 1.0)), self.labels[i]
