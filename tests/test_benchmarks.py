@@ -192,3 +192,38 @@ def test_mfu_peak_is_known_for_gpus_and_given_on_cpus(monkeypatch):
     assert peak_tflops("cuda", 100.0) == 100.0
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda *a: "NVIDIA GeForce RTX 4090")
     assert peak_tflops("cuda", None) is None
+
+
+def test_tree_bytes_counts_a_hard_linked_shard_once(tmp_path):
+    from video_adapt.benchmarks.prep import tree_bytes
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "shard.bin").write_bytes(b"x" * 1000)
+    (tmp_path / "b.csv").write_bytes(b"y" * 10)
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / "shard.bin").hardlink_to(tmp_path / "a" / "shard.bin")  # what data_prep.merge leaves
+    assert tree_bytes(tmp_path) == 1010
+
+
+def test_full_dataset_scales_the_worker_rate_and_adds_the_merge_on_several_machines():
+    from video_adapt.benchmarks.prep import KINDS, full_dataset
+    ssv2 = KINDS[0]
+    m = {"videos/s per worker": 10.0, "store bytes per source byte": 2.0, "store KB per video": 500.0,
+         "merge ms per shard file": 5.0}
+    one = full_dataset(ssv2, m, workers=16, machines=1, shard_size=500)
+    eight = full_dataset(ssv2, m, workers=16, machines=8, shard_size=500)
+    assert one["minutes"] == pytest.approx(ssv2.full_videos / 160 / 60) and one["merge s"] == 0
+    shards = -(-ssv2.full_videos // 500) + 8
+    assert eight["merge s"] == pytest.approx(5e-3 * shards)
+    assert eight["minutes"] == pytest.approx((ssv2.full_videos / 1280 + 5e-3 * shards) / 60)
+    assert one["store GB"] == eight["store GB"] == pytest.approx(2 * ssv2.full_gb)
+    assert one["write MB/s per machine"] == pytest.approx(0.5 * 160)
+
+
+def test_memory_fit_table_has_a_strategy_column_only_with_sharded_rows():
+    from video_adapt.benchmarks.memory_fit import table
+    row = {"model": "m", "method": "full", "checkpointing": False, "state_gib": 1.0, "batch_1_gib": 2.0,
+           "per_clip_mib": 300.0, "batch @ 24 GB": 7, "cpu_peak_over_count": 1.1, "strategy": "ddp"}
+    plain = table([row], [24]).splitlines()
+    assert "strategy" not in plain[0] and plain[2].endswith("| 300 | 7 | 1.10 |")
+    sharded = table([row, {**row, "strategy": "fsdp", "world_size": 8}], [24]).splitlines()
+    assert "strategy" in sharded[0] and "DDP" in sharded[2] and "FSDP x8" in sharded[3]

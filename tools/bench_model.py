@@ -35,9 +35,9 @@ from video_adapt.benchmarks.model_step import MERGED_LORA, StepSpec, measure, pa
 from video_adapt.console import command
 from video_adapt.files import write_json_atomic
 from video_adapt.models.tuning import METHODS
+from video_adapt.models.vit import SIZE_NAMES
 
-SIZES = {"tiny": "vit_tiny_patch16_224", "small": "vit_small_patch16_224", "base": "vit_base_patch16_224",
-         "large": "vit_large_patch16_224"}
+SIZES = {name: SIZE_NAMES[name] for name in ("tiny", "small", "base", "large")}
 DEFAULT_METHODS = ["full", "adaptformer", "vpt", "linear"]  # the article's four; --methods adds the others
 
 
@@ -88,7 +88,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--amp", default="off", choices=["off", "bf16", "fp16"])
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = default)")
-    parser.add_argument("--in-process", action="store_true", help="no subprocess per measurement (CPU memory is then approximate)")
+    parser.add_argument("--in-process", action="store_true",
+                        help="no subprocess per measurement (CPU memory is then approximate)")
     parser.add_argument("--methods", nargs="+", default=DEFAULT_METHODS, choices=[*METHODS, MERGED_LORA])
     parser.add_argument("--checkpointing", action="store_true",
                         help="also train each method with activation checkpointing (rows 'method+ckpt')")

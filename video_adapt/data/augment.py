@@ -52,7 +52,7 @@ def msc_offsets(h: int, w: int, ch: int, cw: int, more_fix_crop: bool = True) ->
     return [(y * hs, x * ws) for x, y in grid]
 
 
-def msc_box(h: int, w: int, rng: np.random.Generator, size: int = 224, scales=MSC_SCALES, max_distort: int = 1,
+def msc_box(h: int, w: int, rng: np.random.Generator, *, size: int = 224, scales=MSC_SCALES, max_distort: int = 1,
             more_fix_crop: bool = True) -> Box:
     """One multi-scale crop box for a h x w clip: a uniform pair, then a uniform fixed offset.
 

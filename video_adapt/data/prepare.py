@@ -185,8 +185,8 @@ def _prepare_out_dir(out: Path, options: dict[str, Any], overwrite: bool) -> Non
         write_json_atomic(prep_path, options)
 
 
-def prepare_store(out: str | Path, classes: list[str], splits: list[SplitSpec], opts: PrepOptions, source: str,
-                  flip: bool, workers: int = 1, overwrite: bool = False, progress: bool = True,
+def prepare_store(out: str | Path, classes: list[str], splits: list[SplitSpec], opts: PrepOptions, *,
+                  source: str, flip: bool, workers: int = 1, overwrite: bool = False, progress: bool = True,
                   extra_meta: dict[str, Any] | None = None, shard: tuple[int, int] | None = None) -> PrepReport:
     """Write (or finish) the store at `out`; returns counts and failures.
 
@@ -239,11 +239,11 @@ def prepare_store(out: str | Path, classes: list[str], splits: list[SplitSpec], 
     extra = dict(extra_meta or {})
     if shard is not None:
         extra["part"] = [part, parts]
-    return _finish(out, classes, splits, owned, opts, source, flip, start, extra)
+    return _finish(out, classes, splits, owned, opts=opts, source=source, flip=flip, start=start, extra_meta=extra)
 
 
-def _finish(out: Path, classes: list[str], splits: list[SplitSpec], owned: dict[str, list[int]], opts: PrepOptions,
-            source: str, flip: bool, start: float, extra_meta: dict[str, Any]) -> PrepReport:
+def _finish(out: Path, classes: list[str], splits: list[SplitSpec], owned: dict[str, list[int]], *,
+            opts: PrepOptions, source: str, flip: bool, start: float, extra_meta: dict[str, Any]) -> PrepReport:
     """Write videos.csv per split, failed.csv and, last, meta.json (its presence means: complete), for the rows
     this job owns (all of them, or a part's share)."""
     failures: list[tuple[str, str, str, str]] = []
@@ -269,8 +269,8 @@ def _finish(out: Path, classes: list[str], splits: list[SplitSpec], owned: dict[
                 rows.append([r, e.id, e.label, e.path, n, stored, f"{fps:.3f}", h, w])
             elif r in failed:
                 failures.append((spec.name, e.id, e.path, failed[r]))
-        write_csv_atomic(directory / "videos.csv",
-                         ["row", "id", "label", "source", "num_frames", "stored_frames", "fps", "height", "width"], rows)
+        columns = ["row", "id", "label", "source", "num_frames", "stored_frames", "fps", "height", "width"]
+        write_csv_atomic(directory / "videos.csv", columns, rows)
         videos += len(owned[spec.name])
         counts = np.bincount([int(r[2]) for r in rows if int(r[2]) >= 0], minlength=len(classes))
         split_meta[spec.name] = {"videos": len(rows), "failed": len(owned[spec.name]) - len(rows),

@@ -10,9 +10,10 @@ trains), kept in the dtype the backbone produced it under the run's AMP (bf16/fp
 
 Views: epoch e trains on view e % K. View k of video i is the clip the uncached run draws in epoch k (`TrainClips`
 seeds every draw by (seed, epoch, index)), so with K >= train.epochs the cached run sees exactly the uncached run's
-clips (only train.epochs views are computed), and with fewer it cycles through the first K. The backbone runs in training mode for the training views, as
-in the uncached run (a drop path draw is frozen into each view), and in eval mode for the monitoring views. The
-final multi-view test is not cached: it runs once, on clips, through the whole model, as for every method.
+clips (only train.epochs views are computed), and with fewer it cycles through the first K. The backbone runs in
+training mode for the training views, as in the uncached run (a drop path draw is frozen into each view), and in
+eval mode for the monitoring views. The final multi-view test is not cached: it runs once, on clips, through the
+whole model, as for every method.
 
 Not the official protocol where the recipe re-augments every epoch (AdaptFormer draws S-TSN + multi-scale crop anew
 in each of 90 epochs): K fixed views instead of 90 fresh draws, `head_bn` statistics over those views; the test
@@ -173,7 +174,7 @@ def _gather(part: torch.Tensor, n: int, dist: DistState) -> torch.Tensor:
 
 
 @torch.no_grad()
-def _pooled(model: nn.Module, loader: Any, device: torch.device, amp: torch.dtype | None, train_views: bool,
+def _pooled(model: nn.Module, loader: Any, device: torch.device, amp: torch.dtype | None, *, train_views: bool,
             desc: str, show: bool) -> torch.Tensor:
     """Pooled features (n, copies, D) of the loader's videos in its order: training batches (clips, labels, boxes)
     or encoded clips, or monitoring batches (views, label, index)."""
@@ -208,7 +209,8 @@ def _compute(model: nn.Module, data: TrainData, cfg: Config, dist: DistState,
         for view in range(k):
             train_set.set_epoch(view)  # view k is the clip the uncached run draws in epoch k
             loader = make_loader(train_set, d.batch_size, share, d.num_workers, device, drop_last=False)
-            views.append(_gather(_pooled(model, loader, device, amp, True, f"caching view {view}", dist.is_main), n,
+            views.append(_gather(_pooled(model, loader, device, amp, train_views=True, desc=f"caching view {view}",
+                                         show=dist.is_main), n,
                                  dist))
         train_set.set_epoch(0)
         monitor = None
@@ -216,7 +218,8 @@ def _compute(model: nn.Module, data: TrainData, cfg: Config, dist: DistState,
             val_set = data.val_loader.dataset
             loader = make_loader(val_set, d.batch_size, _share(len(val_set), dist), d.num_workers, device,
                                  drop_last=False)
-            monitor = _gather(_pooled(model, loader, device, amp, False, "caching monitoring views", dist.is_main),
+            monitor = _gather(_pooled(model, loader, device, amp, train_views=False, desc="caching monitoring views",
+                                     show=dist.is_main),
                               len(val_set), dist)
     return {"train": torch.stack(views), "monitor": monitor}
 
@@ -271,6 +274,7 @@ def cache_features(model: nn.Module, data: TrainData, cfg: Config, dist: DistSta
         indices = list(eval_sampler(val_set, dist) or range(len(val_set)))
         val_loader = FeatureViews(monitor, torch.as_tensor(val_set.labels), indices, cfg.data.batch_size)
     size = sum(t.numel() * t.element_size() for t in (train, monitor) if t is not None)
-    report = CacheReport(views=train.shape[0], videos=counts[0], monitored=counts[1], dtype=str(train.dtype).removeprefix("torch."), bytes=size,
+    report = CacheReport(views=train.shape[0], videos=counts[0], monitored=counts[1],
+                         dtype=str(train.dtype).removeprefix("torch."), bytes=size,
                          seconds=time.perf_counter() - start, reused=reused)
     return replace(data, train_set=train_set, loader=loader, val_loader=val_loader), report

@@ -74,7 +74,7 @@ def _row(rows: list[dict], impl: str, method: str, mode: str) -> dict | None:
                  and not r.get("compiled")), None)
 
 
-def _goal(goal: str, target: str, threshold: float, value: float | None, source: str, note: str = "",
+def _goal(goal: str, target: str, threshold: float, value: float | None, *, source: str, note: str = "",
           percent: bool = False) -> dict[str, Any]:
     shown = "" if value is None else (f"{100 * value:.1f}%" if percent else f"{value:.3g}")
     return {"goal": goal, "target": target, "measured": value, "shown": shown or "not measured",
@@ -87,16 +87,19 @@ def goals(figures: dict[str, dict[str, Any]], device: torch.device) -> list[dict
     peak = figures.get("bench_model", {}).get("peak_tflops")
     ours_af, hf = _row(rows, "ours", "adaptformer", "train"), _row(rows, "hf", "full", "train")
     ours_eval = _row(rows, "ours", "full", "eval")
-    where = lambda r: f"bench_model: {r['model']}, {r['frames']}x{r['img_size']}, batch {r['batch']}, eager" if r else "bench_model"  # noqa: E731
+
+    def where(r: dict[str, Any] | None) -> str:
+        return f"bench_model: {r['model']}, {r['frames']}x{r['img_size']}, batch {r['batch']}, eager" if r else \
+            "bench_model"
     mfu = ours_af["flops_per_clip"] * ours_af["clips_per_s"] / (peak * 1e12) if ours_af and peak else None
     out = [
-        _goal("ViT-B 16x224 AdaptFormer bf16 training, MFU", ">= 45% (H100/H200)", 0.45, mfu, where(ours_af),
-              "" if peak else "no peak FLOP/s known for this device", percent=True),
+        _goal("ViT-B 16x224 AdaptFormer bf16 training, MFU", ">= 45% (H100/H200)", 0.45, mfu, source=where(ours_af),
+              note="" if peak else "no peak FLOP/s known for this device", percent=True),
         _goal("AdaptFormer training clips/s over Hugging Face VideoMAE's (same GPU and batch)", ">= 1.2x", 1.2,
-              ours_af["clips_per_s"] / hf["clips_per_s"] if ours_af and hf else None, where(hf),
-              "HF fine-tunes fully (it has no AdaptFormer); both eager, not compiled"),
+              ours_af["clips_per_s"] / hf["clips_per_s"] if ours_af and hf else None, source=where(hf),
+              note="HF fine-tunes fully (it has no AdaptFormer); both eager, not compiled"),
         _goal("Inference clips/s, our ViT-B 16x224 in bf16", ">= 1000", 1000.0,
-              ours_eval["clips_per_s"] if ours_eval else None, where(ours_eval)),
+              ours_eval["clips_per_s"] if ours_eval else None, source=where(ours_eval)),
     ]
     data = flatten(figures.get("bench_data", {}).get("results", {}))
     e2e = flatten(figures.get("bench_e2e", {}).get("results", {}))
@@ -105,13 +108,14 @@ def goals(figures: dict[str, dict[str, Any]], device: torch.device) -> list[dict
     model_rate = best(e2e, "model only clips/s")
     out.append(_goal("nvJPEG store loader over the model's training rate (data never the bottleneck)", ">= 1.0x",
                      1.0, loader[1] / model_rate[1] if loader and model_rate else None,
-                     f"bench_data '{loader[0] if loader else '?'}' over bench_e2e '{model_rate[0] if model_rate else '?'}'",
-                     "the loader's best nvJPEG rate (AdaptFormer's clip) over bench_e2e's model-only rate"))
+                     source=f"bench_data '{loader[0] if loader else '?'}' over bench_e2e "
+                            f"'{model_rate[0] if model_rate else '?'}'",
+                     note="the loader's best nvJPEG rate (AdaptFormer's clip) over bench_e2e's model-only rate"))
     ratio = best(e2e, "amortised /", "videos") or best(e2e, "amortised /", "on the fly")
     backend = figures.get("bench_e2e", {}).get("results", {}).get("backend")
     out.append(_goal("End to end, prepared store over decoding on the fly, ViT-S at 8 frames", ">= 3x", 3.0,
-                     ratio[1] if ratio else None, f"bench_e2e '{ratio[0]}'" if ratio else "bench_e2e",
-                     f"on-the-fly decoder: {backend}" if backend and backend != "decord" else ""))
+                     ratio[1] if ratio else None, source=f"bench_e2e '{ratio[0]}'" if ratio else "bench_e2e",
+                     note=f"on-the-fly decoder: {backend}" if backend and backend != "decord" else ""))
     return out
 
 
@@ -155,7 +159,8 @@ def summary_line(result: Result) -> str:
     if name == "largest_batch":
         return "; ".join(f"{r['impl']} {r['method']} {r.get('largest_batch', r.get('skipped'))}" for r in f["rows"])
     if name == "bench_model":
-        return f"{len(f['rows'])} rows" + (f"; left out: {', '.join(f['methods_left_out'])}" if f["methods_left_out"] else "")
+        left_out = f["methods_left_out"]
+        return f"{len(f['rows'])} rows" + (f"; left out: {', '.join(left_out)}" if left_out else "")
     return f.get("command", "")
 
 

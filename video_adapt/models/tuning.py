@@ -99,7 +99,7 @@ class AdaptMLP(nn.Module):
     `init` picks one of three initialisations (see `reset_parameters`).
     """
 
-    def __init__(self, dim: int, bottleneck: int, scale: float | str = 0.1, position: str = "parallel",
+    def __init__(self, dim: int, bottleneck: int, *, scale: float | str = 0.1, position: str = "parallel",
                  input_kind: str = "norm", dropout: float = 0.0, init: str = "article"):
         super().__init__()
         self.position = position
@@ -235,8 +235,8 @@ def apply_tuning(model: VisionTransformer, cfg: TuningConfig) -> VisionTransform
     if cfg.method == "adaptformer":
         for i in layers:
             model.blocks[i].mlp_adapter = AdaptMLP(
-                dim, cfg.bottleneck, cfg.adapter_scale, cfg.adapter_position, cfg.adapter_input,
-                cfg.adapter_dropout, cfg.adapter_init,
+                dim, cfg.bottleneck, scale=cfg.adapter_scale, position=cfg.adapter_position,
+                input_kind=cfg.adapter_input, dropout=cfg.adapter_dropout, init=cfg.adapter_init,
             )
     elif cfg.method == "st_adapter":
         for i in layers:

@@ -71,6 +71,11 @@ PRESETS: dict[str, dict[str, Any]] = {
     "vit_nano_patch8_32": dict(img_size=32, patch_size=8, num_frames=4, embed_dim=32, depth=2, num_heads=2),
 }
 
+# short size names the benchmark commands take (--sizes base large), for the presets above
+SIZE_NAMES = {"nano": "vit_nano_patch8_32", "tiny": "vit_tiny_patch16_224", "small": "vit_small_patch16_224",
+              "base": "vit_base_patch16_224", "large": "vit_large_patch16_224", "huge": "vit_huge_patch16_224",
+              "giant": "vit_giant_patch14_224"}
+
 
 def vit_config(name: str, **overrides: Any) -> ViTConfig:
     """Preset `name` with keyword overrides; unknown names and keys raise a one-line error."""
