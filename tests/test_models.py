@@ -186,3 +186,15 @@ def test_wrapped_qkv_is_called_not_bypassed():
     assert not torch.allclose(before, model(x))
     attn.qkv.extra.weight.data.zero_()
     assert torch.allclose(before, model(x), atol=1e-6)
+
+
+def test_init_linear_and_norm_sets_linear_weights_by_the_given_rule_and_zero_biases():
+    from video_adapt.models.vit import init_linear_and_norm
+    linear, norm, conv = torch.nn.Linear(4, 3), torch.nn.LayerNorm(4), torch.nn.Conv1d(1, 1, 1)
+    norm.weight.data.fill_(3.0), norm.bias.data.fill_(2.0)
+    before = conv.weight.clone()
+    for m in (linear, norm, conv):
+        init_linear_and_norm(m, lambda w: torch.nn.init.constant_(w, 0.5))
+    assert torch.equal(linear.weight, torch.full((3, 4), 0.5)) and not linear.bias.any()
+    assert torch.equal(norm.weight, torch.ones(4)) and not norm.bias.any()
+    assert torch.equal(conv.weight, before)  # other modules are left to their own init

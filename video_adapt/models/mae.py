@@ -22,7 +22,8 @@ from torch import nn
 
 from video_adapt.files import torch_save_atomic
 from video_adapt.imagenet import IMAGENET_MEAN, IMAGENET_STD
-from video_adapt.models.vit import Block, VisionTransformer, sinusoid_position_table, vit_config
+from video_adapt.models.vit import (Block, VisionTransformer, init_linear_and_norm, sinusoid_position_table,
+                                    vit_config)
 
 
 def tube_mask(batch: int, grid: tuple[int, int, int], ratio: float, generator: torch.Generator | None = None,
@@ -56,13 +57,7 @@ def pixel_targets(clips: torch.Tensor, tubelet: int, patch: int, norm_pix: bool 
 
 
 def _xavier_init(m: nn.Module) -> None:
-    if isinstance(m, nn.Linear):
-        nn.init.xavier_uniform_(m.weight)
-        if m.bias is not None:
-            nn.init.zeros_(m.bias)
-    elif isinstance(m, nn.LayerNorm):
-        nn.init.ones_(m.weight)
-        nn.init.zeros_(m.bias)
+    init_linear_and_norm(m, nn.init.xavier_uniform_)
 
 
 class PretrainVideoMAE(nn.Module):

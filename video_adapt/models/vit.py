@@ -71,6 +71,18 @@ PRESETS: dict[str, dict[str, Any]] = {
     "vit_nano_patch8_32": dict(img_size=32, patch_size=8, num_frames=4, embed_dim=32, depth=2, num_heads=2),
 }
 
+def init_linear_and_norm(m: nn.Module, linear_weight_init: Any) -> None:
+    """VideoMAE's `_init_weights` for one module (`model.apply`): a Linear's weight by `linear_weight_init`
+    (trunc-normal(0.02) when fine-tuning, Xavier-uniform when pretraining) and a zero bias; LayerNorm to 1 and 0."""
+    if isinstance(m, nn.Linear):
+        linear_weight_init(m.weight)
+        if m.bias is not None:
+            nn.init.zeros_(m.bias)
+    elif isinstance(m, nn.LayerNorm):
+        nn.init.ones_(m.weight)
+        nn.init.zeros_(m.bias)
+
+
 # short size names the benchmark commands take (--sizes base large), for the presets above
 SIZE_NAMES = {"nano": "vit_nano_patch8_32", "tiny": "vit_tiny_patch16_224", "small": "vit_small_patch16_224",
               "base": "vit_base_patch16_224", "large": "vit_large_patch16_224", "huge": "vit_huge_patch16_224",
@@ -272,13 +284,7 @@ class VisionTransformer(nn.Module):
 
     @staticmethod
     def _init_weights(m: nn.Module) -> None:
-        if isinstance(m, nn.Linear):
-            trunc_normal_(m.weight, std=0.02)
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.LayerNorm):
-            nn.init.ones_(m.weight)
-            nn.init.zeros_(m.bias)
+        init_linear_and_norm(m, functools.partial(trunc_normal_, std=0.02))
 
     def group_matcher(self, coarse: bool = False) -> dict[str, Any]:
         """Layer ids for timm's layer-wise lr decay: stem, then one group per block (adapters included)."""
