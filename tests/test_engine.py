@@ -306,3 +306,26 @@ def test_optimizer_holds_only_trainable_tensors_and_skips_decay_on_1d(tmp_path):
     for group in optimizer.param_groups:
         assert all(p.ndim > 1 for p in group["params"]) or group["weight_decay"] == 0
     assert not optimizer.defaults.get("fused")  # fused AdamW is for CUDA tensors only
+
+
+def test_summary_counts_each_runs_step_memory_and_its_own_peak(synthetic_store, backbone, tmp_path):
+    """On a CPU a grid runs in one process, whose lifetime peak RSS says nothing about the run at hand: the peak
+    is reset when a run begins, and the comparable figure is the counted step memory of the run's model and batch."""
+    from video_adapt.models.memory import counted_step_bytes
+    cfg = load_config(None, tiny_overrides(synthetic_store, tmp_path / "a", "model.tuning=adaptformer",
+                                           f"model.pretrained={backbone}", "train.epochs=1"))
+    ballast = torch.ones(64 * 2**20, dtype=torch.uint8)  # 64 MiB held and touched before the run
+    ballast += 1
+    before = ballast.numel()
+    del ballast
+    summary = train(cfg)
+    torch.manual_seed(0)
+    model = create_model("vit_nano_patch8_32", num_classes=4, num_frames=4, img_size=32, tuning="adaptformer",
+                         bottleneck=4, head_bn=True, adapter_input="residual", adapter_init="official")  # the recipe's
+    expected = counted_step_bytes(model, torch.randn(8, 3, 4, 32, 32), None)
+    assert summary["step_memory_bytes"] == expected
+    full = train(load_config(None, tiny_overrides(synthetic_store, tmp_path / "b", "model.tuning=full",
+                                                  "train.epochs=1")))
+    assert full["step_memory_bytes"] > summary["step_memory_bytes"]  # gradients and moments of every weight
+    from video_adapt.models.memory import _status_bytes
+    assert summary["peak_memory_bytes"] <= _status_bytes("VmRSS") + before // 2  # not the 64 MiB ballast's peak

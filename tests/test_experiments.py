@@ -121,3 +121,20 @@ def test_methods_grid_runs_every_method_on_the_demo_config():
     grid = yaml.safe_load((root / "grid_methods.yaml").read_text())
     tunings = {load_config(root / "base.yaml", overrides).model.tuning for overrides in grid["variants"].values()}
     assert tunings == set(METHODS)
+
+
+def test_table_shows_the_counted_step_memory_only_when_runs_recorded_it(tmp_path):
+    from video_adapt.experiments import GridResult
+
+    def result(variant: str, frames: int, seed: int, step: int | None) -> GridResult:
+        summary = {"final_top1": 50.0 + seed, "trainable_params": 10, "trainable_ratio": 0.1, "wall_time_s": 2.0,
+                   "peak_memory_bytes": 900 * 2**20, **({"step_memory_bytes": step} if step else {})}
+        return GridResult(variant, frames, seed, str(tmp_path), summary)
+    cells = aggregate([result("a", t, s, t * 2**20) for t in (2, 8) for s in (0, 1)])
+    assert [c.step_mb for c in cells] == [2.0, 8.0]
+    table = markdown_table(cells)
+    assert "| step MB, counted | peak MB |" in table
+    assert table.splitlines()[2].endswith("| 2.0 | 8.0 | 900 |")  # train time, the count at 8 frames, the peak
+    assert "step_mb" in write_csv(cells, tmp_path / "t.csv").read_text()
+    old = markdown_table(aggregate([result("a", 8, 0, None)]))
+    assert "counted" not in old and old.splitlines()[2].endswith("| 2.0 | 900 |")

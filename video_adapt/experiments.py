@@ -123,12 +123,18 @@ class Cell:
     trainable: int
     trainable_ratio: float
     train_time_s: float
-    peak_mb: float
+    peak_mb: float  # the GPU's peak allocation, or the process's peak RSS on a CPU (framework included)
     protocol: dict[str, Any] = field(default_factory=dict)  # what the number depends on (summary.json "protocol")
+    step_mb: float | None = None  # a training step's counted memory (engine.builders.counted_step_memory); CPU runs
 
     @property
     def sem(self) -> float:
         return self.top1_std / math.sqrt(self.n) if self.n > 1 else float("nan")
+
+
+def _step_mb(runs: list[GridResult]) -> float | None:
+    counted = [r.summary["step_memory_bytes"] for r in runs if r.summary.get("step_memory_bytes")]
+    return max(counted) / 2**20 if counted else None
 
 
 def aggregate(results: list[GridResult], metric: str = "final_top1") -> list[Cell]:
@@ -145,7 +151,7 @@ def aggregate(results: list[GridResult], metric: str = "final_top1") -> list[Cel
         cells.append(Cell(variant, frames, len(values), mean, std, first["trainable_params"], first["trainable_ratio"],
                           sum(r.summary["wall_time_s"] for r in runs) / len(runs),
                           max(r.summary.get("peak_memory_bytes", 0) for r in runs) / 2**20,
-                          protocol_fields(first.get("protocol") or {})))
+                          protocol_fields(first.get("protocol") or {}), _step_mb(runs)))
     return cells
 
 
@@ -182,7 +188,9 @@ def markdown_table(cells: list[Cell]) -> str:
     variants = list(dict.fromkeys(c.variant for c in cells))
     frames = sorted({c.frames for c in cells})
     lookup = {(c.variant, c.frames): c for c in cells}
-    header = ["method", *[f"{t} frames" for t in frames], "trainable params", "share", "train time (s)", "peak MB"]
+    counted = any(c.step_mb is not None for c in cells)
+    header = ["method", *[f"{t} frames" for t in frames], "trainable params", "share", "train time (s)",
+              *(["step MB, counted"] if counted else []), "peak MB"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for v in variants:
         row = [v]
@@ -192,11 +200,18 @@ def markdown_table(cells: list[Cell]) -> str:
         any_cell = next(lookup[(v, t)] for t in frames if (v, t) in lookup)
         mean_time = sum(lookup[(v, t)].train_time_s for t in frames if (v, t) in lookup) / \
             sum(1 for t in frames if (v, t) in lookup)
-        row += [f"{any_cell.trainable:,}", f"{100 * any_cell.trainable_ratio:.2f}%", f"{mean_time:.1f}",
-                f"{max(lookup[(v, t)].peak_mb for t in frames if (v, t) in lookup):.0f}"]
+        row += [f"{any_cell.trainable:,}", f"{100 * any_cell.trainable_ratio:.2f}%", f"{mean_time:.1f}"]
+        if counted:  # at the largest frame count
+            steps = [lookup[(v, t)].step_mb for t in frames if (v, t) in lookup]
+            row.append(f"{max(s for s in steps if s is not None):.1f}" if any(s is not None for s in steps) else "")
+        row.append(f"{max(lookup[(v, t)].peak_mb for t in frames if (v, t) in lookup):.0f}")
         lines.append("| " + " | ".join(row) + " |")
     seeds = sorted({c.n for c in cells})
     lines.append(f"\ntop-1 (%) of the final multi-view test, mean ± std over {', '.join(map(str, seeds))} seed(s)")
+    if counted:
+        lines.append("step MB, counted: what one training micro-batch holds at the start of its backward (weights, "
+                     "gradients, optimizer moments, input, saved activations), kernel-independent, at the largest "
+                     "frame count; peak MB: the GPU's peak allocation, or the process's peak RSS on a CPU")
     note = protocol_note(cells)
     if note:
         lines.append(note)
@@ -205,9 +220,10 @@ def markdown_table(cells: list[Cell]) -> str:
 
 def write_csv(cells: list[Cell], path: Path) -> Path:
     return write_csv_atomic(path, ["method", "frames", "seeds", "top1_mean", "top1_std", "top1_sem", "trainable_params",
-                                   "trainable_share", "train_time_s", "peak_mb", *PROTOCOL_COLUMNS],
+                                   "trainable_share", "train_time_s", "step_mb", "peak_mb", *PROTOCOL_COLUMNS],
                             [[c.variant, c.frames, c.n, f"{c.top1_mean:.3f}", f"{c.top1_std:.3f}", f"{c.sem:.3f}",
-                              c.trainable, f"{c.trainable_ratio:.6f}", f"{c.train_time_s:.2f}", f"{c.peak_mb:.1f}",
+                              c.trainable, f"{c.trainable_ratio:.6f}", f"{c.train_time_s:.2f}",
+                              "" if c.step_mb is None else f"{c.step_mb:.2f}", f"{c.peak_mb:.1f}",
                               *[c.protocol.get(k, "") for k in PROTOCOL_COLUMNS]]
                              for c in cells])
 

@@ -2,7 +2,6 @@
 peak resident memory, and whether SDPA picks the flash-attention kernel."""
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any, Callable
 
 import torch
@@ -36,25 +35,6 @@ def peak_tflops(device: str, given: float | None) -> float | None:
         gpu = torch.cuda.get_device_name()
         return next((v for k, v in PEAK_TFLOPS.items() if k in gpu), None)
     return None
-
-
-def _status_bytes(field: str) -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1]) * 1024
-    raise RuntimeError(f"no {field} in /proc/self/status")
-
-
-def reset_peak_rss() -> int:
-    """Reset the process's peak RSS (Linux: clear_refs 5) and return the current RSS, so that building the models
-    (which briefly holds two copies of the weights) is not mistaken for the step's peak."""
-    Path("/proc/self/clear_refs").write_text("5")
-    return _status_bytes("VmRSS")
-
-
-def peak_rss() -> int:
-    """The process's peak resident memory in bytes since start or the last `reset_peak_rss` (Linux)."""
-    return _status_bytes("VmHWM")
 
 
 def check_flash(name: str, frames: int, img_size: int, batch: int, dtype: torch.dtype) -> dict:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import torch
 
-from video_adapt.benchmarks.hardware import peak_rss, reset_peak_rss
+from video_adapt.models.memory import peak_rss, reset_peak_rss
 
 NUM_CLASSES = 10
 

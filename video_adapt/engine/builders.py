@@ -2,6 +2,7 @@
 loss (with mixup/cutmix when asked)."""
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import torch
@@ -13,6 +14,7 @@ from video_adapt.engine.optim import create_optimizer
 from video_adapt.schedules import LRSchedule
 from video_adapt.errors import ConfigError
 from video_adapt.models.factory import create_model
+from video_adapt.models.memory import counted_step_bytes
 from video_adapt.models.tuning import TUNING_OPTIONS
 
 
@@ -46,6 +48,19 @@ def build_model(cfg: Config, num_classes: int) -> tuple[nn.Module, LoadReport | 
             raise ConfigError(f"config section 'model' does not build: {err}") from None
     report = load_pretrained(model, m.pretrained) if m.pretrained and m.pretrained != RANDOM_BACKBONE else None
     return model, report
+
+
+def counted_step_memory(cfg: Config, num_classes: int, amp: torch.dtype | None) -> int:
+    """What one training micro-batch of this run holds at the start of its backward: weights and buffers, a gradient
+    and two optimizer moments per trained tensor, the input and every tensor autograd saves
+    (`models.memory.counted_step_bytes`). Counted on a freshly built model of the run's architecture and method (the
+    values do not matter, the sizes do) on the CPU, so it is the same number on any machine and any kernels, and
+    methods compare where a process's peak RSS is mostly the framework itself."""
+    with torch.random.fork_rng(devices=[]):  # the run's own random stream stays untouched
+        model, _ = build_model(replace(cfg, model=replace(cfg.model, pretrained=None)), num_classes)
+        d = cfg.data
+        clips = torch.randn(d.batch_size * (d.num_sample or 1), 3, d.num_frames, d.img_size, d.img_size)
+        return counted_step_bytes(model, clips, amp)
 
 
 def learning_rate(cfg: Config, global_batch: int) -> float:

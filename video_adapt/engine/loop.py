@@ -27,6 +27,7 @@ from video_adapt.engine.builders import (
     build_optimizer,
     build_schedule,
     check_backbone,
+    counted_step_memory,
     learning_rate,
 )
 from video_adapt.engine.data import (
@@ -52,6 +53,7 @@ from video_adapt.engine.state import CHECKPOINT_NAME, check_finite_weights, find
 from video_adapt.errors import ConfigError, TrainingError
 from video_adapt.files import write_json_atomic
 from video_adapt.reports import write_test_reports
+from video_adapt.models.memory import peak_rss, reset_peak_rss
 from video_adapt.models.tuning import parameter_report
 from video_adapt.schema import validate
 
@@ -235,8 +237,11 @@ def _train(cfg: Config, dist: DistState) -> dict[str, Any]:
     run = TrainRun(cfg=cfg, dist=dist, model=model, net=_distributed(scorer, cfg, dist, sharded), loader=data.loader,
                    updater=updater, loss_fn=loss_fn, mixup=mixup, log=RunLog(out_dir, dist.is_main),
                    cached=cache is not None)
+    step_memory = counted_step_memory(cfg, num_classes, precision.dtype) if dist.is_main and device.type == "cpu" \
+        else None
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats(device)
+    reset_peak_rss()  # this run's peak, not an earlier run's of the same process (a grid, the demo)
     class_names = list(facts.classes)
     test_split = cfg.data.test_split or cfg.data.val_split
     # a best checkpoint chosen on the split that is reported would be a test-set choice: only for another split
@@ -281,6 +286,7 @@ def _train(cfg: Config, dist: DistState) -> dict[str, Any]:
         final_dir = save_adapters(model, out_dir / "adapters", class_names, extra={"data": protocol},
                                   weights=gathered and gathered["weights"])
         summary = _summary(cfg, dist, params, result, monitored, wall_start)
+        summary["step_memory_bytes"] = step_memory
         summary["protocol"] = {**protocol, "test_split": test_split}
         summary["feature_cache"] = asdict(cache) if cache else None
         summary["best"] = {"top1": best, "split": cfg.data.val_split, "dir": str(best_dir)} if best >= 0 else None
@@ -360,11 +366,8 @@ def _summary(cfg: Config, dist: DistState, params: dict[str, Any], result: EvalR
         "trainable_params": params["trainable"], "total_params": params["total"],
         "trainable_ratio": params["trainable_ratio"],
         "wall_time_s": time.perf_counter() - wall_start,
-        "peak_memory_bytes": torch.cuda.max_memory_allocated(device) if device.type == "cuda" else _peak_rss(),
+        # the GPU's peak allocation, or the process's peak RSS since the run began (framework included)
+        "peak_memory_bytes": torch.cuda.max_memory_allocated(device) if device.type == "cuda" else peak_rss(),
         "world_size": dist.world_size, "device": str(device),
     }
 
-
-def _peak_rss() -> int:
-    import resource
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024

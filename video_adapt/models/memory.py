@@ -24,11 +24,40 @@ import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 import torch
 from torch import nn
 
 GiB = 2**30
+
+
+def _status_bytes(field: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) * 1024
+    raise RuntimeError(f"no {field} in /proc/self/status")
+
+
+def reset_peak_rss() -> int:
+    """Reset the process's peak RSS (Linux: clear_refs 5) and return the current RSS, so that what ran before (an
+    earlier run of a grid in the same process, building models) is not mistaken for what follows. Elsewhere the
+    peak cannot be reset and `peak_rss` stays the process's lifetime peak."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        return _status_bytes("VmRSS")
+    except (OSError, RuntimeError):
+        return 0
+
+
+def peak_rss() -> int:
+    """The process's peak resident memory in bytes since start or the last `reset_peak_rss`."""
+    try:
+        return _status_bytes("VmHWM")
+    except (OSError, RuntimeError):
+        import resource
+        scale = 1 if sys.platform == "darwin" else 1024  # ru_maxrss is bytes on macOS, KiB on Linux
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale
 
 
 def _storage_bytes(tensors) -> int:
