@@ -255,7 +255,9 @@ class TrainClips(Dataset):
             plan = SpatialPlan.draw(*augmented.shape[-2:], self.view, rng)
             copies.append(plan.apply(augmented))
             boxes.append(plan.erase)
-        return torch.stack(copies), label, torch.tensor(boxes, dtype=torch.int64)
+        # one copy: a view, not a stacked copy (the collate copies every clip into the batch once anyway)
+        clips = copies[0].unsqueeze(0) if len(copies) == 1 else torch.stack(copies)
+        return clips, label, torch.tensor(boxes, dtype=torch.int64)
 
 
 def collate_encoded(batch: list[tuple[EncodedClip, int]]) -> tuple[list[EncodedClip], torch.Tensor]:
