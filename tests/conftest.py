@@ -1,4 +1,5 @@
-"""Shared fixtures: a tiny synthetic frame store (real mp4 files, prepared once per session)."""
+"""Shared fixtures: a tiny synthetic frame store (real mp4 files, prepared once per session) and a 'pretrained'
+backbone file."""
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,17 @@ def synthetic_store(tmp_path_factory) -> Path:
                            "--size", "32", "--frames", "16", "--prep"])
     assert code == 0
     return out / "store"
+
+
+@pytest.fixture(scope="module")
+def backbone(tmp_path_factory) -> Path:
+    """A 'pretrained' backbone file in the official fine-tune layout (vit_nano_patch8_32, seed 5)."""
+    import torch
+    from video_adapt import create_model
+    path = tmp_path_factory.mktemp("backbone") / "backbone.pth"
+    torch.manual_seed(5)
+    torch.save({"module": create_model("vit_nano_patch8_32", num_classes=0).state_dict()}, path)
+    return path
 
 
 def tiny_overrides(store: Path, out: Path, *extra: str) -> list[str]:

@@ -18,15 +18,6 @@ from video_adapt.engine.state import check_finite_weights
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(scope="module")
-def backbone(tmp_path_factory) -> Path:
-    """A 'pretrained' backbone file in the official fine-tune layout."""
-    path = tmp_path_factory.mktemp("backbone") / "backbone.pth"
-    torch.manual_seed(5)
-    model = create_model("vit_nano_patch8_32", num_classes=0)
-    torch.save({"module": model.state_dict()}, path)
-    return path
-
 
 @pytest.mark.slow
 def test_adaptformer_run_writes_everything_and_keeps_the_backbone_frozen(synthetic_store, backbone, tmp_path):

@@ -26,13 +26,6 @@ ROOT = Path(__file__).resolve().parents[1]
 TOL = dict(rtol=1e-5, atol=1e-5)  # batch composition may change BLAS blocking, hence the float32 rounding
 
 
-@pytest.fixture(scope="module")
-def backbone(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("backbone") / "backbone.pth"
-    torch.manual_seed(5)
-    torch.save({"module": create_model("vit_nano_patch8_32", num_classes=0).state_dict()}, path)
-    return path
-
 
 def _args(backbone: Path, *extra: str) -> list[str]:
     return ["model.tuning=linear", f"model.pretrained={backbone}", *extra]

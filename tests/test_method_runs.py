@@ -27,13 +27,6 @@ METHODS = {
 TAGS = {"lora": ".lora_B.", "bitfit": "attn.q_bias", "st_adapter": "pre_mlp_adapter.conv."}
 
 
-@pytest.fixture(scope="module")
-def backbone(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("backbone") / "backbone.pth"
-    torch.manual_seed(5)
-    torch.save({"module": create_model("vit_nano_patch8_32", num_classes=0).state_dict()}, path)
-    return path
-
 
 def _common(backbone: Path) -> list[str]:
     # no BatchNorm head and flips on: one process with batch 8 and two with batch 4 take the same steps
