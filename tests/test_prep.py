@@ -239,3 +239,20 @@ def test_workers_give_the_same_store_as_one_process(tmp_path):
     for i in range(len(sa.split("train"))):
         n = sa.split("train").stored_frames(i)
         assert np.array_equal(sa.frames("train", i, np.arange(n)), sb.frames("train", i, np.arange(n)))
+
+
+def test_a_writer_killed_before_publishing_its_index_leaves_nothing_named_like_a_shard(tmp_path, monkeypatch):
+    """Readers and resumes list `shard-*.npz`; the index's temporary must not match it, or a killed job's half-written
+    file is read as a finished shard (the killed-shard resume test saw `shard-00014.npz.tmp.npz`)."""
+    import os
+    from video_adapt.data import store as store_module
+    writer = store_module.ShardWriter(tmp_path, 3)
+
+    def killed(src, dst):
+        raise KeyboardInterrupt  # the process dies between writing the index and publishing it
+
+    monkeypatch.setattr(store_module.os, "replace", lambda src, dst: os.rename(src, dst)
+                        if str(src).endswith(".bin.tmp") else killed(src, dst))
+    with pytest.raises(KeyboardInterrupt):
+        writer.close()
+    assert list(tmp_path.glob("shard-*.npz")) == [] and list(tmp_path.glob(".shard-00003.tmp.npz"))

@@ -131,7 +131,8 @@ class ShardWriter:
         table = np.asarray(self.videos, dtype=np.float64).reshape(-1, len(VIDEO_COLUMNS))
         columns = {name: table[:, k].astype(np.float64 if name == "video_fps" else np.int64)
                    for k, name in enumerate(VIDEO_COLUMNS)}
-        tmp_idx = self.idx_path.with_name(self.idx_path.name + ".tmp.npz")
+        # a dot name: a killed writer's temporary never matches the "shard-*.npz" that readers and resumes list
+        tmp_idx = self.idx_path.with_name(f".{self.idx_path.stem}.tmp.npz")
         np.savez(tmp_idx, **columns, frame_offset=np.asarray(self.frame_offset, np.int64),
                  frame_length=np.asarray(self.frame_length, np.int64),
                  failed_rows=np.asarray(self.failed_rows, np.int64),
