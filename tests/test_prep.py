@@ -81,6 +81,24 @@ def test_stored_frames_are_the_decoded_frames_in_order(tmp_path):
     assert check.check_store(every3, progress=False) == []
 
 
+def test_raw_frames_of_every_video_at_any_positions(tmp_path):
+    """The raw read takes one view of a video's frames and gathers the wanted ones: every video of a shard (not only
+    the first), positions unsorted and repeated, each frame what the decoder gives."""
+    from video_adapt.data.decode import open_video
+    class_folders(tmp_path / "videos")  # 6 videos of 10-12 frames in one shard
+    out = tmp_path / "store"
+    assert folder.main(["--videos", str(tmp_path / "videos"), "--out", str(out), "--codec", "raw"]) == 0
+    store = FrameStore(out)
+    split = store.split("train")
+    assert len(split) == 6
+    for i, row in enumerate(split.video_rows):
+        n = split.stored_frames(i)
+        positions = np.array([n - 1, 0, 3, 3, n // 2])
+        expected = open_video(split.videos[row]["source"]).read(positions)
+        assert np.array_equal(store.frames("train", i, positions), expected)
+    assert store.frames("train", 0, np.array([], np.int64)).shape == (0, 32, 40, 3)
+
+
 def test_list_file_with_names_and_escaping_paths(tmp_path):
     videos = class_folders(tmp_path / "videos")
     listing = tmp_path / "train.csv"

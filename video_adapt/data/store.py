@@ -279,9 +279,22 @@ class FrameStore:
 
     def frames(self, split: str, i: int, positions: Sequence[int] | np.ndarray) -> np.ndarray:
         """Decoded frames at stored `positions` of the i-th video of `split`: uint8 (T, H, W, 3) RGB."""
-        s = self.split(split)
-        payloads = self.payloads(split, i, positions)
         if self.codec == "raw":
-            h, w = int(s.columns["video_height"][i]), int(s.columns["video_width"][i])
-            return np.stack([np.frombuffer(p, np.uint8).reshape(h, w, 3) for p in payloads])
-        return decode_jpegs(payloads)
+            return self._raw_frames(self.split(split), i, positions)
+        return decode_jpegs(self.payloads(split, i, positions))
+
+    def _raw_frames(self, s: SplitIndex, i: int, positions: Sequence[int] | np.ndarray) -> np.ndarray:
+        """A video's raw frames lie back to back in one shard: one view of them all, one gather of the wanted."""
+        ids = s.frame_ids(i, positions)
+        h, w = int(s.columns["video_height"][i]), int(s.columns["video_width"][i])
+        first, n, size = int(s.columns["video_first"][i]), s.stored_frames(i), h * w * 3
+        if n == 0 or ids.size == 0:
+            return np.empty((0, h, w, 3), np.uint8)
+        if int(s.frame_length[first]) != size:
+            raise StoreError(f"{s.directory}: video row {s.video_rows[i]} has raw frames of "
+                             f"{int(s.frame_length[first])} bytes, not {h} x {w} x 3")
+        base = int(s.frame_offset[first])
+        block = self._shard(s, int(s.frame_shard[first]))[base:base + n * size]
+        if block.size != n * size:
+            raise StoreError(f"{s.shard_paths[int(s.frame_shard[first])]}: truncated (video row {s.video_rows[i]})")
+        return block.reshape(n, h, w, 3)[ids - first]
