@@ -47,6 +47,7 @@ def test_missing_file_and_base_cycle(tmp_path):
     ("data.batch_size=abc", "config key 'data.batch_size' expects int, got 'abc' (str)"),
     ("data.batch_size=2.5", "'data.batch_size' expects int"),
     ("data.batch_size=0", "data.batch_size=0 must be >= 1"),
+    ("data.cache_mb=-1", "data.cache_mb=-1 must be >= 0"),
     ("train.lr=fast", "'train.lr' expects float or None"),
     ("train.lr=-0.1", "train.lr=-0.1 must be > 0"),
     ("model.head_bn=maybe", "'model.head_bn' expects bool"),

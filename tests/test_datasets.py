@@ -19,7 +19,7 @@ from video_adapt.data.datasets import (
     to_model_input,
 )
 from video_adapt.data.sampling import test_clips, tsn_indices
-from video_adapt.data.store import StoreError
+from video_adapt.data.store import FrameStore, StoreError
 
 LEVEL = 4  # grey levels per frame index in the counting videos
 
@@ -44,6 +44,62 @@ def counting_store(tmp_path_factory):
     assert folder.main(["--videos", str(root / "videos"), "--val-videos", str(root / "videos"), "--out", str(out),
                         "--codec", "raw"]) == 0
     return out
+
+
+@pytest.fixture(scope="module")
+def jpeg_counting_store(tmp_path_factory):
+    root = tmp_path_factory.mktemp("counting_jpeg")
+    for k, n in enumerate((60, 45, 7)):
+        counting_video(root / "videos" / "c" / f"v{k}.mp4", n)
+    out = root / "store"
+    assert folder.main(["--videos", str(root / "videos"), "--out", str(out)]) == 0  # JPEG q90
+    return out
+
+
+def test_decoded_cache_gives_the_decoders_frames_within_its_budget(jpeg_counting_store, monkeypatch):
+    """data.cache_mb: a cached video is decoded once, reads of any positions are the decoder's frames (copies the
+    caller may change), the least recently used video leaves when the budget is reached."""
+    import video_adapt.data.store as store_module
+    plain = FrameStore(jpeg_counting_store)
+    expected = [plain.frames("train", i, np.arange(n)) for i, n in enumerate((60, 45, 7))]
+    frame_bytes = 24 * 32 * 3
+    cached = FrameStore(jpeg_counting_store, cache_bytes=(60 + 45) * frame_bytes)  # videos 0 and 1, not all three
+    decoded = []
+    real = store_module.decode_jpegs
+    monkeypatch.setattr(store_module, "decode_jpegs", lambda payloads: decoded.append(len(payloads)) or real(payloads))
+    positions = np.array([5, 0, 59, 5])
+    first = cached.frames("train", 0, positions)
+    assert np.array_equal(first, expected[0][positions])
+    first[:] = 0  # the caller's copy, not the cache
+    assert np.array_equal(cached.frames("train", 0, np.array([59, 1])), expected[0][[59, 1]])
+    assert decoded == [60]  # the whole video once, then from memory
+    assert np.array_equal(cached.frames("train", 1, np.array([44])), expected[1][[44]])
+    assert decoded == [60, 45] and cached._decoded_bytes == (60 + 45) * frame_bytes
+    cached.frames("train", 2, np.array([0]))  # over budget: video 0, the least recently used, leaves
+    assert list(cached._decoded) == [("train", 1), ("train", 2)] and cached._decoded_bytes <= cached.cache_bytes
+    cached.frames("train", 0, np.array([3]))
+    assert decoded == [60, 45, 7, 60]
+    with pytest.raises(StoreError, match="7 stored frames"):
+        cached.frames("train", 2, np.array([7]))
+
+
+def test_a_split_that_fits_is_decoded_up_front_for_forked_workers(jpeg_counting_store):
+    """StoreSource(cache_mb) decodes the split before the DataLoader forks its workers, which then read memory;
+    cached and uncached training clips are identical."""
+    store = FrameStore(jpeg_counting_store, cache_bytes=10**6)
+    assert store.decoded_bytes("train") == (60 + 45 + 7) * 24 * 32 * 3
+    assert store.preload("train") and len(store._decoded) == 3
+    assert not FrameStore(jpeg_counting_store, cache_bytes=10**4).preload("train")  # does not fit: lazily, LRU
+    view = TrainView(num_frames=4, img_size=16, sampling="tsn", stride=4, crop="msc")
+    cached = TrainClips(StoreSource(jpeg_counting_store, "train", cache_mb=1), view, seed=3)
+    assert len(cached.source.store._decoded) == 3
+    plain = TrainClips(StoreSource(jpeg_counting_store, "train"), view, seed=3)
+    loader = torch.utils.data.DataLoader(cached, batch_size=3, num_workers=1)
+    for epoch in range(3):
+        cached.set_epoch(epoch)
+        plain.set_epoch(epoch)
+        (clips, labels, _), = list(loader)
+        assert torch.equal(clips, torch.stack([plain[i][0] for i in range(3)]))
 
 
 def test_store_source_reads_every_frame_in_order(counting_store):

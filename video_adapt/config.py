@@ -102,6 +102,7 @@ class DataConfig:
     test_short_side: int | None = option(None, ge=1)  # None = img_size (the official 224 / 224)
     view_average: str | None = option(None, choices=("logits", "softmax", None))  # how a video's views combine
     gpu_decode: bool = True  # decode JPEG frames on the GPU when training there (without RandAugment)
+    cache_mb: int = option(0, ge=0)  # decoded JPEG frames kept in memory per split and process (0 = decode every read)
 
 
 @dataclass

@@ -69,10 +69,13 @@ class VideoSource:
 
 
 class StoreSource(VideoSource):
-    """One split of a frame store (the fast path: no video decoder, frames by memory-mapped random access)."""
+    """One split of a frame store (the fast path: no video decoder, frames by memory-mapped random access).
 
-    def __init__(self, root: str | Path, split: str):
-        self.store = FrameStore(root)
+    `cache_mb` > 0 keeps up to that many MB of decoded JPEG frames in memory per process, and decodes the whole split
+    up front when it fits (see `FrameStore`)."""
+
+    def __init__(self, root: str | Path, split: str, cache_mb: int = 0):
+        self.store = FrameStore(root, cache_bytes=cache_mb * 2**20)
         self.root, self.split = str(root), split
         index = self.store.split(split)
         self.classes = self.store.classes
@@ -84,6 +87,8 @@ class StoreSource(VideoSource):
         self.dataset = str(self.store.meta.get("dataset", "other"))
         if not self.labels:
             raise StoreError(f"{root}: split {split!r} holds no videos")
+        if cache_mb > 0:
+            self.store.preload(split)
 
     def video(self, i: int) -> StoredVideo:
         return StoredVideo(self.store, self.split, i)

@@ -26,6 +26,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -219,10 +220,18 @@ class SplitIndex:
 
 
 class FrameStore:
-    """Read side of a store. Shard files are memory-mapped lazily per process (safe after fork)."""
+    """Read side of a store. Shard files are memory-mapped lazily per process (safe after fork).
 
-    def __init__(self, root: str | os.PathLike):
+    `cache_bytes` > 0 keeps decoded JPEG videos in memory, least recently used out first: a dataset whose decoded
+    frames fit (small or low-resolution ones, such as the embedded benchmark's) is then decoded once, not every
+    epoch. The pixels are the decoder's either way.
+    """
+
+    def __init__(self, root: str | os.PathLike, cache_bytes: int = 0):
         self.root = Path(root)
+        self.cache_bytes = int(cache_bytes)
+        self._decoded: OrderedDict[tuple[str, int], np.ndarray] = OrderedDict()
+        self._decoded_bytes = 0
         meta_path = self.root / "meta.json"
         if not meta_path.exists():
             hint = " (a tube store of an earlier version: prepare it again)" if (self.root / "prep.json").exists() else ""
@@ -281,7 +290,40 @@ class FrameStore:
         """Decoded frames at stored `positions` of the i-th video of `split`: uint8 (T, H, W, 3) RGB."""
         if self.codec == "raw":
             return self._raw_frames(self.split(split), i, positions)
-        return decode_jpegs(self.payloads(split, i, positions))
+        if self.cache_bytes <= 0:
+            return decode_jpegs(self.payloads(split, i, positions))
+        s = self.split(split)
+        ids = s.frame_ids(i, positions)  # checks the positions
+        return self._decoded_video(split, i)[ids - int(s.columns["video_first"][i])]
+
+    def _decoded_video(self, split: str, i: int) -> np.ndarray:
+        """Every stored frame of a JPEG video, decoded once while it stays in the cache."""
+        key = (split, i)
+        frames = self._decoded.get(key)
+        if frames is not None:
+            self._decoded.move_to_end(key)
+            return frames
+        frames = decode_jpegs(self.payloads(split, i, np.arange(self.split(split).stored_frames(i))))
+        if frames.nbytes <= self.cache_bytes:
+            self._decoded[key] = frames
+            self._decoded_bytes += frames.nbytes
+            while self._decoded_bytes > self.cache_bytes:
+                self._decoded_bytes -= self._decoded.popitem(last=False)[1].nbytes
+        return frames
+
+    def decoded_bytes(self, split: str) -> int:
+        """What every stored frame of `split` takes decoded."""
+        c = self.split(split).columns
+        return int((c["video_stored"] * c["video_height"] * c["video_width"] * 3).sum())
+
+    def preload(self, split: str) -> bool:
+        """Decode a whole split into the cache now, if it fits: DataLoader workers forked afterwards start with it
+        (each epoch's workers are new processes, so a cache they filled themselves would not last)."""
+        if self.codec != "jpeg" or self.decoded_bytes(split) > self.cache_bytes:
+            return False
+        for i in range(len(self.split(split))):
+            self._decoded_video(split, i)
+        return True
 
     def _raw_frames(self, s: SplitIndex, i: int, positions: Sequence[int] | np.ndarray) -> np.ndarray:
         """A video's raw frames lie back to back in one shard: one view of them all, one gather of the wanted."""

@@ -59,7 +59,7 @@ def open_source(cfg: Config, split: str, which: str = "train"):
     from video_adapt.data.datasets import FileSource, StoreSource
     d = cfg.data
     if d.source == "store":
-        return StoreSource(_store_root(d), split)
+        return StoreSource(_store_root(d), split, cache_mb=d.cache_mb)
     classes, _ = _video_list(d, "train", None)
     _, entries = _video_list(d, which, classes)
     entries = [e for e in entries if not e.error]
