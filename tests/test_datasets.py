@@ -35,25 +35,24 @@ def frame_index(clip: torch.Tensor) -> list[int]:
     return [int(round((float(clip[:, t].float().mean()) - 8) / LEVEL)) for t in range(clip.shape[1])]
 
 
-@pytest.fixture(scope="module")
-def counting_store(tmp_path_factory):
-    root = tmp_path_factory.mktemp("counting")
+def make_counting_store(root: Path, codec: str) -> Path:
+    """Counting videos of 60, 45 and 7 frames, as the train and the val split of one store."""
     for k, n in enumerate((60, 45, 7)):
         counting_video(root / "videos" / "c" / f"v{k}.mp4", n)
     out = root / "store"
     assert folder.main(["--videos", str(root / "videos"), "--val-videos", str(root / "videos"), "--out", str(out),
-                        "--codec", "raw"]) == 0
+                        "--codec", codec]) == 0
     return out
 
 
 @pytest.fixture(scope="module")
+def counting_store(tmp_path_factory):
+    return make_counting_store(tmp_path_factory.mktemp("counting"), "raw")
+
+
+@pytest.fixture(scope="module")
 def jpeg_counting_store(tmp_path_factory):
-    root = tmp_path_factory.mktemp("counting_jpeg")
-    for k, n in enumerate((60, 45, 7)):
-        counting_video(root / "videos" / "c" / f"v{k}.mp4", n)
-    out = root / "store"
-    assert folder.main(["--videos", str(root / "videos"), "--out", str(out)]) == 0  # JPEG q90
-    return out
+    return make_counting_store(tmp_path_factory.mktemp("counting_jpeg"), "jpeg")  # JPEG q90
 
 
 def test_decoded_cache_gives_the_decoders_frames_within_its_budget(jpeg_counting_store, monkeypatch):
