@@ -106,6 +106,35 @@ def test_bench_data_smoke(tmp_path):
     assert "| 0 |" in out.stdout and "bytes per source byte" in out.stdout
 
 
+def _has_tube_commit() -> bool:
+    return subprocess.run(["git", "-C", str(ROOT), "cat-file", "-e", "b2afcfc^{commit}"], capture_output=True).returncode == 0
+
+
+@pytest.mark.skipif(not _has_tube_commit(), reason="needs the git history (the tube loader's commit b2afcfc^)")
+def test_bench_vs_tube_smoke(tmp_path):
+    """Both loaders, the removed one from git and today's, run in one process on the same sources."""
+    out = subprocess.run([sys.executable, "tools/bench_vs_tube.py", "--smoke", "--json", str(tmp_path / "t.json")],
+                         cwd=ROOT, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-1000:]
+    figures = json.loads((tmp_path / "t.json").read_text())
+    for key in ("jpeg, loader", "jpeg, read", "raw, loader", "raw, read"):
+        row = figures[key]
+        assert len(row["tube clips/s"]) == len(row["store clips/s"]) == 1 and row["tube median"] > 0
+        assert row["ratio median"] == pytest.approx(row["store median"] / row["tube median"])
+    assert "store / tube" in out.stdout
+
+
+def test_bench_vs_tube_without_the_history_is_one_line(monkeypatch, capsys):
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("bench_vs_tube", ROOT / "tools" / "bench_vs_tube.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    monkeypatch.setattr(module, "TUBE_COMMIT", "0" * 40)
+    assert module.main(["--smoke"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "git cannot give " + "0" * 40 in err and "\n" not in err
+
+
 @pytest.mark.slow
 def test_bench_model_smoke(tmp_path):
     out = subprocess.run([sys.executable, "tools/bench_model.py", "--sizes", "tiny", "--forward-only", "--frames", "2",

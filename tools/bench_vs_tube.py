@@ -41,6 +41,8 @@ from video_adapt.benchmarks.data_loader import prepare, protocol_view
 from video_adapt.benchmarks.sources import make_sources
 from video_adapt.data.datasets import StoreSource, TrainClips
 from video_adapt.data.sampling import train_indices
+from video_adapt.console import command
+from video_adapt.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[1]
 TUBE_COMMIT = "b2afcfc^"  # the last commit with the tube store
@@ -49,8 +51,11 @@ OLD = "video_adapt_tube"
 
 def import_tube_package(folder: Path):
     """The tube-era `video_adapt` package from git, renamed so it imports beside today's."""
-    archive = subprocess.run(["git", "-C", str(REPO), "archive", TUBE_COMMIT, "video_adapt"], check=True,
-                             capture_output=True).stdout
+    got = subprocess.run(["git", "-C", str(REPO), "archive", TUBE_COMMIT, "video_adapt"], capture_output=True)
+    if got.returncode:
+        raise ConfigError(f"{REPO}: git cannot give {TUBE_COMMIT}, the tube loader's commit (a shallow clone or a "
+                          f"source archive?): {got.stderr.decode(errors='replace').strip()[:200]}")
+    archive = got.stdout
     subprocess.run(["tar", "-x", "-C", str(folder)], input=archive, check=True)
     (folder / "video_adapt").rename(folder / OLD)
     for path in (folder / OLD).rglob("*.py"):
@@ -95,6 +100,7 @@ def reads_per_second(read, count: int, clips: int) -> float:
     return clips / (time.perf_counter() - start)
 
 
+@command
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--videos", type=int, default=24)
@@ -102,8 +108,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--clips", type=int, default=192, help="clips timed per measurement")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--smoke", action="store_true", help="tiny sizes, seconds (used by the tests)")
     parser.add_argument("--json")
     args = parser.parse_args(argv)
+    if args.smoke:
+        args.videos, args.frames, args.rounds, args.clips = 2, 20, 1, 8
     torch.set_num_threads(args.threads)
     results: dict[str, object] = {"args": vars(args), "tube commit": TUBE_COMMIT}
     with tempfile.TemporaryDirectory() as tmp:
