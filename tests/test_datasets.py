@@ -80,6 +80,10 @@ def test_decoded_cache_gives_the_decoders_frames_within_its_budget(jpeg_counting
     assert decoded == [60, 45, 7, 60]
     with pytest.raises(StoreError, match="7 stored frames"):
         cached.frames("train", 2, np.array([7]))
+    small = FrameStore(jpeg_counting_store, cache_bytes=50 * frame_bytes)  # video 0 (60 frames) can never fit
+    decoded.clear()
+    assert np.array_equal(small.frames("train", 0, positions), expected[0][positions])
+    assert decoded == [4] and not small._decoded  # only the asked frames: no whole-video decode that is thrown away
 
 
 def test_a_split_that_fits_is_decoded_up_front_for_forked_workers(jpeg_counting_store):

@@ -194,6 +194,8 @@ class SplitIndex:
         self.frame_length = np.concatenate(lengths)
         self.frame_shard = np.concatenate(shard_of_frame)
         self.video_rows = [int(r) for r in self.columns["video_rows"]]  # dataset index -> video row
+        c = self.columns
+        self.decoded_size = c["video_stored"] * c["video_height"] * c["video_width"] * 3  # bytes per video, decoded
         self.videos = self._read_videos()
 
     def _read_videos(self) -> dict[int, dict[str, str]]:
@@ -290,31 +292,29 @@ class FrameStore:
         """Decoded frames at stored `positions` of the i-th video of `split`: uint8 (T, H, W, 3) RGB."""
         if self.codec == "raw":
             return self._raw_frames(self.split(split), i, positions)
-        if self.cache_bytes <= 0:
-            return decode_jpegs(self.payloads(split, i, positions))
         s = self.split(split)
+        if self.cache_bytes <= 0 or int(s.decoded_size[i]) > self.cache_bytes:  # uncachable: only what is asked
+            return decode_jpegs(self.payloads(split, i, positions))
         ids = s.frame_ids(i, positions)  # checks the positions
         return self._decoded_video(split, i)[ids - int(s.columns["video_first"][i])]
 
     def _decoded_video(self, split: str, i: int) -> np.ndarray:
-        """Every stored frame of a JPEG video, decoded once while it stays in the cache."""
+        """Every stored frame of a JPEG video that fits the cache, decoded once while it stays there."""
         key = (split, i)
         frames = self._decoded.get(key)
         if frames is not None:
             self._decoded.move_to_end(key)
             return frames
         frames = decode_jpegs(self.payloads(split, i, np.arange(self.split(split).stored_frames(i))))
-        if frames.nbytes <= self.cache_bytes:
-            self._decoded[key] = frames
-            self._decoded_bytes += frames.nbytes
-            while self._decoded_bytes > self.cache_bytes:
-                self._decoded_bytes -= self._decoded.popitem(last=False)[1].nbytes
+        self._decoded[key] = frames
+        self._decoded_bytes += frames.nbytes
+        while self._decoded_bytes > self.cache_bytes:
+            self._decoded_bytes -= self._decoded.popitem(last=False)[1].nbytes
         return frames
 
     def decoded_bytes(self, split: str) -> int:
         """What every stored frame of `split` takes decoded."""
-        c = self.split(split).columns
-        return int((c["video_stored"] * c["video_height"] * c["video_width"] * 3).sum())
+        return int(self.split(split).decoded_size.sum())
 
     def preload(self, split: str) -> bool:
         """Decode a whole split into the cache now, if it fits: DataLoader workers forked afterwards start with it
