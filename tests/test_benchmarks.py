@@ -107,7 +107,8 @@ def test_bench_data_smoke(tmp_path):
 
 
 def _has_tube_commit() -> bool:
-    return subprocess.run(["git", "-C", str(ROOT), "cat-file", "-e", "b2afcfc^{commit}"], capture_output=True).returncode == 0
+    git = ["git", "-C", str(ROOT), "cat-file", "-e", "b2afcfc^{commit}"]
+    return subprocess.run(git, capture_output=True).returncode == 0
 
 
 @pytest.mark.skipif(not _has_tube_commit(), reason="needs the git history (the tube loader's commit b2afcfc^)")
@@ -126,10 +127,11 @@ def test_bench_vs_tube_smoke(tmp_path):
 
 def test_bench_vs_tube_without_the_history_is_one_line(monkeypatch, capsys):
     import importlib.util
+    from video_adapt.benchmarks import tube_compare
     spec = importlib.util.spec_from_file_location("bench_vs_tube", ROOT / "tools" / "bench_vs_tube.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    monkeypatch.setattr(module, "TUBE_COMMIT", "0" * 40)
+    monkeypatch.setattr(tube_compare, "TUBE_COMMIT", "0" * 40)
     assert module.main(["--smoke"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and "git cannot give " + "0" * 40 in err and "\n" not in err
