@@ -18,7 +18,6 @@ from video_adapt.engine.state import check_finite_weights
 ROOT = Path(__file__).resolve().parents[1]
 
 
-
 @pytest.mark.slow
 def test_adaptformer_run_writes_everything_and_keeps_the_backbone_frozen(synthetic_store, backbone, tmp_path):
     out = tmp_path / "run"

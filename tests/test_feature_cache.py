@@ -26,7 +26,6 @@ ROOT = Path(__file__).resolve().parents[1]
 TOL = dict(rtol=1e-5, atol=1e-5)  # batch composition may change BLAS blocking, hence the float32 rounding
 
 
-
 def _args(backbone: Path, *extra: str) -> list[str]:
     return ["model.tuning=linear", f"model.pretrained={backbone}", *extra]
 

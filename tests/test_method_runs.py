@@ -27,7 +27,6 @@ METHODS = {
 TAGS = {"lora": ".lora_B.", "bitfit": "attn.q_bias", "st_adapter": "pre_mlp_adapter.conv."}
 
 
-
 def _common(backbone: Path) -> list[str]:
     # no BatchNorm head and flips on: one process with batch 8 and two with batch 4 take the same steps
     return [f"model.pretrained={backbone}", "model.head_bn=false", "train.epochs=1", "data.flip=true"]

@@ -262,7 +262,6 @@ def test_workers_give_the_same_store_as_one_process(tmp_path):
 def test_a_writer_killed_before_publishing_its_index_leaves_nothing_named_like_a_shard(tmp_path, monkeypatch):
     """Readers and resumes list `shard-*.npz`; the index's temporary must not match it, or a killed job's half-written
     file is read as a finished shard (the killed-shard resume test saw `shard-00014.npz.tmp.npz`)."""
-    import os
     from video_adapt.data import store as store_module
     writer = store_module.ShardWriter(tmp_path, 3)
 
