@@ -1,7 +1,7 @@
 """Validate a frame store: every frame decodes to its video's size, labels are in range, counts match meta.json;
 print a summary.
 
-    python -m data_prep.check data/ssv2
+    video-adapt prep check data/ssv2
 Exit code 0 when the store is sound, 1 when a problem was found (each printed on one line).
 """
 from __future__ import annotations
@@ -10,64 +10,7 @@ import argparse
 import sys
 from pathlib import Path
 
-if __package__ in (None, ""):
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-import numpy as np
-from tqdm import tqdm
-
 from video_adapt.console import command
-from video_adapt.data.datasets import describe
-from video_adapt.data.store import FrameStore, StoreError
-
-
-def check_store(root: Path, progress: bool = True) -> list[str]:
-    """Problems found (empty when the store is sound)."""
-    problems: list[str] = []
-    try:
-        store = FrameStore(root)
-    except StoreError as err:
-        return [str(err)]
-    num_classes = len(store.classes)
-    for split, info in store.meta.get("splits", {}).items():
-        try:
-            index = store.split(split)
-        except StoreError as err:
-            problems.append(str(err))
-            continue
-        if len(index.video_rows) != info["videos"]:
-            problems.append(f"{root / split}: meta.json says {info['videos']} videos, the shards hold {len(index.video_rows)}")
-        for row in index.video_rows:
-            video = index.videos.get(row)
-            if video is None:
-                problems.append(f"{root / split}: video row {row} missing from videos.csv")
-            elif not -1 <= int(video["label"]) < num_classes:
-                problems.append(f"{root / split}: video {video['id']} has label {video['label']} outside 0..{num_classes - 1}")
-        end = index.frame_offset + index.frame_length
-        sizes = [p.stat().st_size if p.exists() else -1 for p in index.shard_paths]
-        for k, size in enumerate(sizes):
-            in_shard = index.frame_shard == k
-            if size < 0:
-                problems.append(f"{index.shard_paths[k]}: missing")
-            elif in_shard.any() and end[in_shard].max() > size:
-                problems.append(f"{index.shard_paths[k]}: truncated ({size} bytes, index needs {end[in_shard].max()})")
-        if any(p.startswith(str(index.shard_paths[0].parent)) for p in problems):
-            continue
-        cols = index.columns
-        for i in tqdm(range(len(index)), desc=f"decoding {split}", disable=not progress, leave=False):
-            row = index.video_rows[i]
-            stored, n, keep = int(cols["video_stored"][i]), int(cols["video_frames"][i]), int(store.meta["keep_every"])
-            if stored != -(-n // keep):
-                problems.append(f"{root / split}: video row {row} stores {stored} frames, expected ceil({n}/{keep})")
-                continue
-            shape = (stored, int(cols["video_height"][i]), int(cols["video_width"][i]), 3)
-            try:
-                frames = store.frames(split, i, np.arange(stored))
-                if frames.shape != shape:
-                    problems.append(f"{root / split}: video row {row} decodes to {frames.shape}, index says {shape}")
-            except Exception as err:
-                problems.append(f"{root / split}: video row {row} does not decode ({str(err).splitlines()[0][:120]})")
-    return problems
 
 
 @command
@@ -75,6 +18,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("store", type=Path)
     args = parser.parse_args(argv)
+    from video_adapt.data.check import check_store
+    from video_adapt.data.datasets import describe
+    from video_adapt.data.store import FrameStore
     problems = check_store(args.store)
     if not problems:
         store = FrameStore(args.store)

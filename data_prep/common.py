@@ -1,12 +1,17 @@
-"""Options and output shared by every data_prep command (the work itself is video_adapt.data.prepare)."""
+"""Options and output shared by every `video-adapt prep` command; the work itself is video_adapt.data.prepare.
+
+Only argparse is imported at the top, so `--help` answers at once; errors are the library's one-line errors,
+printed by video_adapt.console.command like every other command's.
+"""
 from __future__ import annotations
 
 import argparse
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from video_adapt.data.prepare import (PrepError, PrepOptions, PrepReport, SplitSpec, parse_shard, part_name,
-                                      prepare_store)
+if TYPE_CHECKING:
+    from video_adapt.data.prepare import PrepOptions, PrepReport, SplitSpec
 
 
 def add_common_options(parser: argparse.ArgumentParser) -> None:
@@ -29,22 +34,33 @@ def add_common_options(parser: argparse.ArgumentParser) -> None:
 def add_shard_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--shard", metavar="I/N", type=shard_arg, default=None,
                         help="prepare only part I of N (I = 0..N-1, e.g. $SLURM_ARRAY_TASK_ID/8) into "
-                             "OUT/part-I-of-N; join the N parts with python -m data_prep.merge OUT")
+                             "OUT/part-I-of-N; join the N parts with video-adapt prep merge OUT")
 
 
 def shard_arg(text: str) -> tuple[int, int]:
+    from video_adapt.data.prepare import PrepError, parse_shard
     try:
         return parse_shard(text)
     except PrepError as err:
         raise argparse.ArgumentTypeError(str(err).removeprefix("--shard ")) from None
 
 
+def existing_dir(path: Path) -> Path:
+    """A --videos folder, or a one-line error naming it."""
+    from video_adapt.data.prepare import PrepError
+    if not path.is_dir():
+        raise PrepError(f"{path}: no such directory")
+    return path
+
+
 def output_dir(out: str | Path, shard: tuple[int, int] | None) -> Path:
     """Where this job writes: the store itself, or its part directory under --shard."""
+    from video_adapt.data.prepare import part_name
     return Path(out) / part_name(*shard) if shard else Path(out)
 
 
 def options_from_args(args: argparse.Namespace) -> PrepOptions:
+    from video_adapt.data.prepare import PrepOptions
     return PrepOptions(short_side=args.short_side, keep_every=args.keep_every, codec=args.codec, quality=args.quality,
                        shard_size=args.shard_size)
 
@@ -52,19 +68,15 @@ def options_from_args(args: argparse.Namespace) -> PrepOptions:
 def run(args: argparse.Namespace, classes: list[str], splits: list[SplitSpec], source: str, flip: bool,
         dataset: str = "other") -> int:
     """Prepare, print the summary and every output path; exit code 1 under --strict with failures."""
+    from video_adapt.data.prepare import SplitSpec, prepare_store
     if args.limit is not None:
         splits = [SplitSpec(s.name, s.entries[:args.limit]) for s in splits]
-    out = output_dir(args.out, args.shard)
-    try:
-        report: PrepReport = prepare_store(out, classes, splits, options_from_args(args), source=source,
-                                           flip=flip, workers=args.workers, overwrite=args.overwrite,
-                                           extra_meta={"dataset": dataset}, shard=args.shard)
-    except PrepError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    report = prepare_store(output_dir(args.out, args.shard), classes, splits, options_from_args(args), source=source,
+                           flip=flip, workers=args.workers, overwrite=args.overwrite, extra_meta={"dataset": dataset},
+                           shard=args.shard)
     print_report(report)
     if args.shard:
-        print(f"part {args.shard[0]} of {args.shard[1]} done; once all are: python -m data_prep.merge {args.out}")
+        print(f"part {args.shard[0]} of {args.shard[1]} done; once all are: video-adapt prep merge {args.out}")
     return 1 if args.strict and report.failed else 0
 
 
@@ -77,8 +89,3 @@ def print_report(report: PrepReport) -> None:
     print(report.summary())
     for name in ("meta.json", "failed.csv"):
         print(f"{name}: {report.out / name}")
-
-
-def fail(message: str) -> int:
-    print(f"error: {message}", file=sys.stderr)
-    return 2

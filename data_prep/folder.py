@@ -1,7 +1,7 @@
 """Prepare your own videos: class folders (`<class>/<video>`) or a list file of `path label` lines.
 
-    python -m data_prep.folder --videos my_clips/train --val-videos my_clips/val --out data/mine
-    python -m data_prep.folder --list train.csv --val-list val.csv --root videos/ --out data/mine
+    video-adapt prep folder --videos my_clips/train --val-videos my_clips/val --out data/mine
+    video-adapt prep folder --list train.csv --val-list val.csv --root videos/ --out data/mine
 
 List files: one video per line, `path label` separated by a space, tab or comma (VideoMAE's train.csv /
 val.csv work as they are); the label is a class index or a class name; paths are relative to --root and
@@ -13,13 +13,8 @@ import argparse
 import sys
 from pathlib import Path
 
-if __package__ in (None, ""):  # run as `python data_prep/folder.py`
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
+from data_prep.common import add_common_options, run
 from video_adapt.console import command
-from data_prep.common import add_common_options, fail, run
-from video_adapt.data.listing import holdout, read_list, scan_class_folders
-from video_adapt.data.prepare import PrepError, SplitSpec
 
 
 @command
@@ -40,20 +35,19 @@ def main(argv: list[str] | None = None) -> int:
                         help="dataset kind recorded in the store; 'ssv2' picks VideoMAE's SSv2 protocol settings")
     add_common_options(parser)
     args = parser.parse_args(argv)
-    try:
-        if args.videos:
-            classes, train = scan_class_folders(args.videos)
-        else:
-            classes, train = read_list(args.list, args.root, None)
-        val = []
-        if args.val_videos:
-            _, val = scan_class_folders(args.val_videos, classes)
-        elif args.val_list:
-            _, val = read_list(args.val_list, args.root, classes)
-        elif args.val_fraction > 0:
-            train, val = holdout(train, args.val_fraction, args.seed)
-    except PrepError as err:
-        return fail(str(err))
+    from video_adapt.data.listing import holdout, read_list, scan_class_folders
+    from video_adapt.data.prepare import SplitSpec
+    if args.videos:
+        classes, train = scan_class_folders(args.videos)
+    else:
+        classes, train = read_list(args.list, args.root, None)
+    val = []
+    if args.val_videos:
+        _, val = scan_class_folders(args.val_videos, classes)
+    elif args.val_list:
+        _, val = read_list(args.val_list, args.root, classes)
+    elif args.val_fraction > 0:
+        train, val = holdout(train, args.val_fraction, args.seed)
     splits = [SplitSpec("train", train)] + ([SplitSpec("val", val)] if val else [])
     return run(args, classes, splits, source=str(args.videos or args.list), flip=args.flip,
                dataset=args.dataset)

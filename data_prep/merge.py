@@ -1,7 +1,7 @@
 """Join the parts of a sharded preparation (`--shard I/N` jobs) into one frame store, without copying frames.
 
-    python -m data_prep.merge data/ssv2                          # every data/ssv2/part-*-of-N
-    python -m data_prep.merge data/ssv2 /scratch/part-0-of-8 ...  # or the part directories, in any order
+    video-adapt prep merge data/ssv2                          # every data/ssv2/part-*-of-N
+    video-adapt prep merge data/ssv2 /scratch/part-0-of-8 ...  # or the part directories, in any order
 
 The parts must come from the same options and source list, be finished and cover every video exactly once;
 otherwise nothing is written and one line names the part (exit code 2). Shard files are hard-linked (the parts
@@ -13,13 +13,10 @@ import argparse
 import sys
 from pathlib import Path
 
-if __package__ in (None, ""):
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from data_prep.common import fail
-from video_adapt.data.merge import MergeError, merge_parts
+from video_adapt.console import command
 
 
+@command
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("out", type=Path, help="store directory to write (usually where the parts are)")
@@ -28,14 +25,12 @@ def main(argv: list[str] | None = None) -> int:
                         help="delete the part directories once the store is complete (their shard files live on in "
                              "the store)")
     args = parser.parse_args(argv)
-    try:
-        report = merge_parts(args.out, args.parts or None, remove_parts=args.remove_parts)
-    except MergeError as err:
-        return fail(str(err))
+    from video_adapt.data.merge import merge_parts
+    report = merge_parts(args.out, args.parts or None, remove_parts=args.remove_parts)
     print(report.summary())
     for name in ("meta.json", "failed.csv"):
         print(f"{name}: {args.out / name}")
-    print(f"check it: python -m data_prep.check {args.out}")
+    print(f"check it: video-adapt prep check {args.out}")
     return 0
 
 

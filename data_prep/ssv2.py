@@ -1,6 +1,6 @@
 """Prepare Something-Something v2 as distributed: `<id>.webm` videos and the label JSON files.
 
-    python -m data_prep.ssv2 --videos 20bn-something-something-v2 --labels labels --out data/ssv2 --workers 16
+    video-adapt prep ssv2 --videos 20bn-something-something-v2 --labels labels --out data/ssv2 --workers 16
 
 --labels holds labels.json (template -> class index as a string), train.json and validation.json (entries with
 `id`, `label`, `template` with [something] brackets, `placeholders`) and optionally test.json (ids only).
@@ -11,54 +11,11 @@ flip (left/right is in the labels), so the data protocols pick their SSv2 settin
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
-if __package__ in (None, ""):
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from data_prep.common import add_common_options, fail, run
+from data_prep.common import add_common_options, existing_dir, run
 from video_adapt.console import command
-from video_adapt.data.prepare import PrepError, SplitSpec, VideoEntry
-
-
-def read_json(path: Path):
-    if not path.is_file():
-        raise PrepError(f"{path}: no such file")
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as err:
-        raise PrepError(f"{path}: not valid JSON ({err})") from None
-
-
-def ssv2_classes(labels_dir: Path) -> list[str]:
-    """Class names ordered by their index in labels.json."""
-    mapping = read_json(labels_dir / "labels.json")
-    by_index = sorted(((int(i), name) for name, i in mapping.items()))
-    if [i for i, _ in by_index] != list(range(len(by_index))):
-        raise PrepError(f"{labels_dir / 'labels.json'}: class indices are not 0..{len(by_index) - 1}")
-    return [name for _, name in by_index]
-
-
-def ssv2_entries(labels_dir: Path, split_file: str, videos: Path, classes: list[str],
-                 labelled: bool = True) -> list[VideoEntry]:
-    items = read_json(labels_dir / split_file)
-    index = {name: i for i, name in enumerate(classes)}
-    entries, unknown = [], set()
-    for item in items:
-        label = -1
-        if labelled:
-            template = item["template"].replace("[", "").replace("]", "")
-            if template not in index:
-                unknown.add(template)
-                continue
-            label = index[template]
-        entries.append(VideoEntry(str(item["id"]), str(videos / f"{item['id']}.webm"), label))
-    if unknown:
-        shown = "; ".join(sorted(unknown)[:5])
-        raise PrepError(f"{labels_dir / split_file}: {len(unknown)} templates not in labels.json: {shown}")
-    return entries
 
 
 @command
@@ -69,17 +26,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--with-test", action="store_true", help="also prepare test.json (no labels)")
     add_common_options(parser)
     args = parser.parse_args(argv)
-    try:
-        if not args.videos.is_dir():
-            raise PrepError(f"{args.videos}: no such directory")
-        classes = ssv2_classes(args.labels)
-        splits = [SplitSpec("train", ssv2_entries(args.labels, "train.json", args.videos, classes)),
-                  SplitSpec("val", ssv2_entries(args.labels, "validation.json", args.videos, classes))]
-        if args.with_test:
-            splits.append(SplitSpec("test", ssv2_entries(args.labels, "test.json", args.videos, classes, False)))
-    except PrepError as err:
-        return fail(str(err))
-    return run(args, classes, splits, source=f"ssv2 {args.videos}", flip=False, dataset="ssv2")
+    from video_adapt.data.listing import ssv2_classes, ssv2_entries
+    from video_adapt.data.prepare import SplitSpec
+    videos = existing_dir(args.videos)
+    classes = ssv2_classes(args.labels)
+    splits = [SplitSpec("train", ssv2_entries(args.labels, "train.json", videos, classes)),
+              SplitSpec("val", ssv2_entries(args.labels, "validation.json", videos, classes))]
+    if args.with_test:
+        splits.append(SplitSpec("test", ssv2_entries(args.labels, "test.json", videos, classes, False)))
+    return run(args, classes, splits, source=f"ssv2 {videos}", flip=False, dataset="ssv2")
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""Shared fixtures: a tiny synthetic frame store (real mp4 files, prepared once per session) and a 'pretrained'
+"""Shared fixtures: a tiny synthetic frame store (real mp4 files, prepared once per test run) and a 'pretrained'
 backbone file."""
 from pathlib import Path
 

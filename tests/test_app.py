@@ -20,7 +20,7 @@ import torch
 
 from conftest import tiny_overrides
 from videos import make_broken, write
-from video_adapt.app import (DEMO_RUN, STRIP_FOOT, STRIP_GAP, STRIP_MARGIN, STRIP_TOP, PageResult, check_upload,
+from video_adapt.app import (STRIP_FOOT, STRIP_GAP, STRIP_MARGIN, STRIP_TOP, PageResult, check_upload,
                             classify_file, frame_strip, synthetic_examples)
 from video_adapt.config import load_config
 from video_adapt.data.synthetic import CLASSES, SyntheticSpec, generate_clip
@@ -122,10 +122,10 @@ def test_synthetic_examples_only_for_models_of_the_synthetic_task(tmp_path):
 
 @pytest.mark.slow
 def test_tool_without_a_model_says_how_to_get_one(tmp_path, monkeypatch, capsys):
-    out = subprocess.run([sys.executable, str(ROOT / "tools" / "app.py")], cwd=tmp_path, capture_output=True,
-                         text=True)
+    from video_adapt.cli.app import DEMO_RUN
+    out = subprocess.run([sys.executable, "-m", "video_adapt", "app"], cwd=tmp_path, capture_output=True, text=True)
     assert out.returncode == 2 and "Traceback" not in out.stderr
-    assert out.stderr.count("\n") == 1 and str(DEMO_RUN) in out.stderr and "tools/demo.py" in out.stderr
+    assert out.stderr.count("\n") == 1 and str(DEMO_RUN) in out.stderr and "video-adapt demo" in out.stderr
     from video_adapt.cli.app import main
     assert main(["--checkpoint", str(tmp_path / "nope")]) == 2
     assert capsys.readouterr().err == f"error: {tmp_path / 'nope'}: no such file or directory\n"

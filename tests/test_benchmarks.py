@@ -258,3 +258,13 @@ def test_memory_fit_table_has_a_strategy_column_only_with_sharded_rows():
     assert "strategy" not in plain[0] and plain[2].endswith("| 300 | 7 | 1.10 |")
     sharded = table([row, {**row, "strategy": "fsdp", "world_size": 8}], [24]).splitlines()
     assert "strategy" in sharded[0] and "DDP" in sharded[2] and "FSDP x8" in sharded[3]
+
+
+def test_bench_startup_times_every_probe(tmp_path):
+    """tools/bench_startup.py: every probe runs in every round (its timings are not asserted)."""
+    out = subprocess.run([sys.executable, "tools/bench_startup.py", "--rounds", "1", "--json", str(tmp_path / "s.json")],
+                         cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-1000:]
+    result = json.loads((tmp_path / "s.json").read_text())
+    from video_adapt.benchmarks.startup import PROBES
+    assert set(result["median_s"]) == set(PROBES) and all(len(t) == 1 for t in result["all_s"].values())

@@ -38,35 +38,35 @@ def inputs(tmp_path_factory) -> dict[str, Path]:
 
 # (command, arguments with {placeholders}, exit code, text the error line must hold)
 CASES = {
-    "train: wrong store path": ("tools/train.py", ["data.root={tmp}/nowhere"], 2, "data.root="),
-    "train: bad override": ("tools/train.py", ["data.batch_size=abc"], 2, "'data.batch_size' expects int"),
-    "train: not a store": ("tools/train.py", ["data.root={inputs}/not_a_store"], 2, "not a frame store"),
-    "train: missing checkpoint": ("tools/train.py", ["data.root={store}", "model.pretrained={tmp}/nowhere.pth"], 2,
+    "train: wrong store path": ("-m video_adapt train", ["data.root={tmp}/nowhere"], 2, "data.root="),
+    "train: bad override": ("-m video_adapt train", ["data.batch_size=abc"], 2, "'data.batch_size' expects int"),
+    "train: not a store": ("-m video_adapt train", ["data.root={inputs}/not_a_store"], 2, "not a frame store"),
+    "train: missing checkpoint": ("-m video_adapt train", ["data.root={store}", "model.pretrained={tmp}/nowhere.pth"], 2,
                                   "model.pretrained="),
-    "train: not a checkpoint": ("tools/train.py", ["data.root={store}", "model.name=vit_nano_patch8_32",
+    "train: not a checkpoint": ("-m video_adapt train", ["data.root={store}", "model.name=vit_nano_patch8_32",
                                                    "data.img_size=32", "data.num_frames=4",
                                                    "model.pretrained={inputs}/notes.avi"], 2, "notes.avi"),
-    "train: missing config": ("tools/train.py", ["--config", "{tmp}/nowhere.yaml"], 2, "nowhere.yaml"),
-    "test: wrong run path": ("tools/test.py", ["{tmp}/nowhere"], 2, "not a training run"),
-    "test: bad override": ("tools/test.py", ["{inputs}/run", "data.batch_size=abc"], 2, "'data.batch_size'"),
-    "test: missing adapters": ("tools/test.py", ["{inputs}/no_adapters"], 2, "adapters: no such file"),
-    "test: not a store": ("tools/test.py", ["{inputs}/run"], 2, "not a frame store"),
-    "infer: wrong video path": ("tools/infer.py", ["{tmp}/nowhere.mp4", "--checkpoint", "{inputs}/run"], 1,
+    "train: missing config": ("-m video_adapt train", ["--config", "{tmp}/nowhere.yaml"], 2, "nowhere.yaml"),
+    "test: wrong run path": ("-m video_adapt test", ["{tmp}/nowhere"], 2, "not a training run"),
+    "test: bad override": ("-m video_adapt test", ["{inputs}/run", "data.batch_size=abc"], 2, "'data.batch_size'"),
+    "test: missing adapters": ("-m video_adapt test", ["{inputs}/no_adapters"], 2, "adapters: no such file"),
+    "test: not a store": ("-m video_adapt test", ["{inputs}/run"], 2, "not a frame store"),
+    "infer: wrong video path": ("-m video_adapt infer", ["{tmp}/nowhere.mp4", "--checkpoint", "{inputs}/run"], 1,
                                 "nowhere.mp4: no such file"),
-    "infer: missing checkpoint": ("tools/infer.py", ["{inputs}/notes.avi", "--checkpoint", "{tmp}/nowhere"], 2,
+    "infer: missing checkpoint": ("-m video_adapt infer", ["{inputs}/notes.avi", "--checkpoint", "{tmp}/nowhere"], 2,
                                   "nowhere"),
-    "infer: not a video": ("tools/infer.py", ["{inputs}/notes.avi", "--checkpoint", "{inputs}/run"], 1,
+    "infer: not a video": ("-m video_adapt infer", ["{inputs}/notes.avi", "--checkpoint", "{inputs}/run"], 1,
                            "notes.avi: not a readable video"),
-    "tsne: missing adapters": ("tools/tsne.py", ["{inputs}/no_adapters"], 2, "adapters: no such file"),
-    "tsne: not a store": ("tools/tsne.py", ["{inputs}/run"], 2, "not a frame store"),
-    "compare: missing grid": ("tools/compare.py", ["--grid", "{tmp}/nowhere.yaml"], 2, "nowhere.yaml"),
-    "compare: bad override": ("tools/compare.py", ["--grid", "{inputs}/grid.yaml", "--out", "{tmp}/cmp",
+    "tsne: missing adapters": ("-m video_adapt tsne", ["{inputs}/no_adapters"], 2, "adapters: no such file"),
+    "tsne: not a store": ("-m video_adapt tsne", ["{inputs}/run"], 2, "not a frame store"),
+    "compare: missing grid": ("-m video_adapt compare", ["--grid", "{tmp}/nowhere.yaml"], 2, "nowhere.yaml"),
+    "compare: bad override": ("-m video_adapt compare", ["--grid", "{inputs}/grid.yaml", "--out", "{tmp}/cmp",
                                                    "data.batch_size=abc"], 2, "'data.batch_size'"),
-    "compare: nothing to collect": ("tools/compare.py", ["--collect", "{tmp}/nowhere"], 2, "no finished runs"),
-    "ablate: bad override": ("tools/ablate.py", ["data.batch_size=abc"], 2, "'data.batch_size'"),
-    "pretrain: wrong store path": ("tools/pretrain.py", ["store={tmp}/nowhere", "out_dir={tmp}/pre"], 2,
+    "compare: nothing to collect": ("-m video_adapt compare", ["--collect", "{tmp}/nowhere"], 2, "no finished runs"),
+    "ablate: bad override": ("-m video_adapt ablate", ["data.batch_size=abc"], 2, "'data.batch_size'"),
+    "pretrain: wrong store path": ("-m video_adapt pretrain", ["store={tmp}/nowhere", "out_dir={tmp}/pre"], 2,
                                    "not a frame store"),
-    "pretrain: bad override": ("tools/pretrain.py", ["batch_size=abc"], 2, "'batch_size' expects int"),
+    "pretrain: bad override": ("-m video_adapt pretrain", ["batch_size=abc"], 2, "'batch_size' expects int"),
     "prep ssv2: wrong path": ("-m data_prep.ssv2", ["--videos", "{tmp}/nowhere", "--labels", "{tmp}/nowhere",
                                                     "--out", "{tmp}/o"], 2, "nowhere: no such directory"),
     "prep ssv2: missing labels": ("-m data_prep.ssv2", ["--videos", "{inputs}", "--labels", "{inputs}",
@@ -142,4 +142,38 @@ def test_video_adapt_command_lists_and_dispatches():
     unknown = subprocess.run([sys.executable, "-m", "video_adapt", "trian"], cwd=ROOT, capture_output=True, text=True)
     assert unknown.returncode == 2 and unknown.stderr.strip() == ("error: unknown command 'trian'; one of: train, "
                                                                   "test, infer, compare, ablate, tsne, pretrain, "
-                                                                  "demo, params, app, prep")
+                                                                  "demo, params, configs, app, prep")
+
+
+HELP_PROBE = """
+import sys
+from video_adapt.cli import main
+try:
+    main(sys.argv[1:])
+except SystemExit as done:
+    assert done.code in (0, None), done.code
+print(sorted(m for m in ("torch", "cv2", "gradio", "transformers", "timm") if m in sys.modules))
+"""
+
+
+def test_every_help_answers_without_importing_torch():
+    """`video-adapt <command> --help` parses arguments before it loads the library, for every command."""
+    from video_adapt.cli import COMMANDS, PREP
+    commands = [[name] for name in COMMANDS if name != "prep"] + [["prep", name] for name in PREP] + [[]]
+    for argv in commands:
+        out = subprocess.run([sys.executable, "-c", HELP_PROBE, *argv, "--help"], cwd=ROOT, capture_output=True,
+                             text=True, timeout=60)
+        assert out.returncode == 0, (argv, out.stderr[-500:])
+        assert out.stdout.strip().splitlines()[-1] == "[]", (argv, out.stdout.splitlines()[-1])
+
+
+def test_shipped_configs_are_listed_printed_and_named_by_commands(capsys):
+    from video_adapt.cli.configs import main
+    assert main([]) == 0
+    names = capsys.readouterr().out.split()
+    assert {"ssv2/adaptformer_8f", "demo/base", "demo/grid", "methods/lora", "pretrain/demo"} <= set(names)
+    assert main(["ssv2/adaptformer_8f"]) == 0
+    resolved = capsys.readouterr().out
+    assert "num_frames: 8" in resolved and "_base_:" not in resolved
+    assert main(["ssv2/adaptformer_8f", "--raw"]) == 0 and "_base_:" in capsys.readouterr().out
+    assert main(["nowhere"]) == 2 and "no shipped config" in capsys.readouterr().err

@@ -104,7 +104,7 @@ def test_model_section_has_every_tuning_option_with_the_same_default():
     """The engine passes every TuningConfig option from the model section; both must agree on defaults."""
     from dataclasses import fields
     from video_adapt.config import ModelConfig
-    from video_adapt.models.tuning import TUNING_OPTIONS, TuningConfig
+    from video_adapt.models.methods import TUNING_OPTIONS, TuningConfig
     model, tuning = ModelConfig(), TuningConfig()
     for key in TUNING_OPTIONS:
         assert getattr(model, key) == getattr(tuning, key), key
@@ -115,7 +115,37 @@ def test_model_section_has_every_tuning_option_with_the_same_default():
 @pytest.mark.parametrize("method", ["adaptformer", "vpt", "linear", "full", "lora", "bitfit", "st_adapter"])
 def test_every_method_config_loads(method):
     from pathlib import Path
-    from video_adapt.models.tuning import METHODS
+    from video_adapt.models.methods import METHODS
     assert method in METHODS
-    cfg = load_config(Path(__file__).resolve().parents[1] / "configs" / "methods" / f"{method}.yaml")
+    cfg = load_config(Path(__file__).resolve().parents[1] / "video_adapt" / "configs" / "methods" / f"{method}.yaml")
     assert cfg.model.tuning == method
+
+
+def test_configs_are_found_by_shipped_name_repository_path_or_file(tmp_path):
+    from video_adapt.resources import configs_dir, resolve_config, shipped_config
+    expected = configs_dir() / "ssv2" / "adaptformer_8f.yaml"
+    for name in ("ssv2/adaptformer_8f", "ssv2/adaptformer_8f.yaml", "configs/ssv2/adaptformer_8f.yaml",
+                 "video_adapt/configs/ssv2/adaptformer_8f.yaml"):
+        assert shipped_config(name) == expected, name
+    assert shipped_config("../pyproject") is None and shipped_config("ssv2/nothing") is None
+    mine = tmp_path / "ssv2" / "adaptformer_8f.yaml"  # a file on disk wins over the shipped name
+    mine.parent.mkdir()
+    mine.write_text("_base_: ssv2/adaptformer_8f\ndata:\n  num_frames: 2\n")
+    assert resolve_config(mine) == mine.resolve()
+    cfg = load_config(mine)  # its _base_ names the shipped config
+    assert cfg.data.num_frames == 2 and cfg.data.dataset == "ssv2" and cfg.model.tuning == "adaptformer"
+    with pytest.raises(ConfigError, match="nowhere.yaml: config file not found, and no shipped config"):
+        load_config(tmp_path / "nowhere.yaml")
+
+
+def test_pretrained_demo_names_the_committed_backbone():
+    from video_adapt.resources import demo_backbone
+    assert demo_backbone().is_file()
+    assert load_config("demo/base").model.pretrained == str(demo_backbone())
+    assert load_config(None, ["model.pretrained=demo"]).model.pretrained == str(demo_backbone())
+    assert load_config(None, ["model.pretrained=none"]).model.pretrained == "none"
+
+
+def test_repository_tooling_knows_it_runs_from_a_checkout():
+    from video_adapt.resources import repository_root
+    assert (repository_root("a test") / "tools" / "gpu_check.py").is_file()

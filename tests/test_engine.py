@@ -75,7 +75,7 @@ def test_fsdp_full_fine_tuning_on_two_gloo_processes_matches_one_process(synthet
     common = ["model.tuning=full", f"model.pretrained={backbone}", "model.head_bn=false", "train.epochs=2",
               "train.optimizer=adamw", "train.lr=1e-3", "train.clip_grad=1.0"]
     single = tmp_path / "single"
-    subprocess.run([sys.executable, "tools/train.py", *tiny_overrides(synthetic_store, single, *common)],
+    subprocess.run([sys.executable, "-m", "video_adapt", "train", *tiny_overrides(synthetic_store, single, *common)],
                    cwd=ROOT, check=True, capture_output=True)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     sharded = tmp_path / "fsdp"
@@ -89,7 +89,7 @@ def test_fsdp_full_fine_tuning_on_two_gloo_processes_matches_one_process(synthet
     first = subprocess.run([*launch, str(dies), *args], cwd=ROOT, capture_output=True, text=True, env=env)
     assert first.returncode != 0 and (sharded / "checkpoints" / "last.pt").exists(), first.stderr[-2000:]
     assert not (sharded / "summary.json").exists()
-    resumed = subprocess.run([*launch, "tools/train.py", *args, "resume=auto"], cwd=ROOT, capture_output=True,
+    resumed = subprocess.run([*launch, "-m", "video_adapt", "train", *args, "resume=auto"], cwd=ROOT, capture_output=True,
                              text=True, env=env)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert "resumed from" in resumed.stdout
@@ -137,12 +137,12 @@ def test_two_gloo_processes_match_one_process_with_the_same_global_batch(synthet
     common = ["model.tuning=adaptformer", f"model.pretrained={backbone}", "model.head_bn=false", "train.epochs=1",
               "data.flip=true"]
     single = tmp_path / "single"
-    subprocess.run([sys.executable, "tools/train.py", *tiny_overrides(synthetic_store, single, *common)],
+    subprocess.run([sys.executable, "-m", "video_adapt", "train", *tiny_overrides(synthetic_store, single, *common)],
                    cwd=ROOT, check=True, capture_output=True)
     ddp = tmp_path / "ddp"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                             "tools/train.py", *tiny_overrides(synthetic_store, ddp, *common, "data.batch_size=4")],
+                             "-m", "video_adapt", "train", *tiny_overrides(synthetic_store, ddp, *common, "data.batch_size=4")],
                             cwd=ROOT, capture_output=True, text=True, env=env)
     assert result.returncode == 0, result.stderr[-2000:]
     a, b = _final_weights(single), _final_weights(ddp)
@@ -200,7 +200,7 @@ def test_bad_configs_fail_before_training(synthetic_store, tmp_path, override, m
 def test_missing_store_is_named(tmp_path):
     with pytest.raises(ConfigError, match="data.root"):
         train(load_config(None, tiny_overrides(tmp_path / "nowhere", tmp_path / "x")))
-    out = subprocess.run([sys.executable, "tools/train.py", f"data.root={tmp_path / 'nowhere'}"], cwd=ROOT,
+    out = subprocess.run([sys.executable, "-m", "video_adapt", "train", f"data.root={tmp_path / 'nowhere'}"], cwd=ROOT,
                          capture_output=True, text=True)
     assert out.returncode == 2 and out.stderr.startswith("error: data.root=") and "Traceback" not in out.stderr
 
@@ -241,7 +241,7 @@ def test_videomae_recipe_runs_with_mixup_and_layer_decay(synthetic_store, backbo
 def test_test_tool_writes_reports(synthetic_store, tmp_path):
     out = tmp_path / "run"
     train(load_config(None, tiny_overrides(synthetic_store, out, "model.tuning=vpt", "model.vpt_tokens=2")))
-    result = subprocess.run([sys.executable, "tools/test.py", str(out), "--split", "val", "--crops", "3"], cwd=ROOT,
+    result = subprocess.run([sys.executable, "-m", "video_adapt", "test", str(out), "--split", "val", "--crops", "3"], cwd=ROOT,
                             capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-1000:]
     metrics = json.loads((out / "test_val" / "metrics.json").read_text())
@@ -273,7 +273,7 @@ def test_dataset_configs_run_the_official_protocol_on_a_prepared_store(dataset, 
     else:
         videos, splits = make_hmdb51(tmp_path / "raw")
         assert hmdb51.main(["--videos", str(videos), "--splits", str(splits), "--split", "1", *small]) == 0
-    cfg = load_config(ROOT / "configs" / dataset / f"{method}_4f.yaml", [
+    cfg = load_config(ROOT / "video_adapt" / "configs" / dataset / f"{method}_4f.yaml", [
         f"data.root={store}", "model.num_classes=3", f"out_dir={tmp_path / 'run'}", "train.epochs=1",
         f"train.recipe={recipe}", "train.global_batch=null", "model.pretrained=none", "model.name=vit_nano_patch8_32",
         "data.img_size=32", "data.batch_size=2", "data.num_workers=0", "data.test_crops=1"])

@@ -70,12 +70,12 @@ def test_compare_tool_runs_a_small_grid_and_collects(synthetic_store, tmp_path):
                     "  adaptformer: [model.tuning=adaptformer]\n")
     overrides = [o for o in tiny_overrides(synthetic_store, tmp_path / "unused", "train.epochs=1")
                  if not o.startswith(("out_dir", "data.num_frames"))]
-    out = subprocess.run([sys.executable, "tools/compare.py", "--grid", str(grid), "--out", str(tmp_path / "cmp"),
+    out = subprocess.run([sys.executable, "-m", "video_adapt", "compare", "--grid", str(grid), "--out", str(tmp_path / "cmp"),
                           *overrides], cwd=root, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr[-1500:]
     assert "| linear |" in out.stdout and "| adaptformer |" in out.stdout and "2 frames | 4 frames" in out.stdout
     assert (tmp_path / "cmp" / "frames.png").stat().st_size > 1000
-    again = subprocess.run([sys.executable, "tools/compare.py", "--collect", str(tmp_path / "cmp")], cwd=root,
+    again = subprocess.run([sys.executable, "-m", "video_adapt", "compare", "--collect", str(tmp_path / "cmp")], cwd=root,
                            capture_output=True, text=True)
     rows = lambda text: sorted(line for line in text.splitlines() if line.startswith("| "))
     assert again.returncode == 0 and rows(again.stdout) == rows(out.stdout)
@@ -105,7 +105,7 @@ def test_ablate_tool_runs_a_study(synthetic_store, tmp_path):
     root = Path(__file__).resolve().parents[1]
     overrides = [o for o in tiny_overrides(synthetic_store, tmp_path / "unused", "train.epochs=1")
                  if not o.startswith(("out_dir", "data.num_frames"))]
-    out = subprocess.run([sys.executable, "tools/ablate.py", "--study", "input", "--frames", "4", "--out",
+    out = subprocess.run([sys.executable, "-m", "video_adapt", "ablate", "--study", "input", "--frames", "4", "--out",
                           str(tmp_path / "abl"), *overrides], cwd=root, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr[-1500:]
     assert "| input norm |" in out.stdout and "| input residual |" in out.stdout
@@ -116,8 +116,8 @@ def test_methods_grid_runs_every_method_on_the_demo_config():
     from pathlib import Path
     import yaml
     from video_adapt.config import load_config
-    from video_adapt.models.tuning import METHODS
-    root = Path(__file__).resolve().parents[1] / "configs" / "demo"
+    from video_adapt.models.methods import METHODS
+    root = Path(__file__).resolve().parents[1] / "video_adapt" / "configs" / "demo"
     grid = yaml.safe_load((root / "grid_methods.yaml").read_text())
     tunings = {load_config(root / "base.yaml", overrides).model.tuning for overrides in grid["variants"].values()}
     assert tunings == set(METHODS)

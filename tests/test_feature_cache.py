@@ -174,7 +174,7 @@ def test_cache_is_refused_where_it_would_change_what_trains(synthetic_store, bac
     with pytest.raises(ConfigError, match=message):
         train(cfg)
     assert not (tmp_path / CACHE_FILE).exists()
-    result = subprocess.run([sys.executable, "tools/train.py", *tiny_overrides(
+    result = subprocess.run([sys.executable, "-m", "video_adapt", "train", *tiny_overrides(
         synthetic_store, tmp_path, *_args(backbone, "train.feature_cache=2", override))], cwd=ROOT,
         capture_output=True, text=True)
     assert result.returncode != 0 and len(result.stderr.strip().splitlines()) == 1, result.stderr
@@ -191,7 +191,7 @@ def test_two_gloo_processes_cache_and_train_as_one_process(synthetic_store, back
                                            *_args(backbone, "train.feature_cache=2", "model.head_bn=false"))))
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                             "tools/train.py", *args], cwd=ROOT, capture_output=True, text=True, env=env)
+                             "-m", "video_adapt", "train", *args], cwd=ROOT, capture_output=True, text=True, env=env)
     assert result.returncode == 0, result.stderr[-2000:]
     a, b = _weights(single), _weights(ddp)
     for key in a:
@@ -204,7 +204,7 @@ def test_two_gloo_processes_cache_and_train_as_one_process(synthetic_store, back
 
 def test_cached_grid_compares_the_uncached_probe_with_k_4_and_8():
     from video_adapt.experiments import load_grid
-    root = ROOT / "configs" / "demo"
+    root = ROOT / "video_adapt" / "configs" / "demo"
     grid = load_grid(root / "grid_cached.yaml")
     configs = [load_config(root / "base.yaml", v.overrides) for v in grid["variants"]]
     assert {c.model.tuning for c in configs} == {"linear"}

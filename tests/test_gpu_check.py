@@ -1,4 +1,4 @@
-"""tools/gpu_check.py (issue 18): the quick CPU run passes or skips every check with a reason and writes the
+"""tools/gpu_check.py: the quick CPU run passes or skips every check with a reason and writes the
 report; each check's criterion can fail; the full (GPU) plan fits its budget and calls the tools as they are."""
 import dataclasses
 import json
@@ -47,7 +47,7 @@ def test_quick_run_passes_or_skips_every_check_with_a_reason(tmp_path):
     assert {(r["impl"], r["method"]) for r in figures["bench_model"]["rows"]} >= {("hf", "full"), ("ours", "adaptformer")}
     assert [g["target"] for g in result["goals"]] == [">= 45% (H100/H200)", ">= 1.2x", ">= 1000", ">= 1.0x", ">= 3x"]
     md = (out / "gpu_check.md").read_text()
-    assert "| check | status | seconds | result |" in md and "### Goals of issue 18" in md
+    assert "| check | status | seconds | result |" in md and "### Goals against these figures" in md
     for check in result["checks"]:
         assert f"| {check['name']} | {check['status']} |" in md
     assert "report: " in done.stdout
@@ -83,8 +83,8 @@ def test_a_check_that_no_longer_fits_the_budget_is_skipped_naming_it(tmp_path):
 
 
 def test_a_subprocess_failure_names_the_tool_and_its_last_words(tmp_path):
-    with pytest.raises(CheckFailure, match=r"^train.py: exit 2: error: unknown config key .no_such."):
-        _ctx(tmp_path).run(["tools/train.py", "no_such.key=1"])
+    with pytest.raises(CheckFailure, match=r"^video-adapt train: exit 2: error: unknown config key .no_such."):
+        _ctx(tmp_path).run(["-m", "video_adapt", "train", "no_such.key=1"])
 
 
 def _frozen_weight_moves(build):
@@ -239,7 +239,7 @@ def test_bad_input_is_one_line(tmp_path, capsys):
 
 
 def test_the_full_plan_fits_its_budget_and_its_training_config_is_valid(tmp_path):
-    """The GPU run is one shot: every check has an estimate, they fit the budget, and tools/train.py accepts the
+    """The GPU run is one shot: every check has an estimate, they fit the budget, and video-adapt train accepts the
     full run's overrides."""
     from video_adapt.config import load_config
     estimates = [FULL.expected(c.name) for c in all_checks(FULL)]

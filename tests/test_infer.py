@@ -49,7 +49,7 @@ def test_predict_mp4_webm_avi_and_a_folder(trained_run, clips):
 @pytest.mark.slow
 def test_corrupt_file_among_good_ones_gets_a_one_line_error(trained_run, clips, tmp_path, capsys):
     bad = make_broken(tmp_path)["garbage"]
-    out = subprocess.run([sys.executable, "tools/infer.py", str(clips / "clip0.mp4"), str(bad), str(clips / "clip2.avi"),
+    out = subprocess.run([sys.executable, "-m", "video_adapt", "infer", str(clips / "clip0.mp4"), str(bad), str(clips / "clip2.avi"),
                           "--checkpoint", str(trained_run), "--json", str(tmp_path / "r.json")],
                          cwd=ROOT, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr[-800:]
@@ -64,7 +64,7 @@ def test_window_timeline(trained_run, tmp_path):
     spec = SyntheticSpec(size=32, frames=16)
     long = np.concatenate([generate_clip(c, np.random.default_rng(c), spec) for c in (0, 1, 2)])
     path = write(tmp_path / "long.mp4", long, fps=8)  # 48 frames = 6 s
-    out = subprocess.run([sys.executable, "tools/infer.py", str(path), "--checkpoint", str(trained_run), "--window", "2",
+    out = subprocess.run([sys.executable, "-m", "video_adapt", "infer", str(path), "--checkpoint", str(trained_run), "--window", "2",
                           "--stride", "1", "--json", str(tmp_path / "t.json")], cwd=ROOT, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr[-800:]
     result = json.loads((tmp_path / "t.json").read_text())[0]
@@ -89,7 +89,7 @@ def test_adapters_without_their_backbone_are_refused(synthetic_store, tmp_path, 
                                            "train.epochs=1")))
     ok = predict(str(clips / "clip0.mp4"), backbone=str(backbone), adapters=str(out / "adapters"))
     assert ok[0].error is None
-    res = subprocess.run([sys.executable, "tools/infer.py", str(clips / "clip0.mp4"), "--adapters", str(out / "adapters")],
+    res = subprocess.run([sys.executable, "-m", "video_adapt", "infer", str(clips / "clip0.mp4"), "--adapters", str(out / "adapters")],
                          cwd=ROOT, capture_output=True, text=True)
     assert res.returncode == 2 and "need their backbone" in res.stderr
 
@@ -102,7 +102,7 @@ def test_tsne_tool_writes_plot_and_separability(trained_run, synthetic_store, tm
     clustered = np.eye(3)[labels] * 5 + rng.normal(0, 0.1, (30, 3))
     assert separability(clustered, labels)["knn_accuracy"] == 100.0
     assert separability(rng.normal(0, 1, (30, 3)), labels)["silhouette"] < 0.2
-    out = subprocess.run([sys.executable, "tools/tsne.py", str(trained_run), str(trained_run), "--names", "a", "b",
+    out = subprocess.run([sys.executable, "-m", "video_adapt", "tsne", str(trained_run), str(trained_run), "--names", "a", "b",
                           "--out", str(tmp_path / "t.png")], cwd=ROOT, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr[-800:]
     numbers = json.loads((tmp_path / "t.json").read_text())

@@ -7,7 +7,8 @@ from torch import nn
 
 from tiny_models import TINY, clips, randomize_, tiny_model
 from video_adapt import create_model, load_pretrained, merge_lora, parameter_report
-from video_adapt.models.tuning import AdaptMLP, PromptTokens, STAdapter, TuningConfig
+from video_adapt.models.tuning import AdaptMLP, PromptTokens, STAdapter
+from video_adapt.models.methods import TuningConfig
 
 
 def _backbone_file(tmp_path, seed=3):

@@ -9,7 +9,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.mark.slow
 def test_params_tool_prints_vit_base_tables_at_the_papers_sizes():
-    out = subprocess.run([sys.executable, "tools/params.py", "--model", "vit_base_patch16_224", "--tuning",
+    out = subprocess.run([sys.executable, "-m", "video_adapt", "params", "--model", "vit_base_patch16_224", "--tuning",
                           "adaptformer", "vpt", "lora", "bitfit", "st_adapter"], cwd=ROOT, capture_output=True,
                          text=True, check=True).stdout
     assert "adapters       1,189,632     1,189,632" in out
@@ -22,6 +22,6 @@ def test_params_tool_prints_vit_base_tables_at_the_papers_sizes():
 
 
 def test_params_tool_flags_override_the_method_files():
-    out = subprocess.run([sys.executable, "tools/params.py", "--tuning", "st_adapter", "--st-position", "both",
+    out = subprocess.run([sys.executable, "-m", "video_adapt", "params", "--tuning", "st_adapter", "--st-position", "both",
                           "--bottleneck", "64"], cwd=ROOT, capture_output=True, text=True, check=True).stdout
     assert f"adapters    {24 * (768 * 64 + 64 + 64 * 3 + 64 + 64 * 768 + 768):>12,}" in out

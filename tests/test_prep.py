@@ -13,6 +13,8 @@ import torch
 
 from videos import make_broken, make_hmdb51, make_ssv2, make_video
 from data_prep import check, folder, hmdb51, ssv2
+from video_adapt.data.check import check_store
+from video_adapt.data.listing import hmdb51_splits
 from video_adapt.data.datasets import StoreSource, TestClips, TestView, TrainClips, TrainView
 from video_adapt.data.store import FrameStore
 
@@ -52,7 +54,7 @@ def test_folder_classes_round_trip_to_batches(tmp_path):
     from video_adapt.data.transforms import normalize_clips
     x = normalize_clips(torch.stack([train[i][0][0] for i in range(4)]))
     assert x.dtype == torch.float32 and -2.2 < float(x.min()) and float(x.max()) < 2.7
-    assert check.check_store(out, progress=False) == []
+    assert check_store(out, progress=False) == []
 
 
 def test_stored_frames_are_resized_but_never_upscaled(tmp_path):
@@ -78,7 +80,7 @@ def test_stored_frames_are_the_decoded_frames_in_order(tmp_path):
     store = FrameStore(every3)
     assert store.split("train").stored_frames(0) == 6 and store.meta["keep_every"] == 3
     assert np.array_equal(store.frames("train", 0, np.arange(6)), reader.read(np.arange(0, 17, 3)))
-    assert check.check_store(every3, progress=False) == []
+    assert check_store(every3, progress=False) == []
 
 
 def test_raw_frames_of_every_video_at_any_positions(tmp_path):
@@ -134,7 +136,7 @@ def test_corrupt_empty_and_missing_videos_never_stop_the_job(tmp_path):
     assert all("\n" not in r for r in reasons.values())
     meta = FrameStore(out).meta
     assert meta["splits"]["train"]["videos"] + len(reasons) == 6 + len(broken) + 1
-    assert check.check_store(out, progress=False) == []
+    assert check_store(out, progress=False) == []
     assert folder.main(["--videos", str(tmp_path / "videos"), "--out", str(out), *SMALL, "--strict"]) == 1
 
 
@@ -161,7 +163,7 @@ def test_ssv2_unknown_templates_are_listed(tmp_path, capsys):
 
 def test_hmdb51_split_files_pick_train_and_test(tmp_path):
     videos, splits = make_hmdb51(tmp_path)
-    classes, train, test = hmdb51.hmdb51_splits(videos, splits, 1)
+    classes, train, test = hmdb51_splits(videos, splits, 1)
     assert classes == ["brush_hair", "cartwheel", "chew"]
     # split 1: clip i gets tag (i + 1) % 3 -> clip0 test(2)? mapping {0: '1', 1: '2', 2: '0'}: clip2 train, clip0 test
     assert sorted(e.id for e in train) == ["brush_hair/brush_hair_clip2", "cartwheel/cartwheel_clip2", "chew/chew_clip2"]
@@ -236,8 +238,8 @@ def test_check_rejects_a_damaged_store(tmp_path, capsys):
     meta = json.loads((out / "meta.json").read_text())
     meta["splits"]["train"]["videos"] = 99
     (out / "meta.json").write_text(json.dumps(meta))
-    assert any("99 videos" in p for p in check.check_store(out, progress=False))
-    assert check.check_store(tmp_path / "videos", progress=False)[0].endswith("prepare one with python -m data_prep.<name>")
+    assert any("99 videos" in p for p in check_store(out, progress=False))
+    assert check_store(tmp_path / "videos", progress=False)[0].endswith("prepare one with video-adapt prep <name>")
 
 
 @pytest.mark.slow

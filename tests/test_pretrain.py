@@ -10,7 +10,7 @@ from video_adapt import create_model, load_pretrained
 from video_adapt.config import ConfigError
 from video_adapt.engine.precision import Precision
 from video_adapt.models.mae import PretrainVideoMAE, patchify, pixel_targets, save_pretrain_checkpoint, tube_mask
-from video_adapt.models.tuning import METHODS
+from video_adapt.models.methods import METHODS
 from video_adapt.pretraining import (
     PretrainConfig,
     build_pretrain_model,
@@ -92,7 +92,7 @@ def test_resumed_pretraining_matches_an_uninterrupted_run(tmp_path, monkeypatch)
 
 @pytest.mark.slow
 def test_pretrain_tool_runs_from_a_store(synthetic_store, tmp_path):
-    out = subprocess.run([sys.executable, "tools/pretrain.py", "model=vit_nano_patch8_32", "num_frames=4",
+    out = subprocess.run([sys.executable, "-m", "video_adapt", "pretrain", "model=vit_nano_patch8_32", "num_frames=4",
                           "img_size=32", "epochs=1", "batch_size=8", f"store={synthetic_store}",
                           "decoder_dim=16", "decoder_depth=1", "decoder_heads=2", f"out_dir={tmp_path}"],
                          cwd=ROOT, capture_output=True, text=True)

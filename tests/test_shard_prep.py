@@ -14,7 +14,8 @@ import pytest
 import torch
 
 from videos import make_broken, make_hmdb51, make_ssv2, make_video
-from data_prep import check, folder, hmdb51, merge, ssv2, synthetic
+from data_prep import folder, hmdb51, merge, ssv2, synthetic
+from video_adapt.data.check import check_store
 from video_adapt.data.datasets import StoreSource, TestClips, TestView, TrainClips, TrainView
 from video_adapt.data.merge import merge_parts
 from video_adapt.data.prepare import PrepError, parse_shard, shard_plan
@@ -100,7 +101,7 @@ def test_parse_shard_and_the_command_line_option():
 
 
 def test_three_shard_processes_merge_into_the_whole_store(tmp_path):
-    """Done-when of the issue: 3 separate processes (one with 2 decoding workers) + merge = the whole job's store."""
+    """3 separate processes (one with 2 decoding workers) + merge = the whole job's store."""
     videos = source_folder(tmp_path / "videos", per_class=3)
     args = ["--videos", str(videos), "--val-videos", str(videos), *SMALL, "--shard-size", "2"]
     whole = tmp_path / "whole"
@@ -119,7 +120,7 @@ def test_three_shard_processes_merge_into_the_whole_store(tmp_path):
     assert small_files(out) == small_files(whole)  # meta.json, failed.csv, videos.csv: byte for byte
     assert FrameStore(out).meta["splits"]["train"]["failed"] == 4
     assert_same_store(whole, out)
-    assert check.check_store(out, progress=False) == []
+    assert check_store(out, progress=False) == []
     for shard in (out / "train").glob("shard-*"):  # linked, not copied
         owner = [p for p in out.glob("part-*") if (p / "train" / shard.name).exists()]
         assert len(owner) == 1 and os.path.samefile(shard, owner[0] / "train" / shard.name)
@@ -205,7 +206,7 @@ def test_a_missing_duplicated_or_mismatched_part_is_refused_with_one_line(two_pa
     assert "holds a store prepared with other options" in capsys.readouterr().err
     assert merge.main([str(tmp_path / "empty")]) == 2
     assert merge.main([str(out), str(p1), str(p0)]) == 0  # any order; parts outside OUT
-    assert check.check_store(out, progress=False) == []
+    assert check_store(out, progress=False) == []
 
 
 def test_a_killed_merge_is_not_a_store_and_a_rerun_finishes_it(two_parts, tmp_path):
@@ -225,9 +226,9 @@ def test_a_killed_merge_is_not_a_store_and_a_rerun_finishes_it(two_parts, tmp_pa
     assert merge.main([str(parts)]) == 2  # a shard file that no part owns is never adopted
     stray.unlink()
     assert merge_parts(parts).parts == 2
-    assert small_files(parts) == reference and check.check_store(parts, progress=False) == []
+    assert small_files(parts) == reference and check_store(parts, progress=False) == []
     assert merge_parts(parts, remove_parts=True).videos == 6  # a merged store merges again to itself
-    assert not list(parts.glob("part-*")) and check.check_store(parts, progress=False) == []
+    assert not list(parts.glob("part-*")) and check_store(parts, progress=False) == []
     assert folder.main([*args, "--out", str(parts)]) == 2  # a whole job does not mistake it for its own
 
 
@@ -254,7 +255,7 @@ def test_every_command_takes_shard(tmp_path):
     meta = FrameStore(src / "store").meta
     assert meta["splits"] == FrameStore(tmp_path / "syn_whole" / "store").meta["splits"]
     assert meta["splits"]["train"]["videos"] == 4 and meta["splits"]["val"]["failed"] == 0
-    assert check.check_store(src / "store", progress=False) == []
+    assert check_store(src / "store", progress=False) == []
 
 
 def test_val_fraction_holdout_is_seeded_so_shards_agree(tmp_path):

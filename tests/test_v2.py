@@ -12,6 +12,7 @@ from torch import nn
 from tiny_models import clips, randomize_
 from video_adapt import CheckpointError, create_model, load_pretrained, parameter_report
 from video_adapt.models import tuning
+from video_adapt.models.methods import METHODS
 from video_adapt.models.vit import vit_config
 
 # a V2-shaped tiny model: 14 px patches and V2-g's MLP ratio, at 28 px (2 x 2 tokens per frame)
@@ -334,7 +335,7 @@ def test_unknown_v2_keys_are_refused(tmp_path):
 
 # ------------------------------------------------------------------------------------------------ tuning methods
 @pytest.mark.parametrize("cos_attn", [False, True])
-@pytest.mark.parametrize("method", tuning.METHODS)
+@pytest.mark.parametrize("method", METHODS)
 def test_every_method_trains_on_a_v2_backbone(tmp_path, method, cos_attn):
     """Load a V2 file, take two AdamW steps: something trainable moves, nothing frozen does."""
     path, _ = tiny_v2_file(tmp_path, cos_attn=cos_attn)

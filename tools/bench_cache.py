@@ -1,8 +1,8 @@
 """Linear probing: epoch time on clips against cached features (train.feature_cache), in one process.
 
-    python tools/bench_cache.py                                  # the embedded benchmark (run tools/demo.py first)
+    python tools/bench_cache.py                                  # the embedded benchmark (run video-adapt demo first)
     python tools/bench_cache.py --views 8 --rounds 20 data.num_frames=4
-    python tools/bench_cache.py --config configs/ssv2/linear_8f.yaml --views 4 model.pretrained=... device=cuda
+    python tools/bench_cache.py --config ssv2/linear_8f --views 4 model.pretrained=... device=cuda
 
 The two kinds of epoch alternate (a shared host's load falls on both alike); each is the training pass of
 `train_one_epoch`, median over the rounds. Also the one-off time to cache K views, in epochs on clips. The measuring
@@ -18,13 +18,11 @@ from pathlib import Path
 from video_adapt.console import command
 from video_adapt.files import write_json_atomic
 
-REPO = Path(__file__).resolve().parents[1]
-
 
 @command
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", default=str(REPO / "configs" / "demo" / "base.yaml"))
+    parser.add_argument("--config", default="demo/base", help="training config: a file or a shipped name")
     parser.add_argument("--views", type=int, default=4, help="K, the cached views per training video")
     parser.add_argument("--rounds", type=int, default=10, help="epochs of each kind, alternating")
     parser.add_argument("--json", help="write the measurements here")

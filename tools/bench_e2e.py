@@ -29,7 +29,7 @@ from video_adapt.benchmarks.e2e import E2EBench, e2e_table, run_e2e
 from video_adapt.benchmarks.sources import list_videos, make_sources
 from video_adapt.console import command
 from video_adapt.files import write_json_atomic
-from video_adapt.models.tuning import METHODS
+from video_adapt.models.methods import METHODS
 
 
 @command

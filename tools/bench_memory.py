@@ -31,7 +31,7 @@ import torch
 from video_adapt.benchmarks.memory_fit import estimate_rows, table
 from video_adapt.console import command
 from video_adapt.files import write_json_atomic
-from video_adapt.models.tuning import METHODS
+from video_adapt.models.methods import METHODS
 from video_adapt.models.vit import SIZE_NAMES
 
 

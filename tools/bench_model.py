@@ -34,7 +34,7 @@ from video_adapt.benchmarks.hardware import check_flash, largest_batch, peak_tfl
 from video_adapt.benchmarks.model_step import MERGED_LORA, StepSpec, measure, paired_times, report
 from video_adapt.console import command
 from video_adapt.files import write_json_atomic
-from video_adapt.models.tuning import METHODS
+from video_adapt.models.methods import METHODS
 from video_adapt.models.vit import SIZE_NAMES
 
 SIZES = {name: SIZE_NAMES[name] for name in ("tiny", "small", "base", "large")}

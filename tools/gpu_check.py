@@ -1,5 +1,5 @@
 """One command that proves the GPU path: every tuning method in bf16 and fp16, nvJPEG decoding through
-tools/train.py, DDP, the SDPA kernel, torch.compile, FSDP, and the benchmark tools, with one report.
+video-adapt train, DDP, the SDPA kernel, torch.compile, FSDP, and the benchmark tools, with one report.
 
     python tools/gpu_check.py --quick                                  # the CPU at tiny sizes (CI; the CPU default)
     python tools/gpu_check.py --prepare stores/gpu_check               # here, before a GPU run: its store

@@ -19,6 +19,7 @@ from pathlib import Path
 from video_adapt.checkpoint import read_state_dict
 from video_adapt.config import load_config
 from video_adapt.console import command
+from video_adapt.data.synthetic import SyntheticSpec, make_synthetic_store
 from video_adapt.engine import train
 from video_adapt.files import save_safetensors_atomic
 from video_adapt.pretraining import PretrainConfig, pretrain
@@ -40,14 +41,12 @@ def main(argv: list[str] | None = None) -> int:
     checkpoint = work / "mae" / "checkpoint.pth"
     if not (work / "mae" / "pretrain_summary.json").exists():
         pretrain(mae)
-    from data_prep import synthetic
     source = work / "source_data"
     if not (source / "store" / "meta.json").exists():
-        synthetic.main(["--out", str(source), "--classes", "6", "--videos-per-class", "500", "--val-per-class", "30",
-                        "--size", "32", "--seed", "7", "--prep"])
+        make_synthetic_store(source, SyntheticSpec(size=32, num_classes=6), 500, 30, seed=7)
     run = work / "source_run"
     if not (run / "summary.json").exists():
-        train(load_config(REPO / "configs" / "demo" / "base.yaml", [
+        train(load_config("demo/base", [
             f"data.root={source / 'store'}", f"model.pretrained={checkpoint}", "model.tuning=full", "train.lr=0.001",
             "model.head_bn=true",
             "train.epochs=15", "train.warmup_epochs=2", "train.eval_every=5", f"out_dir={run}", "resume=auto"]))

@@ -25,8 +25,6 @@ from matplotlib.figure import Figure
 from video_adapt.data.decode import open_video
 from video_adapt.inference import Predictor, WindowPrediction
 
-DEMO_RUN = Path("runs/demo/runs/adaptformer/8f/seed0")
-DEMO_COMMAND = "python tools/demo.py --variants adaptformer --frames 8"
 UPLOAD_SUFFIXES = (".mp4", ".webm", ".avi", ".mkv")
 EXAMPLES_DIR = Path(tempfile.gettempdir()) / "video_adapt_app_examples"
 THUMB_PX = 96  # frames are shown at least this tall, so 32 px models still show something a person can read

@@ -1,7 +1,8 @@
 """Run configuration: plain dataclasses, YAML files that inherit with `_base_`, `key=value` overrides.
 
-A YAML file states only what differs from its base (`_base_: ../base.yaml`, a path relative to the file,
-or a list of them, merged in order). Overrides on the command line use dotted keys:
+A YAML file states only what differs from its base (`_base_: ../base.yaml`, a path relative to the file, or a
+shipped config's name such as `ssv2/adaptformer_8f`, or a list of them, merged in order); `--config` takes a file or
+a shipped name (video_adapt.resources). Overrides on the command line use dotted keys:
 `train.lr=0.01 model.tuning=vpt data.num_frames=4`. Unknown keys and values of the wrong type or out of range
 fail before anything runs, naming the key (video_adapt.schema).
 `train.recipe` picks a named official recipe (`adaptformer` or `videomae`, video_adapt/recipes.py); keys set
@@ -18,7 +19,8 @@ import yaml
 
 from video_adapt.errors import ConfigError
 from video_adapt.files import write_text_atomic
-from video_adapt.models.tuning import METHODS, TUNING_OPTIONS, TuningConfig
+from video_adapt.models.methods import METHODS, TUNING_OPTIONS, TuningConfig, TuningOptions
+from video_adapt.resources import resolve_config, resolve_pretrained, shipped_config
 from video_adapt.recipes import DATA_PROTOCOLS, RECIPE_ALIASES, RECIPES, recipe_defaults, recipe_name
 from video_adapt.schema import from_dict, option
 
@@ -27,7 +29,7 @@ __all__ = ["Config", "ConfigError", "DataConfig", "ModelConfig", "RECIPES", "Tra
 
 
 def _model_names() -> list[str]:
-    from video_adapt.models.vit import PRESETS
+    from video_adapt.models.presets import PRESETS
     return list(PRESETS)
 
 
@@ -38,29 +40,17 @@ def _randaugment_check(value: str | None) -> str | None:
 
 
 @dataclass
-class ModelConfig:
+class ModelConfig(TuningOptions):
+    """The model: a preset, its pretrained weights, the tuning method and the head. The method's options are the
+    fields of `TuningOptions` (bottleneck, adapter_*, vpt_*, lora_*, st_*), checked with the method by TuningConfig."""
+
     name: str = option("vit_base_patch16_224", choices=_model_names)
-    tuning: str = option("adaptformer", choices=METHODS)  # video_adapt.models.tuning.METHODS
-    # official/HF/own checkpoint; "none" = a random backbone, on purpose (a frozen random backbone without a word
-    # would be a silent failure, so a missing value stops a frozen-backbone method)
+    tuning: str = option("adaptformer", choices=METHODS)  # the registry, video_adapt.models.methods
+    # official/HF/own checkpoint; "demo" = the committed demo backbone; "none" = a random backbone, on purpose (a
+    # frozen random backbone without a word would be a silent failure, so a missing value stops a frozen-backbone
+    # method)
     pretrained: str | None = None
     num_classes: int | None = option(None, ge=1)  # None = from the data
-    # the tuning options: their allowed values are checked where they are defined, by TuningConfig (check_tuning)
-    bottleneck: int = 64
-    adapter_scale: float | str = 0.1
-    adapter_position: str = "parallel"
-    adapter_input: str = "norm"  # norm: the article's LN(x') | residual: the released code's raw x'
-    adapter_init: str = "article"  # article | lora | official (AdaptFormer's released code); the recipe decides
-    adapter_layers: list[int] | None = option(None, ge=0)  # adaptformer, lora, st_adapter: which blocks; None = all
-    adapter_dropout: float = option(0.0, ge=0, lt=1)
-    vpt_tokens: int = 1
-    vpt_mode: str = "deep"
-    lora_rank: int = 8
-    lora_alpha: float = 8.0
-    lora_targets: list[str] = field(default_factory=lambda: ["qkv"])  # qkv | proj | fc1 | fc2
-    lora_dropout: float = 0.0
-    st_kernel: list[int] = field(default_factory=lambda: [3, 1, 1])  # ST-Adapter conv kernel (time, height, width)
-    st_position: str = "attn"  # attn | mlp | both
     head_bn: bool = True  # BatchNorm1d(affine=False) before the head (AdaptFormer); the recipe decides
     head_init_std: float = option(0.02, gt=0)  # the fresh head's trunc-normal std ...
     head_init_scale: float = option(0.001, gt=0)  # ... times this (VideoMAE 0.02 x 0.001; AdaptFormer 0.01 x 1)
@@ -166,8 +156,17 @@ def _read_yaml(path: Path, chain: tuple[Path, ...] = ()) -> dict[str, Any]:
     bases = data.pop("_base_", [])
     merged: dict[str, Any] = {}
     for base in [bases] if isinstance(bases, str) else bases:
-        merged = deep_merge(merged, _read_yaml((path.parent / base).resolve(), chain + (path,)))
+        merged = deep_merge(merged, _read_yaml(_base_path(path, str(base)), chain + (path,)))
     return deep_merge(merged, data)
+
+
+def _base_path(path: Path, base: str) -> Path:
+    """A `_base_` entry: a file relative to the config that names it, else a shipped config's name
+    (`_base_: ssv2/adaptformer_8f` in a user's own file)."""
+    relative = (path.parent / base).resolve()
+    if relative.is_file():
+        return relative
+    return shipped_config(base) or relative
 
 
 def deep_merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
@@ -202,7 +201,7 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
 
 def read_config_values(path: str | Path | None = None, overrides: list[str] | None = None) -> dict[str, Any]:
     """The merged mapping of a YAML file (with its `_base_` chain) and dotted overrides, not yet checked."""
-    values = _read_yaml(Path(path).resolve()) if path else {}
+    values = _read_yaml(resolve_config(path)) if path else {}
     return deep_merge(values, parse_overrides(overrides or []))
 
 
@@ -216,6 +215,7 @@ def config_from_dict(values: dict[str, Any]) -> Config:
     values = deep_merge(recipe_defaults(recipe), values)
     values["train"]["recipe"] = recipe_name(recipe)
     cfg = from_dict(Config, values)
+    cfg.model.pretrained = resolve_pretrained(cfg.model.pretrained)
     check_tuning(cfg.model)
     return cfg
 

@@ -13,28 +13,23 @@ from video_adapt.console import print_outputs
 from video_adapt.errors import ConfigError
 from video_adapt.experiments import aggregate, load_grid, run_grid, write_comparison
 from video_adapt.files import write_json_atomic
+from video_adapt.resources import demo_backbone, shipped_config
 
-REPO = Path(__file__).resolve().parents[1]
-DEMO_CONFIG = REPO / "configs" / "demo" / "base.yaml"
-DEMO_GRID = REPO / "configs" / "demo" / "grid.yaml"
-BACKBONE = REPO / "video_adapt" / "assets" / "demo_backbone.safetensors"
-PRETRAIN_COMMAND = "python tools/make_demo_backbone.py"
+DEMO_CONFIG = shipped_config("demo/base")
+DEMO_GRID = shipped_config("demo/grid")
+BACKBONE = demo_backbone()
+PRETRAIN_COMMAND = "python tools/make_demo_backbone.py (in a checkout of the repository)"
 
 
 def prepare_data(out: Path, grid: dict[str, Any], progress: bool = True) -> Path:
     """Generate the videos and their frame store (both resume if interrupted)."""
-    from data_prep.synthetic import write_dataset
-    from video_adapt.data.prepare import PrepOptions, SplitSpec, prepare_store
-    from video_adapt.data.synthetic import CLASSES, SyntheticSpec
+    from video_adapt.data.synthetic import SyntheticSpec, make_synthetic_store
     data = grid["data"]
     spec = SyntheticSpec(size=data["size"], frames=data["video_frames"], num_classes=data["classes"])
-    lists = write_dataset(out, spec, data["train_per_class"], data["val_per_class"], data["seed"], progress)
-    report = prepare_store(out / "store", list(CLASSES[:data["classes"]]),
-                           [SplitSpec("train", lists["train"]), SplitSpec("val", lists["val"])],
-                           PrepOptions(short_side=0, shard_size=5000), source="video_adapt synthetic benchmark",
-                           flip=False, progress=progress, extra_meta={"dataset": "synthetic"})
+    report = make_synthetic_store(out, spec, data["train_per_class"], data["val_per_class"], data["seed"],
+                                  shard_size=5000, source="video_adapt synthetic benchmark", progress=progress)
     print(f"[demo] {report.summary()}")
-    return out / "store"
+    return report.out
 
 
 def run_demo(out: str | Path = "runs/demo", seeds: list[int] | None = None, frames: list[int] | None = None,

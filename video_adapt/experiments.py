@@ -16,6 +16,7 @@ import yaml
 from video_adapt.config import load_config
 from video_adapt.errors import ConfigError
 from video_adapt.files import write_csv_atomic, write_text_atomic
+from video_adapt.resources import shipped_config
 from video_adapt.schema import from_dict, option
 
 
@@ -44,10 +45,14 @@ class GridSpec:
 
 
 def load_grid(path: str | Path) -> dict[str, Any]:
-    """A grid file as {"variants": [Variant], "frames", "seeds", "data"}, every key checked."""
+    """A grid file (a path or a shipped name such as `demo/grid_methods`) as {"variants": [Variant], "frames",
+    "seeds", "data"}, every key checked."""
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"{path}: grid file not found")
+        shipped = shipped_config(str(path))
+        if shipped is None:
+            raise ConfigError(f"{path}: grid file not found")
+        path = shipped
     try:
         values = yaml.safe_load(path.read_text())
     except yaml.YAMLError as err:

@@ -75,7 +75,7 @@ class ViewSpec:
         data = data or {}
         if "num_frames" not in data or "img_size" not in data:
             raise CheckpointError("the checkpoint does not say how many frames and which size the model was "
-                                  "trained on; pass a training run directory or adapters saved by tools/train.py")
+                                  "trained on; pass a training run directory or adapters saved by video-adapt train")
         img = int(data["img_size"])
         view = TestView(num_frames=int(data["num_frames"]), img_size=img,
                         sampling=data.get("test_sampling") or "dense", stride=int(data.get("stride") or 4),

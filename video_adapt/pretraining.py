@@ -42,7 +42,7 @@ STATE_NAME = "train_state.pt"
 
 
 def _model_names() -> list[str]:
-    from video_adapt.models.vit import PRESETS
+    from video_adapt.models.presets import PRESETS
     return list(PRESETS)
 
 

@@ -36,8 +36,8 @@ from video_adapt.benchmarks.sources import make_sources
 from video_adapt.data.datasets import StoreSource, TrainClips
 from video_adapt.data.sampling import train_indices
 from video_adapt.errors import ConfigError
+from video_adapt.resources import repository_root
 
-REPO = Path(__file__).resolve().parents[2]
 TUBE_COMMIT = "b2afcfc^"  # the last commit with the tube store
 OLD = "video_adapt_tube"
 CLIP_FRAMES = 16
@@ -45,9 +45,10 @@ CLIP_FRAMES = 16
 
 def import_tube_package(folder: Path) -> ModuleType:
     """The tube-era `video_adapt` package from git, renamed so it imports beside today's."""
-    got = subprocess.run(["git", "-C", str(REPO), "archive", TUBE_COMMIT, "video_adapt"], capture_output=True)
+    repo = repository_root("the tube-loader comparison")
+    got = subprocess.run(["git", "-C", str(repo), "archive", TUBE_COMMIT, "video_adapt"], capture_output=True)
     if got.returncode:
-        raise ConfigError(f"{REPO}: git cannot give {TUBE_COMMIT}, the tube loader's commit (a shallow clone or a "
+        raise ConfigError(f"{repo}: git cannot give {TUBE_COMMIT}, the tube loader's commit (a shallow clone or a "
                           f"source archive?): {got.stderr.decode(errors='replace').strip()[:200]}")
     subprocess.run(["tar", "-x", "-C", str(folder)], input=got.stdout, check=True)
     (folder / "video_adapt").rename(folder / OLD)

@@ -1,11 +1,12 @@
-"""The `video-adapt` command: one entry point, one subcommand per job.
+"""The `video-adapt` command (also `python -m video_adapt`): one entry point, one subcommand per job.
 
-    video-adapt train --config configs/ssv2/adaptformer_8f.yaml model.pretrained=videomae_b.pth
+    video-adapt train --config ssv2/adaptformer_8f model.pretrained=videomae_b.pth
     video-adapt prep ssv2 --videos ... --labels ... --out data/ssv2
     video-adapt <command> --help
 
-Each subcommand is a module of this package (data_prep.<name> for `prep <name>`) with `main(argv) -> exit code`;
-tools/<command>.py and `python -m data_prep.<name>` run the same functions.
+Each subcommand is a module of this package (data_prep.<name> for `prep <name>`, also `python -m data_prep.<name>`)
+with `main(argv) -> exit code`, a shell over the library. Only the chosen module is imported, and it imports the
+library after parsing its arguments, so `--help` answers without loading torch.
 """
 from __future__ import annotations
 
@@ -22,8 +23,9 @@ COMMANDS = {
     "pretrain": ("video_adapt.cli.pretrain", "VideoMAE masked-autoencoder pretraining"),
     "demo": ("video_adapt.cli.demo", "the embedded benchmark, end to end"),
     "params": ("video_adapt.cli.params", "parameter counts per tuning method"),
+    "configs": ("video_adapt.cli.configs", "list the shipped configs, or print one"),
     "app": ("video_adapt.cli.app", "a web page for trying a trained model"),
-    "prep": (None, "prepare a dataset: prep {ssv2,hmdb51,folder,synthetic,check} ..."),
+    "prep": (None, "prepare a dataset: prep {ssv2,hmdb51,folder,synthetic,check,merge} ..."),
 }
 PREP = {
     "ssv2": "Something-Something v2 as distributed",
@@ -31,6 +33,7 @@ PREP = {
     "folder": "your own videos: class folders or a list file",
     "synthetic": "generate the synthetic benchmark videos",
     "check": "validate a prepared store",
+    "merge": "join the parts of a sharded preparation",
 }
 
 

@@ -1,7 +1,7 @@
 """The article's parameter-accuracy trade-off and ablations, each one command with a table and a plot.
 
-    video-adapt ablate --study tradeoff --config configs/demo/base.yaml --frames 8 --out runs/ablate \
-        data.root=runs/demo/data/store model.pretrained=video_adapt/assets/demo_backbone.safetensors
+    video-adapt ablate --study tradeoff --config demo/base --frames 8 --out runs/ablate \
+        data.root=runs/demo/data/store model.pretrained=demo
 
 Studies: tradeoff (every method's trainable parameters against accuracy: VPT with 1-16 prompt tokens, AdaptFormer
 with d_hat 1-256, LoRA with rank 1-16, ST-Adapter with width 2-128, BitFit, linear probing, full fine-tuning at
@@ -15,10 +15,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from video_adapt.config import load_config
 from video_adapt.console import command, print_outputs
-from video_adapt.experiments import aggregate, run_grid, studies, write_comparison
-from video_adapt.models.vit import vit_config
 
 
 @command
@@ -34,6 +31,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default="runs/ablate")
     parser.add_argument("overrides", nargs="*", help="dotted key=value overrides for every run")
     args = parser.parse_args(argv)
+    from video_adapt.config import load_config
+    from video_adapt.experiments import aggregate, run_grid, studies, write_comparison
+    from video_adapt.models.vit import vit_config
     base = load_config(args.config, args.overrides)
     depth = vit_config(base.model.name, **base.model.arch).depth
     if args.full_lr is not None:

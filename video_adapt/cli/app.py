@@ -1,7 +1,7 @@
 """A web page for trying a trained model: drop a video, see the top-5 classes, the frames the model looked at and,
 for a long video, a timeline of the top class per window.
 
-    video-adapt app                                        # the demo's AdaptFormer run (after tools/demo.py)
+    video-adapt app                                        # the demo's AdaptFormer run (after video-adapt demo)
     video-adapt app --checkpoint runs/ssv2_adaptformer_8f   # any training run directory
     video-adapt app --backbone videomae_b.pth --adapters runs/x/adapters --port 8080
 
@@ -17,11 +17,12 @@ from pathlib import Path
 from video_adapt.console import command
 from video_adapt.errors import CheckpointError, ConfigError
 
+DEMO_RUN = Path("runs/demo/runs/adaptformer/8f/seed0")  # what `video-adapt demo` trains, where it writes it
+DEMO_COMMAND = "video-adapt demo --variants adaptformer --frames 8"
+
 
 @command
 def main(argv: list[str] | None = None) -> int:
-    from video_adapt.app import DEMO_COMMAND, DEMO_RUN, build_app, launch
-    from video_adapt.inference import Predictor
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", help=f"training run directory (default: {DEMO_RUN}, if it exists)")
     parser.add_argument("--backbone", help="pretrained backbone the adapters were trained on")
@@ -36,11 +37,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--crops", type=int, default=None, help="spatial crops per clip (default: as trained)")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     args = parser.parse_args(argv)
+    from video_adapt.app import build_app, launch
+    from video_adapt.inference import Predictor
     checkpoint = args.checkpoint
     if not checkpoint and not args.adapters:
         if not DEMO_RUN.exists():
             raise ConfigError(f"no model given and {DEMO_RUN} does not exist: train it with `{DEMO_COMMAND}` "
-                              f"(or the whole `python tools/demo.py`), or pass --checkpoint RUN_DIR")
+                              f"(or the whole `video-adapt demo`), or pass --checkpoint RUN_DIR")
         checkpoint = str(DEMO_RUN)
     for given in (checkpoint, args.backbone, args.adapters):
         if given and not Path(given).exists():

@@ -1,6 +1,6 @@
 """The frame-count comparison: methods x frames x seeds, as a table (markdown, CSV) and a plot of top-1 against frames.
 
-    video-adapt compare --config configs/demo/base.yaml --grid configs/demo/grid.yaml --out runs/compare
+    video-adapt compare --config demo/base --grid demo/grid --out runs/compare
     video-adapt compare --collect runs/compare          # tables from runs finished earlier, nothing trained
 
 --grid names the variants (method settings as config overrides), frame counts and seeds (see configs/demo/grid.yaml).
@@ -14,7 +14,6 @@ from pathlib import Path
 
 from video_adapt.console import command, print_outputs
 from video_adapt.errors import ConfigError
-from video_adapt.experiments import aggregate, collect, load_grid, run_grid, write_comparison
 
 
 @command
@@ -28,6 +27,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--collect", help="only tabulate the finished runs under this directory")
     parser.add_argument("overrides", nargs="*", help="dotted key=value overrides for every run")
     args = parser.parse_args(argv)
+    from video_adapt.experiments import aggregate, collect, load_grid, run_grid, write_comparison
     if args.collect:
         out = Path(args.collect)
         results = collect(out)

@@ -13,8 +13,6 @@ import sys
 
 from video_adapt.console import command
 from video_adapt.errors import ConfigError
-from video_adapt.files import write_json_atomic
-from video_adapt.inference import Predictor, expand_inputs, segments
 
 
 @command
@@ -33,6 +31,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", help="write all results to this JSON file")
     parser.add_argument("--force", action="store_true", help="load adapters on another backbone anyway")
     args = parser.parse_args(argv)
+    from video_adapt.files import write_json_atomic
+    from video_adapt.inference import Predictor, expand_inputs, segments
     predictor = Predictor.load(args.checkpoint, args.backbone, args.adapters, args.device, args.crops, args.force)
     paths = expand_inputs(args.inputs)
     if not paths:

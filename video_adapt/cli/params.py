@@ -2,7 +2,7 @@
 
     video-adapt params --model vit_base_patch16_224 --tuning adaptformer vpt lora bitfit st_adapter linear full
 
-Each method is sized as its configs/methods/<method>.yaml says (the papers' sizes: AdaptFormer d_hat 64, VPT 1 token,
+Each method is sized as its registry entry and configs/methods/<method>.yaml say (the papers' sizes: AdaptFormer d_hat 64, VPT 1 token,
 LoRA rank 8 on qkv, ST-Adapter 384 wide); the flags below override that. Models are built on the meta device.
 """
 from __future__ import annotations
@@ -11,16 +11,9 @@ import argparse
 import sys
 from typing import Any
 
-import torch
-
-from video_adapt import create_model, parameter_report
-from video_adapt.config import load_config
-from video_adapt.config_grid import CONFIGS
 from video_adapt.console import command
-from video_adapt.models.tuning import LORA_TARGETS, METHODS, ST_POSITIONS, TUNING_OPTIONS
-from video_adapt.models.vit import PRESETS
-
-METHOD_CONFIGS = CONFIGS / "methods"
+from video_adapt.models.methods import LORA_TARGETS, METHODS, ST_POSITIONS, VPT_MODES
+from video_adapt.models.presets import PRESETS
 
 
 def format_report(title: str, report: dict) -> str:
@@ -34,10 +27,9 @@ def format_report(title: str, report: dict) -> str:
 
 
 def method_options(method: str, overrides: dict[str, Any]) -> dict[str, Any]:
-    """The tuning options of configs/methods/<method>.yaml (defaults where it has none), then `overrides`."""
-    path = METHOD_CONFIGS / f"{method}.yaml"
-    model = load_config(path if path.exists() else None, [f"model.tuning={method}"]).model
-    return {**{key: getattr(model, key) for key in TUNING_OPTIONS}, **overrides}
+    """The method at its paper's size (its registry entry, as configs/methods/<method>.yaml), then `overrides`."""
+    from video_adapt.models.methods import method_spec
+    return {**method_spec(method).paper_size, **overrides}
 
 
 @command
@@ -48,11 +40,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--num-classes", type=int, default=174)
     parser.add_argument("--bottleneck", type=int, help="AdaptFormer's d_hat / ST-Adapter's width")
     parser.add_argument("--vpt-tokens", type=int)
-    parser.add_argument("--vpt-mode", choices=["deep", "shallow"])
+    parser.add_argument("--vpt-mode", choices=VPT_MODES)
     parser.add_argument("--lora-rank", type=int)
     parser.add_argument("--lora-targets", nargs="+", choices=list(LORA_TARGETS))
     parser.add_argument("--st-position", choices=ST_POSITIONS)
     args = parser.parse_args(argv)
+    import torch
+
+    from video_adapt import create_model, parameter_report
     given = {key: getattr(args, key) for key in ("bottleneck", "vpt_tokens", "vpt_mode", "lora_rank", "lora_targets",
                                                   "st_position") if getattr(args, key) is not None}
     summary = []

@@ -10,7 +10,6 @@ import argparse
 import sys
 
 from video_adapt.console import command, print_outputs
-from video_adapt.engine.runs import evaluate_run
 
 
 @command
@@ -29,6 +28,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", help="output directory (default: RUN/test_<split>)")
     parser.add_argument("overrides", nargs="*", help="dotted key=value config overrides (e.g. data.root=...)")
     args = parser.parse_args(argv)
+    from video_adapt.engine.runs import evaluate_run
     test = evaluate_run(args.run, args.split, weights=args.weights, crops=args.crops, average=args.average,
                         batch_size=args.batch_size, workers=args.workers, device=args.device,
                         overrides=args.overrides, out_dir=args.out, progress=True)

@@ -1,7 +1,7 @@
 """Fine-tune a VideoMAE ViT on a frame store or video files (AdaptFormer, VPT, linear probing, LoRA, BitFit, ST-Adapter, full).
 
-    video-adapt train --config configs/ssv2/adaptformer_8f.yaml model.pretrained=videomae_b.pth
-    torchrun --nproc_per_node 8 tools/train.py --config configs/ssv2/adaptformer_8f.yaml
+    video-adapt train --config ssv2/adaptformer_8f model.pretrained=videomae_b.pth
+    torchrun --nproc_per_node 8 -m video_adapt train --config ssv2/adaptformer_8f
 Overrides are dotted `key=value` pairs (train.lr=0.01 data.batch_size=16 resume=auto).
 """
 from __future__ import annotations
@@ -9,9 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from video_adapt.config import load_config
 from video_adapt.console import command
-from video_adapt.engine import train
 
 
 @command
@@ -21,6 +19,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--resume", help="'auto' (latest checkpoint in out_dir) or a checkpoint path")
     parser.add_argument("overrides", nargs="*", help="dotted key=value overrides")
     args = parser.parse_args(argv)
+    from video_adapt.config import load_config
+    from video_adapt.engine import train
     overrides = list(args.overrides) + ([f"resume={args.resume}"] if args.resume else [])
     train(load_config(args.config, overrides))
     return 0

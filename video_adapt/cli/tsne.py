@@ -13,7 +13,6 @@ import sys
 from pathlib import Path
 
 from video_adapt.console import command
-from video_adapt.files import write_json_atomic
 
 
 @command
@@ -26,6 +25,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", help="PNG path (default: RUN0/../tsne.png)")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     args = parser.parse_args(argv)
+    from video_adapt.files import write_json_atomic
     from torch.utils.data import DataLoader
 
     from video_adapt.analysis import extract_features, plot_tsne, separability, tsne_2d

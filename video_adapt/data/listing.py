@@ -1,4 +1,5 @@
-"""Lists of labelled videos: class folders (`<class>/<video>`) or list files of `path label` lines.
+"""Lists of labelled videos: class folders (`<class>/<video>`), list files of `path label` lines, and the official
+split files of SSv2 (label JSON files) and HMDB51 (`<class>_test_split<k>.txt`).
 
 Shared by `data_prep.folder` (which prepares a frame store from them) and training straight from video files
 (`data.source: videos`). List files: one video per line, `path label` separated by a space, tab or comma
@@ -7,14 +8,18 @@ to a root and may not escape it (such lines are kept with an error, so one bad l
 """
 from __future__ import annotations
 
+import json
 import os
 import re
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from video_adapt.data.decode import VIDEO_EXTENSIONS
 from video_adapt.data.prepare import PrepError, VideoEntry
+
+HMDB51_SPLIT_FILE = re.compile(r"^(?P<cls>.+)_test_split(?P<k>[123])\.txt$")
 
 
 def scan_class_folders(root: Path, classes: list[str] | None = None) -> tuple[list[str], list[VideoEntry]]:
@@ -88,3 +93,70 @@ def holdout(entries: list[VideoEntry], fraction: float, seed: int) -> tuple[list
         val += [items[i] for i in sorted(order[:k])]
         train += [items[i] for i in sorted(order[k:])]
     return train, val
+
+
+def read_json(path: Path) -> Any:
+    """A JSON file, or a one-line error naming it."""
+    if not path.is_file():
+        raise PrepError(f"{path}: no such file")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise PrepError(f"{path}: not valid JSON ({err})") from None
+
+
+def ssv2_classes(labels_dir: Path) -> list[str]:
+    """SSv2's class names ordered by their index in labels.json (template -> index as a string)."""
+    mapping = read_json(labels_dir / "labels.json")
+    by_index = sorted(((int(i), name) for name, i in mapping.items()))
+    if [i for i, _ in by_index] != list(range(len(by_index))):
+        raise PrepError(f"{labels_dir / 'labels.json'}: class indices are not 0..{len(by_index) - 1}")
+    return [name for _, name in by_index]
+
+
+def ssv2_entries(labels_dir: Path, split_file: str, videos: Path, classes: list[str],
+                 labelled: bool = True) -> list[VideoEntry]:
+    """The videos of an SSv2 split file (`train.json`, `validation.json`, `test.json`): templates are matched to
+    labels.json with their [brackets] removed; templates it lacks stop the job, listed."""
+    items = read_json(labels_dir / split_file)
+    index = {name: i for i, name in enumerate(classes)}
+    entries, unknown = [], set()
+    for item in items:
+        label = -1
+        if labelled:
+            template = item["template"].replace("[", "").replace("]", "")
+            if template not in index:
+                unknown.add(template)
+                continue
+            label = index[template]
+        entries.append(VideoEntry(str(item["id"]), str(videos / f"{item['id']}.webm"), label))
+    if unknown:
+        shown = "; ".join(sorted(unknown)[:5])
+        raise PrepError(f"{labels_dir / split_file}: {len(unknown)} templates not in labels.json: {shown}")
+    return entries
+
+
+def hmdb51_splits(videos: Path, splits: Path, k: int) -> tuple[list[str], list[VideoEntry], list[VideoEntry]]:
+    """HMDB51's classes (sorted split-file names) and the train/test entries of official split k: lines
+    `<name>.avi <0|1|2>` (1 train, 2 test, 0 unused) of `<class>_test_split<k>.txt`."""
+    if not splits.is_dir():
+        raise PrepError(f"{splits}: no such directory")
+    files = sorted(p for p in splits.iterdir() if (m := HMDB51_SPLIT_FILE.match(p.name)) and int(m["k"]) == k)
+    if not files:
+        raise PrepError(f"{splits}: no <class>_test_split{k}.txt files")
+    classes = [HMDB51_SPLIT_FILE.match(p.name)["cls"] for p in files]
+    train, test = [], []
+    for label, path in enumerate(files):
+        for n, line in enumerate(path.read_text().splitlines(), 1):
+            parts = line.split()
+            if not parts:
+                continue
+            if len(parts) != 2 or parts[1] not in ("0", "1", "2"):
+                raise PrepError(f"{path}:{n}: expected '<name>.avi <0|1|2>', got {line!r}")
+            name, tag = parts
+            entry = VideoEntry(f"{classes[label]}/{Path(name).stem}", str(videos / classes[label] / name), label)
+            if tag == "1":
+                train.append(entry)
+            elif tag == "2":
+                test.append(entry)
+    return classes, train, test

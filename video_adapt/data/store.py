@@ -238,18 +238,18 @@ class FrameStore:
         if not meta_path.exists():
             hint = " (a tube store of an earlier version: prepare it again)" if (self.root / "prep.json").exists() else ""
             raise StoreError(f"{self.root}: not a frame store (no meta.json){hint}; prepare one with "
-                             "python -m data_prep.<name>")
+                             "video-adapt prep <name>")
         try:
             self.meta: dict[str, Any] = json.loads(meta_path.read_text())
         except json.JSONDecodeError as err:
             raise StoreError(f"{meta_path}: not valid JSON ({err})") from None
         if self.meta.get("format") != FORMAT:
             raise StoreError(f"{meta_path}: not a {FORMAT} store (format {self.meta.get('format')!r}); "
-                             "prepare it again with python -m data_prep.<name>")
+                             "prepare it again with video-adapt prep <name>")
         if "part" in self.meta:  # one machine's share of a sharded preparation: serving it would drop videos
             i, n = self.meta["part"]
             raise StoreError(f"{self.root}: part {i} of {n} of a sharded preparation, not a whole store; join the "
-                             f"parts with python -m data_prep.merge")
+                             f"parts with video-adapt prep merge")
         self._splits: dict[str, SplitIndex] = {}
         self._maps: dict[tuple[int, str, int], np.memmap] = {}
 

@@ -10,10 +10,16 @@ still) while 4 and 8 frames resolve them: accuracy rises with the frame count, a
 from __future__ import annotations
 
 import math
+import os
+import sys
 from dataclasses import dataclass
+from pathlib import Path
 
 import cv2
 import numpy as np
+from tqdm import tqdm
+
+from video_adapt.data.prepare import PrepReport, VideoEntry
 
 CLASSES = (
     "sliding right", "sliding left", "sliding down", "sliding up",
@@ -152,3 +158,49 @@ def write_video(path: str, frames: np.ndarray, fps: int = 12, codec: str = "libx
                 container.mux(packet)
         for packet in stream.encode():
             container.mux(packet)
+
+
+def write_dataset(out: Path, spec: SyntheticSpec, train_per_class: int, val_per_class: int, seed: int,
+                  progress: bool = True) -> dict[str, list[VideoEntry]]:
+    """Write (or complete) the videos and list files; an existing video is kept, so reruns resume."""
+    classes = list(CLASSES[:spec.num_classes])
+    splits = {"train": train_per_class, "val": val_per_class}
+    lists: dict[str, list[VideoEntry]] = {}
+    total = spec.num_classes * (train_per_class + val_per_class)
+    bar = tqdm(total=total, desc="generating", unit="video", disable=not progress, file=sys.stderr)
+    for s, (split, per_class) in enumerate(splits.items()):
+        entries = []
+        for label, name in enumerate(classes):
+            folder = out / "videos" / split / name.replace(" ", "_")
+            folder.mkdir(parents=True, exist_ok=True)
+            for i in range(per_class):
+                vid = f"{split}_{label:02d}_{i:05d}"
+                path = folder / f"{vid}.mp4"
+                if not path.exists():
+                    rng = np.random.default_rng((seed, s, label, i))
+                    tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp.mp4")  # shard jobs may race here
+                    write_video(str(tmp), generate_clip(label, rng, spec))
+                    tmp.replace(path)
+                entries.append(VideoEntry(vid, str(path), label))
+                bar.update(1)
+        lists[split] = entries
+        lines = [f"{Path(e.path).relative_to(out / 'videos')} {e.label}" for e in entries]
+        (out / f"{split}.csv").write_text("\n".join(lines) + "\n")
+    bar.close()
+    (out / "classes.txt").write_text("\n".join(classes) + "\n")
+    return lists
+
+
+def make_synthetic_store(out: Path, spec: SyntheticSpec, train_per_class: int, val_per_class: int, seed: int = 0, *,
+                         workers: int = 1, shard: tuple[int, int] | None = None, shard_size: int = 2000,
+                         source: str | None = None, progress: bool = True) -> PrepReport:
+    """The videos and list files (`write_dataset`) and their frame store `out/store` (or its part `out/store/
+    part-I-of-N` under `shard`); both resume if interrupted. Returns the preparation's `PrepReport`."""
+    from video_adapt.data.prepare import PrepOptions, SplitSpec, part_name, prepare_store
+    lists = write_dataset(out, spec, train_per_class, val_per_class, seed, progress)
+    store = out / "store" / part_name(*shard) if shard else out / "store"
+    return prepare_store(store, list(CLASSES[:spec.num_classes]),
+                         [SplitSpec("train", lists["train"]), SplitSpec("val", lists["val"])],
+                         PrepOptions(short_side=0, shard_size=shard_size), source=source or f"synthetic {spec}",
+                         flip=False, workers=workers, progress=progress, extra_meta={"dataset": "synthetic"},
+                         shard=shard)

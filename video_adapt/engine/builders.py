@@ -15,7 +15,7 @@ from video_adapt.schedules import LRSchedule
 from video_adapt.errors import ConfigError
 from video_adapt.models.factory import create_model
 from video_adapt.models.memory import counted_step_bytes
-from video_adapt.models.tuning import TUNING_OPTIONS
+from video_adapt.models.methods import TUNING_OPTIONS
 
 
 RANDOM_BACKBONE = "none"  # model.pretrained=none: a random backbone on purpose (a control run)

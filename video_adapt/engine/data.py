@@ -34,7 +34,7 @@ def _store_root(d: DataConfig) -> str:
         raise ConfigError("config key 'data.root' is empty: point it at a frame store made by data_prep "
                           "(or set data.source=videos and data.train_list)")
     if not Path(d.root).is_dir():
-        raise ConfigError(f"data.root={d.root}: no such directory (prepare data with python -m data_prep.<name>)")
+        raise ConfigError(f"data.root={d.root}: no such directory (prepare data with video-adapt prep <name>)")
     return d.root
 
 

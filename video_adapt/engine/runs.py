@@ -1,5 +1,5 @@
 """After training: rebuild a run's model from its directory, and the multi-view test of a trained run (what
-tools/test.py and the demo run): every test clip x spatial crop, scores averaged per video, reports written."""
+video-adapt test and the demo run): every test clip x spatial crop, scores averaged per video, reports written."""
 from __future__ import annotations
 
 from dataclasses import dataclass

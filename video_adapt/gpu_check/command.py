@@ -20,18 +20,19 @@ from video_adapt.errors import ConfigError
 from video_adapt.gpu_check import data, kernels, report, tools, training
 from video_adapt.gpu_check.runner import STATUSES, Check, Context, Result, run_checks
 from video_adapt.gpu_check.sizes import AMPS, FULL, QUICK, Sizes
-from video_adapt.models.tuning import METHODS
+from video_adapt.models.methods import METHODS
+from video_adapt.resources import repository_root
 
 FULL_BUDGET_S = 360.0  # the full run's checks; with a machine's start and the transfers, under 8 minutes
 
 
 def all_checks(sizes: Sizes) -> list[Check]:
-    """The issue's sequence; FSDP runs before the benchmarks, so that a tight budget drops a benchmark, not it."""
+    """The sequence of checks; FSDP runs before the benchmarks, so that a tight budget drops a benchmark, not it."""
     steps = [Check(f"steps {m} {a}", f"{m}: {sizes.steps} steps of {sizes.model} {sizes.frames}x{sizes.img_size} in "
                    f"{a}", functools.partial(training.method_steps, method=m, amp=a)) for m in METHODS for a in AMPS]
     return steps + [
         Check("decode", "the device's JPEG batches against the CPU workers' clips", data.decode),
-        *(Check(f"train_cli {a}", f"tools/train.py, data.gpu_decode, {a}", functools.partial(data.train_cli, amp=a))
+        *(Check(f"train_cli {a}", f"video-adapt train, data.gpu_decode, {a}", functools.partial(data.train_cli, amp=a))
           for a in AMPS),
         Check("ddp", "DDP through torchrun against one process", training.ddp),
         Check("sdpa", "the SDPA kernel of a bf16 training step", kernels.sdpa),
@@ -46,7 +47,7 @@ def all_checks(sizes: Sizes) -> list[Check]:
 
 def build_report(argv: Sequence[str], started: str, ctx: Context, env: dict[str, Any],
                  results: list[Result]) -> dict[str, Any]:
-    out = {"tool": "tools/gpu_check.py", "issue": 18, "command": shlex.join(["python", "tools/gpu_check.py", *argv]),
+    out = {"tool": "tools/gpu_check.py", "command": shlex.join(["python", "tools/gpu_check.py", *argv]),
            "started": started, "seconds": time.monotonic() - ctx.start, "device": str(ctx.device),
            "quick": ctx.sizes.name == QUICK.name, "budget_s": ctx.budget_s, "sizes": ctx.sizes.as_dict(),
            "environment": env, "summary": {s: sum(r.status == s for r in results) for s in STATUSES},
@@ -70,6 +71,7 @@ def main(argv: list[str] | None = None) -> int:
                         help=f"skip checks that no longer fit (default {FULL_BUDGET_S:.0f} s for the full run)")
     parser.add_argument("--work", type=Path, help="scratch folder to keep (default: a temporary one, removed)")
     args = parser.parse_args(argv)
+    repository_root("the GPU check")
     argv = list(sys.argv[1:] if argv is None else argv)
     if args.device == "cuda" and not torch.cuda.is_available():
         raise ConfigError("--device cuda: no CUDA GPU is visible here")

@@ -1,5 +1,5 @@
 """The data path on the device: a small generated frame store, nvJPEG batches against the CPU workers' clips, and
-`tools/train.py` on that store with `data.gpu_decode`.
+`video-adapt train` on that store with `data.gpu_decode`.
 
 The store is made by `data_prep.synthetic` (real mp4 videos, then JPEG frames). Writing videos needs PyAV, which
 the GPU machine lacks, so for a GPU run it is prepared beforehand (`python tools/gpu_check.py --prepare DIR`) and
@@ -17,22 +17,18 @@ from typing import Any
 
 import torch
 
-from video_adapt.gpu_check.runner import ROOT, CheckFailure, Context, Skip
+from video_adapt.gpu_check.runner import CheckFailure, Context, Skip
 from video_adapt.gpu_check.sizes import Sizes
 
-GREY_LEVELS = 1  # the issue's bound: the batch decoded on the device equals the workers' clips within one level
+GREY_LEVELS = 1  # the bound: the batch decoded on the device equals the workers' clips within one level
 CLI_METHOD = "adaptformer"
 
 
 def make_store(out: Path, sizes: Sizes) -> Path:
-    """Generated videos (`data_prep.synthetic`) and their JPEG frame store under `out`; returns the store."""
-    from data_prep import synthetic
+    """Generated videos and their JPEG frame store under `out`; returns the store."""
+    from video_adapt.data.synthetic import SyntheticSpec, make_synthetic_store
     classes, train, val, size, frames = sizes.store
-    code = synthetic.main(["--out", str(out), "--classes", str(classes), "--videos-per-class", str(train),
-                           "--val-per-class", str(val), "--size", str(size), "--frames", str(frames), "--prep"])
-    if code:
-        raise CheckFailure(f"data_prep.synthetic failed (exit {code})")
-    return out / "store"
+    return make_synthetic_store(out, SyntheticSpec(size=size, frames=frames, num_classes=classes), train, val).out
 
 
 def store_for(ctx: Context) -> Path:
@@ -46,7 +42,7 @@ def store_for(ctx: Context) -> Path:
 
 
 def cli_overrides(ctx: Context, store: Path, out: Path, amp: str) -> list[str]:
-    """`tools/train.py` overrides: one epoch of AdaptFormer on a random backbone, nvJPEG decoding where CUDA is,
+    """`video-adapt train` overrides: one epoch of AdaptFormer on a random backbone, nvJPEG decoding where CUDA is,
     one test view per video, and a non-finite loss stops the run (so it fails here)."""
     s = ctx.sizes
     return [f"data.root={store}", f"out_dir={out}", f"device={ctx.device.type}", f"model.name={s.cli_model}",
@@ -58,7 +54,7 @@ def cli_overrides(ctx: Context, store: Path, out: Path, amp: str) -> list[str]:
 
 
 def decode(ctx: Context) -> dict[str, Any]:
-    """The training set `tools/train.py` builds decodes on the device (CUDA), and one batch decoded there
+    """The training set `video-adapt train` builds decodes on the device (CUDA), and one batch decoded there
     (`decode_batch`, nvJPEG) equals the CPU workers' clips of the same items within one grey level."""
     from video_adapt.config import load_config
     from video_adapt.data.datasets import TrainClips, collate_encoded, decode_batch
@@ -87,7 +83,7 @@ def decode(ctx: Context) -> dict[str, Any]:
     if decoded.device.type != ctx.device.type:
         problems.append(f"decoded on {decoded.device}, not {ctx.device.type}")
     if ctx.cuda and engine_set.decode != "batch":
-        problems.append(f"tools/train.py would decode in the workers ({engine_set.decode}), not on the GPU")
+        problems.append(f"video-adapt train would decode in the workers ({engine_set.decode}), not on the GPU")
     if figures["max_grey_diff"] > GREY_LEVELS:
         problems.append(f"the device's batch differs from the workers' clips by up to {figures['max_grey_diff']} "
                         f"grey levels ({100 * figures['share_above_1']:.3f}% of values by more than {GREY_LEVELS})")
@@ -97,10 +93,10 @@ def decode(ctx: Context) -> dict[str, Any]:
 
 
 def train_cli(ctx: Context, amp: str) -> dict[str, Any]:
-    """One epoch through `tools/train.py` under `amp` (fp16: the engine's gradient scaler), with data.gpu_decode."""
+    """One epoch through `video-adapt train` under `amp` (fp16: the engine's gradient scaler), with data.gpu_decode."""
     store = store_for(ctx)
     out = ctx.work / f"train_{amp}"
-    ctx.run([ROOT / "tools" / "train.py", *cli_overrides(ctx, store, out, amp)])
+    ctx.run(["-m", "video_adapt", "train", *cli_overrides(ctx, store, out, amp)])
     summary = json.loads((out / "summary.json").read_text())
     with (out / "metrics.csv").open() as f:
         rows = list(csv.DictReader(f))

@@ -1,4 +1,4 @@
-"""The report of a run: the machine and versions, every check's outcome and figures, and the issue's goals set
+"""The report of a run: the machine and versions, every check's outcome and figures, and the goals set
 against the figures (compared, never asserted), as one JSON file and one markdown file."""
 from __future__ import annotations
 
@@ -82,7 +82,7 @@ def _goal(goal: str, target: str, threshold: float, value: float | None, *, sour
 
 
 def goals(figures: dict[str, dict[str, Any]], device: torch.device) -> list[dict[str, Any]]:
-    """Issue 18's goals against this run's figures. `figures` maps check names to their figures."""
+    """The goals against this run's figures. `figures` maps check names to their figures."""
     rows = figures.get("bench_model", {}).get("rows", [])
     peak = figures.get("bench_model", {}).get("peak_tflops")
     ours_af, hf = _row(rows, "ours", "adaptformer", "train"), _row(rows, "hf", "full", "train")
@@ -176,7 +176,7 @@ def _sections(results: list[Result]) -> list[str]:
                          f["step_ms_median"], f.get("peak_memory_mib"), f["optimizer_fused"]] for f in steps])
     cli = [r.figures for r in results if r.name.startswith("train_cli") and r.figures]
     if cli or by.get("decode"):
-        lines += ["", "### tools/train.py with data.gpu_decode, and the device's JPEG batches", ""]
+        lines += ["", "### video-adapt train with data.gpu_decode, and the device's JPEG batches", ""]
         if by.get("decode"):
             d = by["decode"]
             lines.append(f"`decode_batch` on {d['decoded_on']} against the workers' clips ({d['clips']} clips, "
@@ -251,7 +251,7 @@ def markdown(report: dict[str, Any]) -> str:
     for r in report["checks"]:
         result = Result(**r)
         lines.append(f"| {r['name']} | {r['status']} | {r['seconds']:.1f} | {summary_line(result).replace('|', '/')} |")
-    lines += ["", "### Goals of issue 18 against these figures (compared, not asserted)", ""]
+    lines += ["", "### Goals against these figures (compared, not asserted)", ""]
     lines += table(["goal", "target", "measured", "met", "from", "note"],
                    [[g["goal"], g["target"], g["shown"], {True: "yes", False: "no", None: "-"}[g["met"]], g["source"],
                      g["note"]] for g in report["goals"]])

@@ -1,6 +1,6 @@
 """Checks and their results: each check runs whatever happened before it, and ends as pass, fail or skip with its
 reason and its duration. A failure stops nothing; a check that no longer fits the time budget is skipped, named,
-so that the report is always written before the lease ends."""
+so that the report is always written within the budget."""
 from __future__ import annotations
 
 import gc
@@ -17,7 +17,7 @@ import torch
 
 from video_adapt.gpu_check.sizes import Sizes
 
-ROOT = Path(__file__).resolve().parents[2]  # the repository: tools/ and the package beside it
+ROOT = Path(__file__).resolve().parents[2]  # the repository: tools/ and the package beside it (checked in command)
 STATUSES = ("pass", "fail", "skip")
 
 
@@ -63,7 +63,10 @@ class Context:
         if not self.cuda:
             env.setdefault("OMP_NUM_THREADS", "1")
         args = [str(a) for a in args]
-        label = args[1] if args[0] == "-m" else Path(args[0]).name
+        if args[:2] == ["-m", "video_adapt"]:
+            label = f"video-adapt {args[2]}"
+        else:
+            label = args[1] if args[0] == "-m" else Path(args[0]).name
         try:
             done = subprocess.run([sys.executable, *args], cwd=cwd, env=env, capture_output=True, text=True,
                                   timeout=limit)

@@ -1,7 +1,6 @@
-"""The sizes every check runs at: `QUICK` on the CPU (CI proves the logic), `FULL` on one H100/H200 inside a lease.
+"""The sizes every check runs at: `QUICK` on the CPU (CI proves the logic), `FULL` on one H100/H200.
 
-A lease is about 15 minutes of device time in all, and a machine takes a minute or more to start; the full run
-is sized to end in about 6 minutes, so that start-up, transfers and the run stay under 8. `expected_s` is each
+The full run is sized to end in about 6 minutes. `expected_s` is each
 check's estimated duration on an H200 (the runner skips a check that no longer fits the budget, naming it); the
 report gives the measured ones, which should replace these estimates after the first GPU run.
 """
@@ -10,7 +9,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from video_adapt.models.tuning import METHODS
+from video_adapt.models.methods import METHODS
 
 AMPS = ("bf16", "fp16")
 
@@ -29,7 +28,7 @@ class Sizes:
     lr: float = 1e-3  # AdamW, tuned weights of the parameter-efficient methods
     full_lr: float = 1e-4  # AdamW, full fine-tuning
     classes: int = 10
-    # tools/train.py on a generated store (data_prep.synthetic: classes, training and validation videos per
+    # video-adapt train on a generated store (data_prep.synthetic: classes, training and validation videos per
     # class, frame size, frames per video)
     store: tuple[int, int, int, int, int] = (4, 4, 2, 32, 8)
     cli_model: str = "vit_nano_patch8_32"
@@ -69,11 +68,11 @@ QUICK = Sizes(
     bench_model_methods=("full", "adaptformer"),
 )
 
-# ViT-B 16x224 as the issue asks; the H200 estimates add up to about 330 s
+# ViT-B 16x224, the size the goals are set at; the H200 estimates add up to about 330 s
 FULL = Sizes(
     name="full",
     model="vit_base_patch16_224", frames=16, img_size=224, batch=4,
-    store=(4, 12, 4, 96, 24),  # ~5 MB of JPEG frames to carry
+    store=(4, 12, 4, 96, 24),  # ~5 MB of JPEG frames
     cli_model="vit_base_patch16_224", cli_frames=16, cli_img_size=224, cli_batch=8, cli_workers=4,
     compile_batch=8, timing_iters=10, largest_start=16, largest_limit=1024,
     bench_model=("--sizes", "base", "--forward-only", "--frames", "16", "--img-size", "224", "--batch", "32",

@@ -44,7 +44,7 @@ def bench_model(ctx: Context) -> dict[str, Any]:
 
 def _needs_pyav(tool: str) -> None:
     if importlib.util.find_spec("av") is None:
-        raise Skip(f"tools/{tool} writes its source videos with PyAV, which is not installed here: carry the av "
+        raise Skip(f"tools/{tool} writes its source videos with PyAV, which is not installed here: install the av "
                    "wheel (docs/GPU_CHECK.md)")
 
 

@@ -64,7 +64,7 @@ def method_steps(ctx: Context, method: str, amp: str) -> dict[str, Any]:
     """`steps` training steps of `method` on one fixed batch under `amp` autocast (fp16 with the gradient scaler)."""
     missing = needs_package(method)
     if missing:
-        raise Skip(f"{missing} is not installed here (LoRA needs it): carry its wheel, see docs/GPU_CHECK.md")
+        raise Skip(f"{missing} is not installed here (LoRA needs it): install its wheel, see docs/GPU_CHECK.md")
     s, device = ctx.sizes, ctx.device
     model = build(s, method, device).train()
     named = dict(model.named_parameters())

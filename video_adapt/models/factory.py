@@ -3,7 +3,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from video_adapt.models.tuning import TUNING_OPTIONS, TuningConfig, apply_tuning
+from video_adapt.models.tuning import apply_tuning
+from video_adapt.models.methods import TUNING_OPTIONS, TuningConfig
 from video_adapt.models.vit import VisionTransformer, vit_config
 
 TUNING_KEYS = set(TUNING_OPTIONS)

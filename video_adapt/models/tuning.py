@@ -1,4 +1,6 @@
-"""Tuning methods: which parameters train, and the small modules a method adds to a frozen backbone.
+"""Tuning methods: which parameters train, and the small modules a method adds to a frozen backbone. What each
+method is (what trains, which `attach_*` function below builds it, whether it merges) is its entry in the
+registry, video_adapt/models/methods.py.
 
 - `adaptformer`: AdaptMLP, a bottleneck branch beside the frozen MLP of each block (Chen et al. 2022);
 - `vpt`: learnable prompt tokens, shallow (once, before block 0) or deep (fresh before every block);
@@ -15,81 +17,20 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Sequence
 
 import torch
 from timm.layers import trunc_normal_
 from torch import nn
 
+from video_adapt.models.methods import LORA_TARGETS, TuningConfig, method_spec
 from video_adapt.models.vit import VisionTransformer
 
-METHODS = ("adaptformer", "vpt", "linear", "full", "lora", "bitfit", "st_adapter")
 HEAD_PREFIXES = ("fc_norm.", "head.", "head_bn.")
 ADAPTER_TAGS = ("mlp_adapter.", "pre_attn_adapter.", "pre_mlp_adapter.")
 LORA_TAGS = (".lora_A.", ".lora_B.")
 PROMPT_TAG = "token_prompts."
 GROUPS = ("backbone", "adapters", "lora", "prompts", "head")
-# LoRA target names -> module paths inside a block
-LORA_TARGETS = {"qkv": "attn.qkv", "proj": "attn.proj", "fc1": "mlp.fc1", "fc2": "mlp.fc2"}
-ADAPTER_INITS = ("article", "lora", "official")
-ST_POSITIONS = ("attn", "mlp", "both")
-
-
-@dataclass
-class TuningConfig:
-    """How a backbone is tuned; stored with every adapter file so it can be rebuilt."""
-
-    method: str = "adaptformer"
-    bottleneck: int = 64  # AdaptFormer's d_hat; also the width of the ST-Adapter
-    adapter_scale: float | str = 0.1  # a number, or "learnable"
-    adapter_position: str = "parallel"  # "parallel" | "sequential"
-    adapter_input: str = "norm"  # "norm": the article's LN(x'); "residual": the official code's raw x'
-    adapter_init: str = "article"  # "article" | "lora" | "official" (see AdaptMLP.reset_parameters)
-    adapter_layers: list[int] | None = None  # blocks that get an adapter / LoRA; None = every block
-    adapter_dropout: float = 0.0
-    vpt_tokens: int = 1
-    vpt_mode: str = "deep"  # "deep" | "shallow"
-    lora_rank: int = 8
-    lora_alpha: float = 8.0  # the update is scaled by lora_alpha / lora_rank
-    lora_targets: list[str] = field(default_factory=lambda: ["qkv"])  # any of qkv, proj, fc1, fc2
-    lora_dropout: float = 0.0
-    st_kernel: list[int] = field(default_factory=lambda: [3, 1, 1])  # (time, height, width), odd sizes
-    st_position: str = "attn"  # "attn": before attention; "mlp": before the MLP; "both": two per block
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        if self.method not in METHODS:
-            raise ValueError(f"unknown tuning method {self.method!r}; choose one of {', '.join(METHODS)}")
-        choices = {"adapter_position": (self.adapter_position, ("parallel", "sequential")),
-                   "adapter_input": (self.adapter_input, ("norm", "residual")),
-                   "adapter_init": (self.adapter_init, ADAPTER_INITS),
-                   "vpt_mode": (self.vpt_mode, ("deep", "shallow")),
-                   "st_position": (self.st_position, ST_POSITIONS)}
-        for key, (value, allowed) in choices.items():
-            if value not in allowed:
-                raise ValueError(f"{key} must be one of {', '.join(allowed)}, not {value!r}")
-        if isinstance(self.adapter_scale, str) and self.adapter_scale != "learnable":
-            raise ValueError(f"adapter_scale must be a number or 'learnable', not {self.adapter_scale!r}")
-        if self.bottleneck < 1 or self.vpt_tokens < 1 or self.lora_rank < 1:
-            raise ValueError("bottleneck, vpt_tokens and lora_rank must be at least 1")
-        targets = list(self.lora_targets) if isinstance(self.lora_targets, (list, tuple)) else None
-        if not targets or any(t not in LORA_TARGETS for t in targets) or len(set(targets)) != len(targets):
-            raise ValueError(f"lora_targets must be a list of distinct names from {', '.join(LORA_TARGETS)}, "
-                             f"not {self.lora_targets!r}")
-        if not self.lora_alpha > 0 or not 0 <= self.lora_dropout < 1:
-            raise ValueError("lora_alpha must be positive and lora_dropout in [0, 1)")
-        kernel = self.st_kernel
-        if (not isinstance(kernel, (list, tuple)) or len(kernel) != 3
-                or any(not isinstance(k, int) or k < 1 or k % 2 == 0 for k in kernel)):
-            raise ValueError(f"st_kernel must be three odd sizes (time, height, width), not {kernel!r}")
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-# the keyword options of create_model and the model section of a run config that set a TuningConfig
-TUNING_OPTIONS = tuple(f.name for f in fields(TuningConfig) if f.name not in ("method", "extra"))
 
 
 class AdaptMLP(nn.Module):
@@ -217,7 +158,23 @@ def _check_layers(layers: Sequence[int] | None, depth: int) -> list[int]:
     return chosen
 
 
-def _attach_lora(model: VisionTransformer, cfg: TuningConfig, layers: list[int]) -> None:
+def attach_adaptformer(model: VisionTransformer, cfg: TuningConfig, layers: list[int]) -> None:
+    for i in layers:
+        model.blocks[i].mlp_adapter = AdaptMLP(
+            model.embed_dim, cfg.bottleneck, scale=cfg.adapter_scale, position=cfg.adapter_position,
+            input_kind=cfg.adapter_input, dropout=cfg.adapter_dropout, init=cfg.adapter_init,
+        )
+
+
+def attach_st_adapter(model: VisionTransformer, cfg: TuningConfig, layers: list[int]) -> None:
+    for i in layers:
+        if cfg.st_position in ("attn", "both"):
+            model.blocks[i].pre_attn_adapter = STAdapter(model.embed_dim, cfg.bottleneck, cfg.st_kernel)
+        if cfg.st_position in ("mlp", "both"):
+            model.blocks[i].pre_mlp_adapter = STAdapter(model.embed_dim, cfg.bottleneck, cfg.st_kernel)
+
+
+def attach_lora(model: VisionTransformer, cfg: TuningConfig, layers: list[int]) -> None:
     """peft's LoRA layers around the chosen Linear layers: A Kaiming-uniform, B zero, update scaled by alpha / r."""
     from peft import LoraConfig, inject_adapter_in_model  # imported here: peft loads transformers (seconds)
     modules = "|".join(re.escape(LORA_TARGETS[t]) for t in cfg.lora_targets)
@@ -227,27 +184,17 @@ def _attach_lora(model: VisionTransformer, cfg: TuningConfig, layers: list[int])
     inject_adapter_in_model(config, model)
 
 
+def attach_vpt(model: VisionTransformer, cfg: TuningConfig, layers: list[int]) -> None:
+    model.token_prompts = PromptTokens(model.embed_dim, len(model.blocks), cfg.vpt_tokens, cfg.vpt_mode)
+
+
 def apply_tuning(model: VisionTransformer, cfg: TuningConfig) -> VisionTransformer:
-    """Attach the method's modules and freeze what the method does not train."""
-    dim = model.embed_dim
-    if cfg.method in ("adaptformer", "st_adapter", "lora"):
-        layers = _check_layers(cfg.adapter_layers, len(model.blocks))
-    if cfg.method == "adaptformer":
-        for i in layers:
-            model.blocks[i].mlp_adapter = AdaptMLP(
-                dim, cfg.bottleneck, scale=cfg.adapter_scale, position=cfg.adapter_position,
-                input_kind=cfg.adapter_input, dropout=cfg.adapter_dropout, init=cfg.adapter_init,
-            )
-    elif cfg.method == "st_adapter":
-        for i in layers:
-            if cfg.st_position in ("attn", "both"):
-                model.blocks[i].pre_attn_adapter = STAdapter(dim, cfg.bottleneck, cfg.st_kernel)
-            if cfg.st_position in ("mlp", "both"):
-                model.blocks[i].pre_mlp_adapter = STAdapter(dim, cfg.bottleneck, cfg.st_kernel)
-    elif cfg.method == "lora":
-        _attach_lora(model, cfg, layers)
-    elif cfg.method == "vpt":
-        model.token_prompts = PromptTokens(dim, len(model.blocks), cfg.vpt_tokens, cfg.vpt_mode)
+    """Attach the method's modules (its spec's `attach` function, video_adapt.models.methods) and freeze what the
+    method does not train."""
+    spec = cfg.spec
+    if spec.attach is not None:
+        layers = _check_layers(cfg.adapter_layers, len(model.blocks)) if "adapter_layers" in spec.options else []
+        globals()[spec.attach](model, cfg, layers)
     for name, param in model.named_parameters():
         param.requires_grad = trains(name, cfg.method)
     model.tuning = cfg
@@ -260,13 +207,12 @@ def is_bias(name: str) -> bool:
 
 
 def trains(name: str, method: str) -> bool:
-    """Whether parameter `name` trains under `method`: the method's own tensors and the head always do."""
-    if method == "full":
+    """Whether parameter `name` trains under `method`: the method's own tensors and the head always do, the
+    backbone's as its spec says."""
+    spec = method_spec(method)
+    if parameter_group(name) != "backbone" or spec.backbone_trains == "all":
         return True
-    group = parameter_group(name)
-    if group == "backbone":
-        return method == "bitfit" and is_bias(name)
-    return True
+    return spec.backbone_trains == "biases" and is_bias(name)
 
 
 def parameter_group(name: str) -> str:
