@@ -7,6 +7,9 @@
 Templates are matched to labels.json with the brackets removed; unknown templates stop the job and are listed.
 Every frame is stored at the decoded size (240 px high for SSv2); the store records `dataset: ssv2` and no horizontal
 flip (left/right is in the labels), so the data protocols pick their SSv2 settings at training time.
+
+The official runs first re-encode every webm to H.264 mp4 (`ffmpeg -i <id>.webm -c:v libx264 <id>.mp4`,
+AF:DATASET.md:9; VM:DATASET.md:9) and decode those; `--extension mp4` prepares such a folder (docs/PROTOCOLS.md).
 """
 from __future__ import annotations
 
@@ -42,7 +45,7 @@ def ssv2_classes(labels_dir: Path) -> list[str]:
 
 
 def ssv2_entries(labels_dir: Path, split_file: str, videos: Path, classes: list[str],
-                 labelled: bool = True) -> list[VideoEntry]:
+                 labelled: bool = True, extension: str = "webm") -> list[VideoEntry]:
     items = read_json(labels_dir / split_file)
     index = {name: i for i, name in enumerate(classes)}
     entries, unknown = [], set()
@@ -54,7 +57,7 @@ def ssv2_entries(labels_dir: Path, split_file: str, videos: Path, classes: list[
                 unknown.add(template)
                 continue
             label = index[template]
-        entries.append(VideoEntry(str(item["id"]), str(videos / f"{item['id']}.webm"), label))
+        entries.append(VideoEntry(str(item["id"]), str(videos / f"{item['id']}.{extension}"), label))
     if unknown:
         shown = "; ".join(sorted(unknown)[:5])
         raise PrepError(f"{labels_dir / split_file}: {len(unknown)} templates not in labels.json: {shown}")
@@ -65,6 +68,8 @@ def ssv2_entries(labels_dir: Path, split_file: str, videos: Path, classes: list[
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--videos", type=Path, required=True, help="folder of <id>.webm files")
+    parser.add_argument("--extension", default="webm",
+                        help="the videos' extension: webm as distributed, mp4 after the official H.264 re-encoding")
     parser.add_argument("--labels", type=Path, required=True, help="folder with labels.json, train.json, validation.json")
     parser.add_argument("--with-test", action="store_true", help="also prepare test.json (no labels)")
     add_common_options(parser)
@@ -73,10 +78,12 @@ def main(argv: list[str] | None = None) -> int:
         if not args.videos.is_dir():
             raise PrepError(f"{args.videos}: no such directory")
         classes = ssv2_classes(args.labels)
-        splits = [SplitSpec("train", ssv2_entries(args.labels, "train.json", args.videos, classes)),
-                  SplitSpec("val", ssv2_entries(args.labels, "validation.json", args.videos, classes))]
+        ext = args.extension.lstrip(".")
+        splits = [SplitSpec("train", ssv2_entries(args.labels, "train.json", args.videos, classes, extension=ext)),
+                  SplitSpec("val", ssv2_entries(args.labels, "validation.json", args.videos, classes, extension=ext))]
         if args.with_test:
-            splits.append(SplitSpec("test", ssv2_entries(args.labels, "test.json", args.videos, classes, False)))
+            splits.append(SplitSpec("test", ssv2_entries(args.labels, "test.json", args.videos, classes, False,
+                                                         extension=ext)))
     except PrepError as err:
         return fail(str(err))
     return run(args, classes, splits, source=f"ssv2 {args.videos}", flip=False, dataset="ssv2")

@@ -150,6 +150,32 @@ def test_ssv2_official_layout(tmp_path):
     assert StoreSource(out, "train").flip_allowed is False
 
 
+def test_ssv2_reencoded_to_h264_mp4_as_the_official_runs_prepares_with_extension_mp4(tmp_path):
+    """The official runs decode SSv2 after `ffmpeg -i x.webm -c:v libx264 x.mp4` (AF:DATASET.md:9; VM:DATASET.md:9):
+    the same frames, count and size through a second lossy encoding."""
+    import av
+    from videos import write
+    videos, labels = make_ssv2(tmp_path)
+    for webm in sorted(videos.glob("*.webm")):  # the official re-encoding, with PyAV's libx264
+        with av.open(str(webm)) as container:
+            frames = np.stack([f.to_ndarray(format="rgb24") for f in container.decode(video=0)])
+        write(webm.with_suffix(".mp4"), frames)
+    stores = {}
+    for ext in ("webm", "mp4"):
+        out = tmp_path / ext
+        assert ssv2.main(["--videos", str(videos), "--labels", str(labels), "--out", str(out), "--codec", "raw",
+                          "--extension", ext]) == 0
+        stores[ext] = StoreSource(out, "train")
+    webm, mp4 = stores["webm"], stores["mp4"]
+    assert len(webm) == len(mp4) == 6 and webm.ids == mp4.ids
+    for i in range(len(webm)):
+        a, b = webm.video(i), mp4.video(i)
+        assert a.num_frames == b.num_frames == 14 and a.size == b.size
+        positions = np.arange(a.num_frames)
+        diff = np.abs(a.read(positions).astype(int) - b.read(positions).astype(int))
+        assert 0 < diff.mean() < 8  # a second lossy encoding: close, not equal
+
+
 def test_ssv2_unknown_templates_are_listed(tmp_path, capsys):
     videos, labels = make_ssv2(tmp_path, per_class=1)
     items = json.loads((labels / "train.json").read_text())
