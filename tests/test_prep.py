@@ -81,6 +81,19 @@ def test_stored_frames_are_the_decoded_frames_in_order(tmp_path):
     assert check.check_store(every3, progress=False) == []
 
 
+def test_the_default_jpeg_store_is_the_decoded_frames_within_a_few_grey_levels(tmp_path):
+    """The JPEG q90 default re-encodes each decoded frame once (the official loaders use the decoder's pixels; the
+    raw codec stores those exactly, test above)."""
+    make_video(tmp_path / "videos" / "a" / "v.mp4", n=12)
+    stores = {}
+    for codec in ("jpeg", "raw"):
+        assert folder.main(["--videos", str(tmp_path / "videos"), "--out", str(tmp_path / codec), "--codec", codec]) == 0
+        stores[codec] = FrameStore(tmp_path / codec).frames("train", 0, np.arange(12)).astype(int)
+    assert FrameStore(tmp_path / "jpeg").meta["codec"] == "jpeg"
+    diff = np.abs(stores["jpeg"] - stores["raw"])
+    assert 0 < diff.mean() < 3
+
+
 def test_raw_frames_of_every_video_at_any_positions(tmp_path):
     """The raw read takes one view of a video's frames and gathers the wanted ones: every video of a shard (not only
     the first), positions unsorted and repeated, each frame what the decoder gives."""

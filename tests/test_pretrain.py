@@ -117,6 +117,10 @@ def test_pretraining_decays_only_matrices_not_biases_norms_or_the_mask_token():
     assert all(model.get_parameter(n).ndim > 1 for n in decayed)
     assert {"encoder.blocks.0.attn.qkv.weight", "decoder.head.weight", "encoder_to_decoder.weight"} <= decayed
     assert updater.optimizer.defaults["betas"] == (0.9, 0.95)
+    # no layer decay (VM:run_mae_pretraining.py:205-206 passes none to create_optimizer), drop path 0 (--drop_path
+    # default 0.0, VM:run_mae_pretraining.py:41,126)
+    assert all(g.get("lr_scale", 1.0) == 1.0 for g in groups)
+    assert all(isinstance(b.drop_path, torch.nn.Identity) for b in [*model.encoder.blocks, *model.decoder.blocks])
 
 
 @pytest.mark.slow
