@@ -22,6 +22,8 @@ from video_adapt.console import command
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--videos", type=Path, required=True, help="folder of <id>.webm files")
+    parser.add_argument("--extension", default="webm",
+                        help="the videos' extension: webm as distributed, mp4 after the official H.264 re-encoding")
     parser.add_argument("--labels", type=Path, required=True, help="folder with labels.json, train.json, validation.json")
     parser.add_argument("--with-test", action="store_true", help="also prepare test.json (no labels)")
     add_common_options(parser)
@@ -30,10 +32,11 @@ def main(argv: list[str] | None = None) -> int:
     from video_adapt.data.prepare import SplitSpec
     videos = existing_dir(args.videos)
     classes = ssv2_classes(args.labels)
-    splits = [SplitSpec("train", ssv2_entries(args.labels, "train.json", videos, classes)),
-              SplitSpec("val", ssv2_entries(args.labels, "validation.json", videos, classes))]
+    ext = args.extension.lstrip(".")
+    splits = [SplitSpec("train", ssv2_entries(args.labels, "train.json", videos, classes, extension=ext)),
+              SplitSpec("val", ssv2_entries(args.labels, "validation.json", videos, classes, extension=ext))]
     if args.with_test:
-        splits.append(SplitSpec("test", ssv2_entries(args.labels, "test.json", videos, classes, False)))
+        splits.append(SplitSpec("test", ssv2_entries(args.labels, "test.json", videos, classes, False, extension=ext)))
     return run(args, classes, splits, source=f"ssv2 {videos}", flip=False, dataset="ssv2")
 
 

@@ -82,11 +82,18 @@ def _official_layouts(state):
                 adaptformer[k.replace("qkv.weight", f"{name}_proj.weight")] = part
         else:
             adaptformer[k.replace("mlp.fc", "fc")] = v
+    # AdaptFormer's own backbone file: VideoMAE's K400 pretraining checkpoint through AF:convert.py:5-35, which keeps
+    # the `encoder.` keys (the final norm too), splits qkv into q/k/v_proj and renames mlp.fc* to fc*
+    converted = {k: v for k, v in pretrain.items() if k.startswith("encoder.")}
+    for k in [k for k in converted if k.endswith("attn.qkv.weight")]:
+        for name, part in zip("qkv", converted.pop(k).chunk(3)):
+            converted[k.replace("qkv.weight", f"{name}_proj.weight")] = part
+    converted = {k.replace("mlp.fc", "fc"): v for k, v in converted.items()}
     return {"finetune": {"module": state}, "pretrain": {"model": pretrain, "epoch": 799},
-            "adaptformer": {"model": adaptformer}}
+            "adaptformer": {"model": adaptformer}, "adaptformer-converted": {"model": converted}}
 
 
-@pytest.mark.parametrize("layout", ["finetune", "pretrain", "adaptformer"])
+@pytest.mark.parametrize("layout", ["finetune", "pretrain", "adaptformer", "adaptformer-converted"])
 def test_official_layouts_load_to_the_same_features(layout, tmp_path):
     source = randomize_(tiny_model(), seed=7).eval()
     path = tmp_path / f"{layout}.pth"

@@ -83,6 +83,19 @@ def test_stored_frames_are_the_decoded_frames_in_order(tmp_path):
     assert check_store(every3, progress=False) == []
 
 
+def test_the_default_jpeg_store_is_the_decoded_frames_within_a_few_grey_levels(tmp_path):
+    """The JPEG q90 default re-encodes each decoded frame once (the official loaders use the decoder's pixels; the
+    raw codec stores those exactly, test above)."""
+    make_video(tmp_path / "videos" / "a" / "v.mp4", n=12)
+    stores = {}
+    for codec in ("jpeg", "raw"):
+        assert folder.main(["--videos", str(tmp_path / "videos"), "--out", str(tmp_path / codec), "--codec", codec]) == 0
+        stores[codec] = FrameStore(tmp_path / codec).frames("train", 0, np.arange(12)).astype(int)
+    assert FrameStore(tmp_path / "jpeg").meta["codec"] == "jpeg"
+    diff = np.abs(stores["jpeg"] - stores["raw"])
+    assert 0 < diff.mean() < 3
+
+
 def test_raw_frames_of_every_video_at_any_positions(tmp_path):
     """The raw read takes one view of a video's frames and gathers the wanted ones: every video of a shard (not only
     the first), positions unsorted and repeated, each frame what the decoder gives."""
@@ -150,6 +163,32 @@ def test_ssv2_official_layout(tmp_path):
     assert store.meta["splits"]["train"]["per_class"] == [2, 2, 2]
     assert store.meta["splits"]["test"]["videos"] == 1
     assert StoreSource(out, "train").flip_allowed is False
+
+
+def test_ssv2_reencoded_to_h264_mp4_as_the_official_runs_prepares_with_extension_mp4(tmp_path):
+    """The official runs decode SSv2 after `ffmpeg -i x.webm -c:v libx264 x.mp4` (AF:DATASET.md:9; VM:DATASET.md:9):
+    the same frames, count and size through a second lossy encoding."""
+    import av
+    from videos import write
+    videos, labels = make_ssv2(tmp_path)
+    for webm in sorted(videos.glob("*.webm")):  # the official re-encoding, with PyAV's libx264
+        with av.open(str(webm)) as container:
+            frames = np.stack([f.to_ndarray(format="rgb24") for f in container.decode(video=0)])
+        write(webm.with_suffix(".mp4"), frames)
+    stores = {}
+    for ext in ("webm", "mp4"):
+        out = tmp_path / ext
+        assert ssv2.main(["--videos", str(videos), "--labels", str(labels), "--out", str(out), "--codec", "raw",
+                          "--extension", ext]) == 0
+        stores[ext] = StoreSource(out, "train")
+    webm, mp4 = stores["webm"], stores["mp4"]
+    assert len(webm) == len(mp4) == 6 and webm.ids == mp4.ids
+    for i in range(len(webm)):
+        a, b = webm.video(i), mp4.video(i)
+        assert a.num_frames == b.num_frames == 14 and a.size == b.size
+        positions = np.arange(a.num_frames)
+        diff = np.abs(a.read(positions).astype(int) - b.read(positions).astype(int))
+        assert 0 < diff.mean() < 8  # a second lossy encoding: close, not equal
 
 
 def test_ssv2_unknown_templates_are_listed(tmp_path, capsys):

@@ -117,11 +117,19 @@ def test_pretraining_decays_only_matrices_not_biases_norms_or_the_mask_token():
     assert all(model.get_parameter(n).ndim > 1 for n in decayed)
     assert {"encoder.blocks.0.attn.qkv.weight", "decoder.head.weight", "encoder_to_decoder.weight"} <= decayed
     assert updater.optimizer.defaults["betas"] == (0.9, 0.95)
+    # no layer decay (VM:run_mae_pretraining.py:205-206 passes none to create_optimizer), drop path 0 (--drop_path
+    # default 0.0, VM:run_mae_pretraining.py:41,126)
+    assert all(g.get("lr_scale", 1.0) == 1.0 for g in groups)
+    assert all(isinstance(b.drop_path, torch.nn.Identity) for b in [*model.encoder.blocks, *model.decoder.blocks])
 
 
 @pytest.mark.slow
-def test_fp16_always_comes_with_a_gradient_scaler(tmp_path):
-    """fp16 autocast without loss scaling underflows small gradients; pretraining used to run it unscaled."""
+def test_fp16_always_comes_with_a_gradient_scaler(tmp_path, monkeypatch):
+    """fp16 autocast without loss scaling underflows small gradients; pretraining used to run it unscaled. It never
+    clips gradients (--clip_grad default None, VM:run_mae_pretraining.py:54)."""
+    def no_clipping(*args, **kwargs):
+        raise AssertionError("pretraining clipped gradients")
+    monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", no_clipping)
     cpu = torch.device("cpu")
     assert Precision.create(cpu, "fp16").scaler is not None
     assert Precision.create(cpu, "bf16").scaler is None and Precision.create(cpu, "auto").dtype is None

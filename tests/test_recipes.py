@@ -1,8 +1,9 @@
 """The recipes and data protocols against the official code, one setting per assertion, each citing its source.
 
-AF = ShoufaChen/AdaptFormer @6967d67, VM = MCG-NJU/VideoMAE @14ef8d8 (../shared/PROTOCOLS.md).
+AF = ShoufaChen/AdaptFormer @6967d67, VM = MCG-NJU/VideoMAE @14ef8d8; docs/PROTOCOLS.md lists the rows.
 """
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 import torch
@@ -10,9 +11,14 @@ import torch
 from video_adapt import create_model
 from video_adapt.config import DataConfig, load_config
 from video_adapt.engine import builders
+from video_adapt.engine.data import DataFacts, epoch_updates, resolve_data as resolve_run_data
 from video_adapt.engine.loop import accumulation
+from video_adapt.engine.precision import Precision, autocast_dtype
 from video_adapt.errors import ConfigError
-from video_adapt.recipes import data_protocol, resolve_data
+from video_adapt.recipes import check_recipe_dataset, data_protocol, resolve_data
+
+ROOT = Path(__file__).resolve().parents[1]
+UCF101 = "VM:scripts/ucf101/videomae_vit_base_patch16_224_tubemasking_ratio_0.75_epoch_3200/finetune.sh"
 
 
 def recipe(name: str, *overrides: str):
@@ -31,6 +37,9 @@ def test_adaptformer_recipe_is_the_released_code():
     assert m.head_bn and (m.head_init_std, m.head_init_scale) == (0.01, 1.0)  # AF:main_video.py:334,337
     assert (m.adapter_input, m.adapter_init) == ("residual", "official")  # AF:main_video.py:242-250, note 1
     assert m.drop_path_rate == 0.0  # AF:main_video.py:128-133
+    assert m.head_dropout == 0.0  # no dropout before the head (AF:models/vit_video.py:317-320)
+    assert t.clip_grad is None  # max_norm=None (AF:main_video.py:405)
+    assert t.sampler_world == 64  # 8 x 8 processes (AF:README.md:43-45), padded by DistributedSampler (:195-197)
     assert d.protocol == "adaptformer"
 
 
@@ -44,7 +53,99 @@ def test_videomae_recipe_is_the_ssv2_script():
     assert t.global_batch == 6 * 64  # --batch_size 6 on 64 GPUs
     assert (t.mixup, t.cutmix, t.label_smoothing) == (0.8, 1.0, 0.1)  # VM:run_class_finetuning.py:115-125
     assert not m.head_bn and (m.head_init_std, m.head_init_scale) == (0.02, 0.001)  # VM:modeling_finetune.py:276-285
-    assert m.drop_path_rate == 0.1  # VM:modeling_finetune.py:217
+    assert m.drop_path_rate == 0.1  # --drop_path default (VM:run_class_finetuning.py:47), VM:modeling_finetune.py:217
+    assert m.head_dropout == 0.0  # --fc_drop_rate default 0 (VM:run_class_finetuning.py:41)
+    assert t.clip_grad is None  # --clip_grad default None (VM:run_class_finetuning.py:62); no --model_ema (:51)
+    assert t.sampler_world == 1  # the loop stops at floor(N / batch) steps (VM:engine_for_finetuning.py:44-46)
+    # the same values for every dataset kind but HMDB51 (below)
+    assert recipe("videomae", "data.dataset=ssv2").train == t and recipe("videomae", "data.dataset=other").model == m
+
+
+def test_videomae_recipe_on_hmdb51_is_the_ucf101_script():
+    """VideoMAE released no HMDB51 script; its UCF101 ViT-B script is the closest official one (UCF101, cited by
+    line below), and VM:datasets.py:119-179 builds UCF101 and HMDB51 with the same code."""
+    cfg = recipe("videomae", "data.dataset=hmdb51")
+    t, m = cfg.train, cfg.model
+    assert t.global_batch == 16 * 8  # --batch_size 16 (:19) on 8 GPUs (:9-10), update_freq 1
+    assert (t.base_lr, t.min_lr, t.scale_min_lr) == (5e-4, 1e-5, True)  # --lr (:27), --min_lr (:29), both x B/256
+    assert t.layer_decay == 0.7  # --layer_decay 0.7 (:30)
+    assert t.epochs == 100  # --epochs 100 (:33)
+    assert t.warmup_epochs == 5  # not passed: the default (VM:run_class_finetuning.py:81); --warmup_lr (:28) is inert
+    assert (t.optimizer, t.betas, t.weight_decay) == ("adamw", [0.9, 0.999], 0.05)  # --opt (:26), :31, :32
+    assert m.drop_path_rate == 0.2  # --drop_path 0.2 (:37)
+    assert m.head_dropout == 0.5  # --fc_drop_rate 0.5 (:36): VM:modeling_finetune.py:226,284
+    # not passed: the defaults (VM:run_class_finetuning.py:93,115-117)
+    assert (t.mixup, t.cutmix, t.label_smoothing) == (0.8, 1.0, 0.1)
+    assert t.sampler_world == 1 and t.schedule == "step"
+    protocol = data_protocol(cfg.data.protocol, "hmdb51")  # the data protocol is the non-SSv2 one
+    assert (protocol["sampling"], protocol["stride"]) == ("lin", 4)  # --sampling_rate 4 (:24), VM:datasets.py:163-178
+    assert protocol["num_sample"] == 2 and protocol["flip"]  # --num_sample 2 (:25)
+    assert (protocol["test_clips"], protocol["test_crops"]) == (5, 3)  # --test_num_segment 5 --test_num_crop 3 (:34-35)
+    # lr and min_lr x 128 / 256 (VM:run_class_finetuning.py:406-407)
+    run = accumulation(cfg, world_size=1)
+    assert run.train.accum_steps == 4  # 32 x 4 = 128 on one process
+    assert builders.learning_rate(run, 128) == pytest.approx(2.5e-4)
+    schedule = builders.build_schedule(run, 2.5e-4, 128, epoch_updates(run, 3570, world_size=1))
+    assert schedule.min_lr == pytest.approx(5e-6)
+    # HMDB51 split 1 (3570 training videos): floor(3570 / 128) = 27 updates an epoch (VM:run_class_finetuning.py:405),
+    # 2700 in 100 epochs (the SSv2 recipe gave 9 x 30 = 270)
+    assert schedule.steps_per_epoch == 27 and schedule.epochs * schedule.steps_per_epoch == 2700
+    assert epoch_updates(accumulation(recipe("videomae"), 1), 3570, 1) * recipe("videomae").train.epochs == 270
+    # the shipped HMDB51 configs name the dataset kind, so the recipe picks these values; explicit keys still win
+    for split in (1, 2, 3):
+        shipped = load_config(ROOT / "video_adapt" / "configs" / f"hmdb51_split{split}" / "full_16f.yaml", ["train.recipe=videomae"])
+        assert (shipped.train.epochs, shipped.train.layer_decay, shipped.model.head_dropout) == (100, 0.7, 0.5)
+    assert recipe("videomae", "data.dataset=hmdb51", "train.epochs=7", "model.head_dropout=0").train.epochs == 7
+    # AdaptFormer's recipe has one set of values for SSv2 and HMDB51 (AF:main_video.py:182-187)
+    assert recipe("adaptformer", "data.dataset=hmdb51").train == recipe("adaptformer").train
+
+
+def test_a_recipe_with_dataset_values_stops_on_data_whose_kind_the_config_did_not_name():
+    """The per-dataset values are picked when the config is read, from data.dataset: a store that says hmdb51 under
+    a config without data.dataset would otherwise train HMDB51 with the SSv2 script's values."""
+    with pytest.raises(ConfigError, match="data.dataset is not set but the data is hmdb51.*train.epochs"):
+        check_recipe_dataset("videomae", None, "hmdb51")
+    check_recipe_dataset("videomae", "hmdb51", "hmdb51")
+    check_recipe_dataset("videomae", None, "ssv2")  # SSv2's are the recipe's defaults
+    check_recipe_dataset("adaptformer", None, "hmdb51")  # no per-dataset values
+    facts = DataFacts(classes=["a", "b"], dataset="hmdb51", flip_allowed=True, train_videos=10)
+    with pytest.raises(ConfigError, match="set data.dataset=hmdb51"):
+        resolve_run_data(recipe("videomae"), facts)
+    assert resolve_run_data(recipe("videomae", "data.dataset=hmdb51"), facts).data.sampling == "lin"
+
+
+def test_head_dropout_sits_between_fc_norm_and_the_head():
+    """VM:modeling_finetune.py:226,284: head(fc_dropout(fc_norm(mean token))); active only in training."""
+    cfg = recipe("videomae", "data.dataset=hmdb51", "model.name=vit_nano_patch8_32", "model.pretrained=none",
+                 "model.tuning=full")
+    model, _ = builders.build_model(cfg, num_classes=3)
+    assert model.head_dropout.p == 0.5
+    seen = {}
+    model.fc_norm.register_forward_hook(lambda _m, _i, out: seen.__setitem__("norm", out.detach()))
+    model.head.register_forward_pre_hook(lambda _m, args: seen.__setitem__("head", args[0].detach()))
+    x = torch.randn(64, 3, cfg.data.num_frames, 32, 32)
+    model.train()
+    model(x)
+    kept = seen["head"] != 0
+    torch.testing.assert_close(seen["head"][kept], 2 * seen["norm"][kept])  # survivors scaled by 1 / (1 - p)
+    assert 0.4 < 1 - kept.float().mean().item() < 0.6  # about half dropped
+    model.eval()
+    model(x)
+    torch.testing.assert_close(seen["head"], seen["norm"])
+
+
+def test_amp_default_is_bf16_where_the_gpu_has_it_and_fp16_is_the_official_setting(monkeypatch):
+    """Both official runs use fp16 with loss scaling (AF:engine_finetune.py:58 with NativeScaler, AF:main_video.py:374;
+    VM's DeepSpeed config, VM:utils.py:503-508); train.amp=auto picks bf16 where supported, which needs no scaler."""
+    cuda = torch.device("cuda")  # a device object only: nothing runs on it
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    assert recipe("adaptformer").train.amp == recipe("videomae").train.amp == "auto"
+    auto = Precision.create(cuda, "auto")
+    assert auto.dtype == torch.bfloat16 and auto.scaler is None
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
+    assert autocast_dtype(cuda, "auto") == torch.float16  # an older GPU: fp16, which Precision pairs with a scaler
+    official = Precision.create(torch.device("cpu"), "fp16")  # train.amp=fp16: the official setting, scaled
+    assert official.dtype == torch.float16 and official.scaler is not None
 
 
 def test_the_old_recipe_name_still_means_adaptformers():
@@ -96,13 +197,16 @@ def test_global_batch_is_reached_by_accumulation_and_lr_counts_videos():
 
 
 def test_videomae_schedule_uses_the_official_steps_per_epoch_and_scaled_min_lr():
-    cfg = recipe("videomae")
-    schedule = builders.build_schedule(cfg, peak=7.5e-4, global_batch=384, train_videos=168913, loader_steps=999)
-    assert schedule.steps_per_epoch == 168913 // 384  # VM:run_class_finetuning.py:405
+    cfg = accumulation(recipe("videomae"), world_size=1)
+    steps = epoch_updates(cfg, 168913, world_size=1)
+    assert steps == 168913 // 384 == 439  # VM:run_class_finetuning.py:405
+    schedule = builders.build_schedule(cfg, peak=7.5e-4, global_batch=384, steps_per_epoch=steps)
+    assert schedule.steps_per_epoch == 439
     assert schedule.min_lr == pytest.approx(1e-6 * 384 / 256)  # VM:run_class_finetuning.py:407
-    af = builders.build_schedule(recipe("adaptformer"), peak=0.4, global_batch=1024, train_videos=168913,
-                                 loader_steps=164)
-    assert af.kind == "epoch" and af.min_lr == 0.0
+    af_cfg = accumulation(recipe("adaptformer"), world_size=1)
+    af = builders.build_schedule(af_cfg, peak=0.4, global_batch=1024,
+                                 steps_per_epoch=epoch_updates(af_cfg, 168913, world_size=1))
+    assert af.kind == "epoch" and af.min_lr == 0.0 and af.steps_per_epoch == 165  # ceil(168913 / 64) // 16
 
 
 @pytest.mark.parametrize("name", ["adaptformer", "videomae"])

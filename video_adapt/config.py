@@ -5,8 +5,9 @@ shipped config's name such as `ssv2/adaptformer_8f`, or a list of them, merged i
 a shipped name (video_adapt.resources). Overrides on the command line use dotted keys:
 `train.lr=0.01 model.tuning=vpt data.num_frames=4`. Unknown keys and values of the wrong type or out of range
 fail before anything runs, naming the key (video_adapt.schema).
-`train.recipe` picks a named official recipe (`adaptformer` or `videomae`, video_adapt/recipes.py); keys set
-explicitly in the file or on the command line win over the recipe and its data protocol.
+`train.recipe` picks a named official recipe (`adaptformer` or `videomae`, video_adapt/recipes.py), with the values
+it has for the `data.dataset` kind; keys set explicitly in the file or on the command line win over the recipe and
+its data protocol.
 """
 from __future__ import annotations
 
@@ -55,6 +56,7 @@ class ModelConfig(TuningOptions):
     head_init_std: float = option(0.02, gt=0)  # the fresh head's trunc-normal std ...
     head_init_scale: float = option(0.001, gt=0)  # ... times this (VideoMAE 0.02 x 0.001; AdaptFormer 0.01 x 1)
     drop_path_rate: float = option(0.0, ge=0, lt=1)
+    head_dropout: float = option(0.0, ge=0, lt=1)  # between fc_norm (and head_bn) and the head: VM's fc_drop_rate
     use_checkpoint: bool = False
     arch: dict[str, Any] = field(default_factory=dict)  # embed_dim, depth, patch_size ... overrides
 
@@ -107,6 +109,10 @@ class TrainConfig:
     scale_min_lr: bool = False  # VideoMAE scales min_lr by global batch / 256 like the peak
     schedule: str = option("epoch", choices=("epoch", "step"))  # AdaptFormer per fractional epoch | VideoMAE per step
     global_batch: int | None = option(None, ge=1)  # the recipe's global batch, reached by accumulation; None = as run
+    # the process count whose sampler an epoch follows (video_adapt/engine/epochs.py): the shuffled videos are padded
+    # to a multiple of it, then cut to whole global batches. AdaptFormer's recipe 64 (its 8 x 8 GPUs), VideoMAE's 1
+    # (its loop stops at floor(N / global batch) updates); None = this run's processes
+    sampler_world: int | None = option(None, ge=1)
     momentum: float = option(0.9, ge=0, le=1)
     betas: list[float] = option(factory=lambda: [0.9, 0.999], ge=0, lt=1)
     weight_decay: float = option(0.0, ge=0)
@@ -212,7 +218,9 @@ def config_from_dict(values: dict[str, Any]) -> Config:
     recipe = train.get("recipe", TrainConfig.recipe) if isinstance(train, dict) else TrainConfig.recipe
     if not isinstance(recipe, str) or recipe_name(recipe) not in RECIPES:
         raise ConfigError(f"unknown config value train.recipe={recipe!r} (known: {', '.join(RECIPES)})")
-    values = deep_merge(recipe_defaults(recipe), values)
+    data = values.get("data")
+    dataset = data.get("dataset") if isinstance(data, dict) else None
+    values = deep_merge(recipe_defaults(recipe, dataset if isinstance(dataset, str) else None), values)
     values["train"]["recipe"] = recipe_name(recipe)
     cfg = from_dict(Config, values)
     cfg.model.pretrained = resolve_pretrained(cfg.model.pretrained)

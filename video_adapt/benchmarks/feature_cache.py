@@ -51,7 +51,7 @@ def _run(cfg: Config, dist: DistState, num_classes: int, out_dir: Path, cached: 
     global_batch = cfg.data.batch_size * cfg.train.accum_steps
     lr = learning_rate(cfg, global_batch)
     optimizer = build_optimizer(model, cfg, lr)
-    schedule = build_schedule(cfg, lr, global_batch, len(data.train_set), len(data.loader) // cfg.train.accum_steps)
+    schedule = build_schedule(cfg, lr, global_batch, len(data.loader) // cfg.train.accum_steps)
     mixup, loss_fn = build_loss(cfg, num_classes)
     run = TrainRun(cfg=cfg, dist=dist, model=model, net=PooledHead(model) if cached else model, loader=data.loader,
                    updater=Updater(optimizer, schedule, precision), loss_fn=loss_fn, mixup=mixup,

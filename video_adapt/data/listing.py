@@ -115,9 +115,9 @@ def ssv2_classes(labels_dir: Path) -> list[str]:
 
 
 def ssv2_entries(labels_dir: Path, split_file: str, videos: Path, classes: list[str],
-                 labelled: bool = True) -> list[VideoEntry]:
-    """The videos of an SSv2 split file (`train.json`, `validation.json`, `test.json`): templates are matched to
-    labels.json with their [brackets] removed; templates it lacks stop the job, listed."""
+                 labelled: bool = True, extension: str = "webm") -> list[VideoEntry]:
+    """The videos of an SSv2 split file (`train.json`, `validation.json`, `test.json`), `<id>.<extension>` in
+    `videos`: templates are matched to labels.json with their [brackets] removed; templates it lacks stop the job."""
     items = read_json(labels_dir / split_file)
     index = {name: i for i, name in enumerate(classes)}
     entries, unknown = [], set()
@@ -129,7 +129,7 @@ def ssv2_entries(labels_dir: Path, split_file: str, videos: Path, classes: list[
                 unknown.add(template)
                 continue
             label = index[template]
-        entries.append(VideoEntry(str(item["id"]), str(videos / f"{item['id']}.webm"), label))
+        entries.append(VideoEntry(str(item["id"]), str(videos / f"{item['id']}.{extension}"), label))
     if unknown:
         shown = "; ".join(sorted(unknown)[:5])
         raise PrepError(f"{labels_dir / split_file}: {len(unknown)} templates not in labels.json: {shown}")

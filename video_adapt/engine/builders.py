@@ -41,7 +41,8 @@ def build_model(cfg: Config, num_classes: int) -> tuple[nn.Module, LoadReport | 
             model = create_model(
                 m.name, num_classes=num_classes, num_frames=cfg.data.num_frames, img_size=cfg.data.img_size,
                 tuning=m.tuning, **options, head_bn=m.head_bn, head_init_std=m.head_init_std,
-                init_scale=m.head_init_scale, drop_path_rate=m.drop_path_rate, use_checkpoint=m.use_checkpoint,
+                init_scale=m.head_init_scale, drop_path_rate=m.drop_path_rate, head_dropout=m.head_dropout,
+                use_checkpoint=m.use_checkpoint,
                 **m.arch,
             )
         except ValueError as err:  # an option the model code refuses (e.g. model.arch, model.adapter_layers)
@@ -75,14 +76,14 @@ def build_optimizer(model: nn.Module, cfg: Config, lr: float) -> torch.optim.Opt
                             betas=tuple(t.betas) if t.optimizer == "adamw" else None)
 
 
-def build_schedule(cfg: Config, peak: float, global_batch: int, train_videos: int, loader_steps: int) -> LRSchedule:
-    """The recipe's schedule. VideoMAE's step table has floor(N_train / global batch) steps per epoch
-    (VM:run_class_finetuning.py:404-405) and scales min_lr like the peak (VM:run_class_finetuning.py:407);
-    AdaptFormer's depends only on the fractional epoch."""
+def build_schedule(cfg: Config, peak: float, global_batch: int, steps_per_epoch: int) -> LRSchedule:
+    """The recipe's schedule over the epoch's updates (`engine.epochs.updates_per_epoch`, what the loader runs).
+    VideoMAE's step table has floor(N_train / global batch) steps per epoch (VM:run_class_finetuning.py:404-405),
+    which is its recipe's epoch, and scales min_lr like the peak (VM:run_class_finetuning.py:407); AdaptFormer's
+    depends only on the fractional epoch."""
     t = cfg.train
     min_lr = t.min_lr * global_batch / 256 if t.scale_min_lr else t.min_lr
-    steps = max(1, train_videos // global_batch) if t.schedule == "step" else max(1, loader_steps)
-    return LRSchedule(t.schedule, peak, min_lr, t.epochs, t.warmup_epochs, steps)
+    return LRSchedule(t.schedule, peak, min_lr, t.epochs, t.warmup_epochs, steps_per_epoch)
 
 
 class VideoMixup:

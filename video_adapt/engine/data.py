@@ -81,8 +81,10 @@ def data_facts(cfg: Config) -> DataFacts:
 
 
 def resolve_data(cfg: Config, facts: DataFacts) -> Config:
-    """The config with every data-protocol field filled (see recipes.resolve_data)."""
-    from video_adapt.recipes import resolve_data as resolve
+    """The config with every data-protocol field filled (see recipes.resolve_data); stops if the data's kind has
+    recipe values the config did not pick (recipes.check_recipe_dataset)."""
+    from video_adapt.recipes import check_recipe_dataset, resolve_data as resolve
+    check_recipe_dataset(cfg.train.recipe, cfg.data.dataset, facts.dataset)
     return replace(cfg, data=resolve(cfg.data, facts.dataset, facts.flip_allowed))
 
 
@@ -132,11 +134,24 @@ def build_datasets(cfg: Config) -> tuple[Dataset, Dataset | None]:
     return train, monitor
 
 
+def epoch_updates(cfg: Config, videos: int, world_size: int) -> int:
+    """The optimizer updates of one epoch, as the recipe's official loop counts them (engine/epochs.py)."""
+    from video_adapt.engine.epochs import epoch_sampler_world, updates_per_epoch
+    t = cfg.train
+    global_batch = cfg.data.batch_size * world_size * t.accum_steps
+    return updates_per_epoch(videos, global_batch, epoch_sampler_world(t.sampler_world, t.global_batch, world_size))
+
+
 def train_sampler(dataset: Dataset, cfg: Config, dist_state: DistState) -> DistributedSampler:
-    # one sampler for 1 or N processes, so that N processes see exactly the single process's batches; repeated
-    # augmentation is VideoMAE's num_sample copies inside each item, not a repeating sampler
-    return DistributedSampler(dataset, num_replicas=dist_state.world_size, rank=dist_state.rank, shuffle=True,
-                              seed=cfg.train.seed, drop_last=True)
+    """The epoch's videos: exactly its updates' worth (`epoch_updates` x global batch), padded or cut as the
+    official sampler and loop do. One sampler for 1 or N processes, so that N processes see exactly the single
+    process's batches; repeated augmentation is VideoMAE's num_sample copies inside each item, not a repeating
+    sampler."""
+    from video_adapt.engine.epochs import EpochSampler
+    updates = epoch_updates(cfg, len(dataset), dist_state.world_size)
+    global_batch = cfg.data.batch_size * dist_state.world_size * cfg.train.accum_steps
+    return EpochSampler(dataset, num_replicas=dist_state.world_size, rank=dist_state.rank, seed=cfg.train.seed,
+                        total=updates * global_batch)
 
 
 def eval_sampler(dataset: Dataset, dist_state: DistState) -> DistributedSampler | None:
@@ -171,12 +186,12 @@ def build_loaders(cfg: Config, dist_state: DistState) -> TrainData:
     """Datasets, samplers and loaders of a run; fails if an epoch would not fill one optimizer update."""
     device = dist_state.device
     train_set, val_set = build_datasets(cfg)
-    sampler = train_sampler(train_set, cfg, dist_state)
-    loader = make_loader(train_set, cfg.data.batch_size, sampler, cfg.data.num_workers, device, drop_last=True)
-    if len(loader) < cfg.train.accum_steps:
+    if epoch_updates(cfg, len(train_set), dist_state.world_size) < 1:
         raise ConfigError(f"data.batch_size={cfg.data.batch_size} x {dist_state.world_size} process(es) x "
                           f"{cfg.train.accum_steps} accumulation steps needs more than the {len(train_set)} "
                           "training videos for one update per epoch")
+    sampler = train_sampler(train_set, cfg, dist_state)
+    loader = make_loader(train_set, cfg.data.batch_size, sampler, cfg.data.num_workers, device, drop_last=True)
     val_loader = None
     if val_set is not None and len(val_set):
         val_loader = make_loader(val_set, cfg.data.batch_size, eval_sampler(val_set, dist_state),

@@ -203,7 +203,7 @@ def _train(cfg: Config, dist: DistState) -> dict[str, Any]:
     global_batch = cfg.data.batch_size * accum * dist.world_size
     lr = learning_rate(cfg, global_batch)
     optimizer = build_optimizer(model, cfg, lr)
-    schedule = build_schedule(cfg, lr, global_batch, len(data.train_set), len(data.loader) // accum)
+    schedule = build_schedule(cfg, lr, global_batch, len(data.loader) // accum)
     updater = Updater(optimizer, schedule, precision)
     mixup, loss_fn = build_loss(cfg, num_classes)
     params = parameter_report(model)
