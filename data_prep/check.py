@@ -19,7 +19,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("store", type=Path)
     args = parser.parse_args(argv)
     from video_adapt.data.check import check_store
-    from video_adapt.data.datasets import describe
+    from video_adapt.data.datasets import split_statistics
     from video_adapt.data.store import FrameStore
     problems = check_store(args.store)
     if not problems:
@@ -28,7 +28,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{args.store}: {len(store.classes)} classes, dataset {meta.get('dataset', 'other')}, every "
               f"{'frame' if meta['keep_every'] == 1 else str(meta['keep_every']) + ' frames'}, short side "
               f"{meta['short_side'] or 'as decoded'}, {meta['codec']}, flips {'allowed' if meta['flip'] else 'off'}")
-        for split, info in describe(store).items():
+        for split, info in split_statistics(store).items():
             per_class = info["per_class"]
             print(f"  {split}: {info['videos']} videos ({info['failed']} failed at prep), "
                   f"{info['frames']} frames, {info['bytes'] / 2**20:.1f} MB; videos per class "

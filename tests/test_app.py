@@ -25,8 +25,7 @@ from video_adapt.app import (STRIP_FOOT, STRIP_GAP, STRIP_MARGIN, STRIP_TOP, Pag
 from video_adapt.config import load_config
 from video_adapt.data.synthetic import CLASSES, SyntheticSpec, generate_clip
 from video_adapt.engine import train
-from video_adapt.data.datasets import TestView
-from video_adapt.inference import Predictor, ViewSpec
+from video_adapt.inference import Predictor
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -71,19 +70,10 @@ def test_frame_strip_is_every_view_and_frame_pixel_for_pixel():
     assert np.array_equal(strip[top:top + 96, left:left + 96], expected)
 
 
-def test_view_spec_describes_the_test_views():
-    dense = ViewSpec(TestView(num_frames=8, img_size=224, sampling="dense", stride=4, clips=5, crops=3), "softmax")
-    assert dense.describe() == ("5 clips x 3 crops = 15 views of 8 frames at 224 px (dense clips, stride 4), "
-                                "probabilities averaged")
-    ssv2 = ViewSpec(TestView(num_frames=16, img_size=224, sampling="ssv2", clips=2, crops=1), "logits")
-    assert ssv2.describe().startswith("2 clips x 1 crop = 2 views of 16 frames")
-    assert ssv2.describe().endswith("(segment starts and centres), logits averaged")
-
-
 @pytest.mark.slow
 def test_predict_views_are_the_views_predict_averaged(predictor, videos):
     pred, views = predictor.predict_views(str(videos["short"]), topk=3)
-    v = predictor.views.view
+    v = predictor.view
     assert views.dtype == torch.uint8 and views.shape == (v.clips * v.crops, 3, v.num_frames, 32, 32)
     reference = predictor.predict([str(videos["short"])], topk=3)[0]
     assert [l for l, _ in pred.top] == [l for l, _ in reference.top]
@@ -216,7 +206,7 @@ def test_page_in_a_real_browser(browser, page_url, predictor, videos):
     shown = cv2.imdecode(np.frombuffer(urllib.request.urlopen(image.get_attribute("src")).read(), np.uint8),
                          cv2.IMREAD_COLOR)[..., ::-1]
     _, views = predictor.predict_views(str(videos["short"]))
-    assert np.array_equal(shown, frame_strip(views, predictor.views.view.crops))  # exactly what the model saw
+    assert np.array_equal(shown, frame_strip(views, predictor.view.crops))  # exactly what the model saw
     assert not any(e.is_displayed() for e in browser.find_elements(By.ID, "timeline"))  # a 2 s video: no timeline
 
     status = _upload(browser, videos["bad"])

@@ -352,7 +352,7 @@ def test_three_crop_offsets_and_sizes(h, w, resized, offsets):
         ref = np.stack([cv2.resize(np.ascontiguousarray(f), resized[::-1], interpolation=cv2.INTER_LINEAR)
                         for f in frames])
         assert torch.equal(big, torch.from_numpy(ref).permute(3, 0, 1, 2))  # exactly the official resize
-    views = A.test_views_spatial(clip, 224, 224, 3)
+    views = A.eval_crops(clip, 224, 224, 3)
     assert len(views) == 3 and all(v.shape == (3, 2, 224, 224) for v in views)
     portrait = resized[0] >= resized[1]
     assert A.view_offsets(max(resized), 224, 3) == offsets
@@ -366,11 +366,11 @@ def test_single_view_is_the_validation_centre_crop():
     # 1165-1166): 87 for 398, round(36.5) = 36 for 297, round(37.5) = 38 for 299 (Python rounds half to even)
     for (h, w), off in [((240, 427), 87), ((256, 340), 36), ((427, 240), 87), ((224, 299), 38)]:
         clip = _clip(t=1, h=h, w=w)
-        (view,) = A.test_views_spatial(clip, num_crops=1)
+        (view,) = A.eval_crops(clip, num_crops=1)
         big = A.resize_short_side(clip)
         ref = big[..., off:off + 224, :] if h > w else big[..., off:off + 224]
         assert torch.equal(view, ref)
     with pytest.raises(ValueError, match="larger than the short side"):
-        A.test_views_spatial(_clip(), 112, 128)
+        A.eval_crops(_clip(), 112, 128)
     with pytest.raises(ValueError, match="num_crops"):
-        A.test_views_spatial(_clip(), num_crops=0)
+        A.eval_crops(_clip(), num_crops=0)

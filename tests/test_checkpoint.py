@@ -4,7 +4,7 @@ import os
 import pytest
 import torch
 
-from tiny_models import TINY, clips, randomize_, tiny_model
+from tiny_models import clips, randomize_, tiny_model
 from video_adapt import CheckpointError, load_adapters, load_model, load_pretrained, save_adapters, save_model
 
 @pytest.fixture

@@ -12,13 +12,13 @@ from video_adapt.data.datasets import (
     FileSource,
     MonitorClips,
     StoreSource,
-    TestClips,
-    TestView,
+    EvalClips,
+    EvalView,
     TrainClips,
     TrainView,
-    to_model_input,
+    normalize_and_erase,
 )
-from video_adapt.data.sampling import test_clips, tsn_indices
+from video_adapt.data.sampling import eval_clip_indices, tsn_indices
 from video_adapt.data.store import FrameStore, StoreError
 
 LEVEL = 4  # grey levels per frame index in the counting videos
@@ -174,8 +174,8 @@ def test_samples_depend_on_seed_epoch_and_index_only(counting_store):
 def test_erasing_fills_normalised_noise_per_frame():
     clips = torch.full((2, 3, 4, 8, 8), 128, dtype=torch.uint8)
     boxes = torch.tensor([[2, 2, 4, 4], [-1, -1, -1, -1]])
-    x = to_model_input(clips, boxes, torch.device("cpu"), torch.Generator().manual_seed(0))
-    plain = to_model_input(clips, None, torch.device("cpu"))
+    x = normalize_and_erase(clips, boxes, torch.device("cpu"), torch.Generator().manual_seed(0))
+    plain = normalize_and_erase(clips, None, torch.device("cpu"))
     assert torch.equal(x[1], plain[1]) and torch.equal(x[0, :, :, :2], plain[0, :, :, :2])
     box = x[0, :, :, 2:6, 2:6]
     assert not torch.equal(box[:, 0], box[:, 1])  # fresh noise in every frame
@@ -184,17 +184,17 @@ def test_erasing_fills_normalised_noise_per_frame():
 
 def test_test_views_follow_the_protocol(counting_store):
     source = StoreSource(counting_store, "val")
-    dense = TestClips(source, TestView(num_frames=4, img_size=16, sampling="dense", stride=4, clips=4, crops=3,
+    dense = EvalClips(source, EvalView(num_frames=4, img_size=16, sampling="dense", stride=4, clips=4, crops=3,
                                        short_side=16))
     views, label, index = dense[0]
     assert views.shape == (12, 3, 4, 16, 16) and index == 0
-    expected = test_clips("dense", 60, 4, 4, 4)
+    expected = eval_clip_indices("dense", 60, 4, 4, 4)
     for c in range(4):
         for crop in range(3):  # clip-major: the 3 crops of clip c share its frames
             assert frame_index(views[3 * c + crop]) == expected[c].tolist()
-    ssv2 = TestClips(source, TestView(num_frames=4, img_size=16, sampling="ssv2", clips=2, crops=1, short_side=16))
+    ssv2 = EvalClips(source, EvalView(num_frames=4, img_size=16, sampling="ssv2", clips=2, crops=1, short_side=16))
     views = ssv2[1][0]
-    assert [frame_index(v) for v in views] == [c.tolist() for c in test_clips("ssv2", 45, 4, 1, 2)]
+    assert [frame_index(v) for v in views] == [c.tolist() for c in eval_clip_indices("ssv2", 45, 4, 1, 2)]
 
 
 def test_monitor_view_is_one_fixed_training_rule_clip(counting_store):

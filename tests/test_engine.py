@@ -54,7 +54,7 @@ def test_reported_number_is_the_final_epochs_multi_view_test(synthetic_store, ba
     summary = train(load_config(None, tiny_overrides(synthetic_store, out, f"model.pretrained={backbone}",
                                                      "data.test_clips=3", "data.test_crops=2", "train.eval_every=1")))
     again = evaluate_run(out, device="cpu")
-    assert again.split == "val" and again.views_per_video == 3 * 2 and again.average == "logit"
+    assert again.split == "val" and again.views_per_video == 3 * 2 and again.average == "logits"
     assert summary["final_top1"] == pytest.approx(again.result.top1) and summary["test_videos"] == 12
     p = summary["protocol"]
     assert (p["recipe"], p["test_clips"], p["test_crops"], p["view_average"], p["global_batch"]) == \

@@ -19,7 +19,8 @@ from video_adapt.config import ConfigError, load_config
 from video_adapt.data.datasets import MonitorClips, StoreSource, TrainClips
 from video_adapt.distributed import DistState
 from video_adapt.engine import load_run, loop, train
-from video_adapt.engine.data import batch_to_device, build_loaders, resolve_data, data_facts, to_model_input, train_view
+from video_adapt.data.protocol import DataProtocol
+from video_adapt.engine.data import batch_to_device, build_loaders, data_facts, resolve_data, to_model_input
 from video_adapt.engine.feature_cache import CACHE_FILE, PooledHead, cache_features
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -61,7 +62,7 @@ def test_view_k_is_the_clip_of_epoch_k_and_epochs_cycle_through_k_views(syntheti
     cached, report = cache_features(model, data, cfg, dist, None, tmp_path)
     assert (report.views, report.videos, report.monitored, report.reused) == (2, 24, 12, False)
     assert report.bytes == (2 * 24 + 12) * 32 * 4  # K x videos (+ monitoring views) x D x float32
-    clips = TrainClips(StoreSource(synthetic_store, "train"), train_view(cfg.data), seed=cfg.train.seed)
+    clips = TrainClips(StoreSource(synthetic_store, "train"), DataProtocol.from_config(cfg.data).train_view(), seed=cfg.train.seed)
     for view in (0, 1):
         clips.set_epoch(view)
         x, _ = batch_to_device(default_collate([clips[3], clips[17]]), torch.device("cpu"))
@@ -78,7 +79,7 @@ def test_view_k_is_the_clip_of_epoch_k_and_epochs_cycle_through_k_views(syntheti
         assert torch.equal(x, cached.train_set.features[view, first, 0])  # the uncached run's order and batch
         assert y.tolist() == [data.train_set.labels[i] for i in first]
     assert len(cached.loader) == len(data.loader)
-    monitor = MonitorClips(StoreSource(synthetic_store, "val"), train_view(cfg.data), seed=cfg.train.seed)
+    monitor = MonitorClips(StoreSource(synthetic_store, "val"), DataProtocol.from_config(cfg.data).train_view(), seed=cfg.train.seed)
     views, _, index = next(iter(cached.val_loader))
     model.eval()
     with torch.no_grad():
@@ -123,7 +124,7 @@ def test_cached_run_adapters_test_and_predict_on_clips_as_the_cached_head_did(ru
     model, cfg, _ = load_run(run)
     model.eval()
     saved = torch.load(run / CACHE_FILE, weights_only=True)
-    monitor = MonitorClips(StoreSource(synthetic_store, "val"), train_view(cfg.data), seed=cfg.train.seed)
+    monitor = MonitorClips(StoreSource(synthetic_store, "val"), DataProtocol.from_config(cfg.data).train_view(), seed=cfg.train.seed)
     clips = torch.cat([monitor[i][0] for i in range(4)])
     with torch.no_grad():
         on_clips = model(to_model_input(clips, torch.device("cpu")))

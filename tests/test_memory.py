@@ -194,3 +194,23 @@ def test_bench_memory_smoke(tmp_path):
     assert fits[("adaptformer", False)][0] > fits[("full", False)][0]
     assert all(r["cpu_peak_over_count"] >= 1 for r in rows)  # the profiler adds this CPU's temporaries
     assert "largest batch, 24 GB" in out.stdout and "Not counted: kernel" in out.stdout
+
+
+def test_a_runs_step_memory_is_counted_on_its_own_model_without_touching_it():
+    """The run's own model, not a second one built for the count: same number, and its BatchNorm statistics, its
+    weights and the random stream it trains with are as they were."""
+    from video_adapt.config import load_config
+    from video_adapt.engine.builders import build_model, counted_step_memory
+    cfg = load_config(None, ["model.name=vit_nano_patch8_32", "model.tuning=linear", "model.pretrained=none",
+                             "data.img_size=32", "data.num_frames=4", "data.batch_size=4"])
+    model, _ = build_model(cfg, 3)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    torch.manual_seed(7)
+    expected_next = torch.rand(3)
+    torch.manual_seed(7)
+    count = counted_step_memory(model, cfg, None)
+    assert torch.equal(torch.rand(3), expected_next)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())  # head_bn's running stats too
+    fresh, _ = build_model(cfg, 3)
+    clips = torch.randn(4, 3, 4, 32, 32)
+    assert count == counted_step_bytes(fresh, clips, None)

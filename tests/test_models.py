@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from tiny_models import TINY, clips, randomize_, tiny_model
+from tiny_models import clips, randomize_, tiny_model
 from video_adapt import create_model, parameter_report
 from video_adapt.models.vit import sinusoid_position_table
 

@@ -1,7 +1,6 @@
 import csv
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -15,7 +14,7 @@ from videos import make_broken, make_hmdb51, make_ssv2, make_video
 from data_prep import check, folder, hmdb51, ssv2
 from video_adapt.data.check import check_store
 from video_adapt.data.listing import hmdb51_splits
-from video_adapt.data.datasets import StoreSource, TestClips, TestView, TrainClips, TrainView
+from video_adapt.data.datasets import StoreSource, EvalClips, EvalView, TrainClips, TrainView
 from video_adapt.data.store import FrameStore
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -47,7 +46,7 @@ def test_folder_classes_round_trip_to_batches(tmp_path):
     assert clips.shape == (1, 3, 4, 16, 16) and clips.dtype == torch.uint8 and label == 0
     assert boxes.tolist() == [[-1, -1, -1, -1]]
     assert clips.float().std() > 1
-    test = TestClips(StoreSource(out, "val"), TestView(num_frames=2, img_size=16, sampling="dense", stride=2, clips=2,
+    test = EvalClips(StoreSource(out, "val"), EvalView(num_frames=2, img_size=16, sampling="dense", stride=2, clips=2,
                                                      crops=3, short_side=16))
     views, label, index = test[5]
     assert views.shape == (2 * 3, 3, 2, 16, 16) and label == 1 and index == 5

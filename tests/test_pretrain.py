@@ -9,7 +9,7 @@ import torch
 from video_adapt import create_model, load_pretrained
 from video_adapt.config import ConfigError
 from video_adapt.engine.precision import Precision
-from video_adapt.models.mae import PretrainVideoMAE, patchify, pixel_targets, save_pretrain_checkpoint, tube_mask
+from video_adapt.models.mae import PretrainVideoMAE, patchify, pixel_targets, tube_mask
 from video_adapt.models.methods import METHODS
 from video_adapt.pretraining import (
     PretrainConfig,

@@ -15,7 +15,7 @@ from video_adapt.engine.data import DataFacts, epoch_updates, resolve_data as re
 from video_adapt.engine.loop import accumulation
 from video_adapt.engine.precision import Precision, autocast_dtype
 from video_adapt.errors import ConfigError
-from video_adapt.recipes import check_recipe_dataset, data_protocol, resolve_data
+from video_adapt.recipes import apply_data_protocol, check_recipe_dataset, data_protocol
 
 ROOT = Path(__file__).resolve().parents[1]
 UCF101 = "VM:scripts/ucf101/videomae_vit_base_patch16_224_tubemasking_ratio_0.75_epoch_3200/finetune.sh"
@@ -175,12 +175,12 @@ def test_data_protocols(protocol, dataset, expected):
 
 def test_explicit_values_win_and_flips_never_where_left_right_matters():
     data = DataConfig(protocol="videomae", test_clips=7, randaugment="none")
-    resolved = resolve_data(data, "hmdb51", flip_allowed=False)
+    resolved = apply_data_protocol(data, "hmdb51", flip_allowed=False)
     assert resolved.test_clips == 7 and resolved.randaugment is None  # set by the user
     assert resolved.flip is False  # the protocol's flip, refused by the store (SSv2-like labels)
     assert resolved.test_short_side == resolved.img_size == 224  # VM/AF: short side 224, crop 224
-    assert resolve_data(DataConfig(protocol="videomae"), "hmdb51", flip_allowed=True).flip is True
-    assert resolve_data(DataConfig(protocol="videomae", flip=False), "hmdb51", flip_allowed=True).flip is False
+    assert apply_data_protocol(DataConfig(protocol="videomae"), "hmdb51", flip_allowed=True).flip is True
+    assert apply_data_protocol(DataConfig(protocol="videomae", flip=False), "hmdb51", flip_allowed=True).flip is False
 
 
 def test_global_batch_is_reached_by_accumulation_and_lr_counts_videos():

@@ -12,7 +12,7 @@ from video_adapt.data.sampling import (
     lin_indices,
     seg_indices,
     ssv2_test_clips,
-    test_clips,
+    eval_clip_indices,
     train_indices,
     tsn_indices,
 )
@@ -198,11 +198,11 @@ def test_tsn_start_distribution_is_uniform_chi_square():
 def test_rule_names_and_errors():
     rng = np.random.default_rng(0)
     assert train_indices("seg", 16, 4, 4, rng).shape == (4,)
-    assert len(test_clips("dense", 40, 8, 4, 4)) == 4
+    assert len(eval_clip_indices("dense", 40, 8, 4, 4)) == 4
     with pytest.raises(ValueError, match="unknown training sampling rule"):
         train_indices("segment", 16, 4, 4, rng)
     with pytest.raises(ValueError, match="unknown test sampling rule"):
-        test_clips("centre", 16, 4, 4, 2)
+        eval_clip_indices("centre", 16, 4, 4, 2)
     with pytest.raises(ValueError, match="1 or 2 temporal clips"):
         ssv2_test_clips(16, 4, 3)
     with pytest.raises(ValueError, match="at least 1"):

@@ -16,7 +16,7 @@ import torch
 from videos import make_broken, make_hmdb51, make_ssv2, make_video
 from data_prep import folder, hmdb51, merge, ssv2, synthetic
 from video_adapt.data.check import check_store
-from video_adapt.data.datasets import StoreSource, TestClips, TestView, TrainClips, TrainView
+from video_adapt.data.datasets import StoreSource, EvalClips, EvalView, TrainClips, TrainView
 from video_adapt.data.merge import merge_parts
 from video_adapt.data.prepare import PrepError, parse_shard, shard_plan
 from video_adapt.data.store import FrameStore, StoreError
@@ -60,9 +60,9 @@ def assert_same_store(a: Path, b: Path, seed: int = 3) -> None:
             n = ia.stored_frames(i)
             assert np.array_equal(sa.frames(split, i, np.arange(n)), sb.frames(split, i, np.arange(n)))
         train_view = TrainView(num_frames=4, img_size=16, sampling="tsn", crop="rrc", crop_scale=(0.3, 1.0), flip=True)
-        test_view = TestView(num_frames=4, img_size=16, sampling="dense", stride=2, clips=2, crops=3, short_side=16)
+        test_view = EvalView(num_frames=4, img_size=16, sampling="dense", stride=2, clips=2, crops=3, short_side=16)
         ta, tb = (TrainClips(StoreSource(s, split), train_view, seed=seed) for s in (a, b))
-        ea, eb = TestClips(StoreSource(a, split), test_view), TestClips(StoreSource(b, split), test_view)
+        ea, eb = EvalClips(StoreSource(a, split), test_view), EvalClips(StoreSource(b, split), test_view)
         for epoch in (0, 1):
             ta.set_epoch(epoch), tb.set_epoch(epoch)
             for i in range(len(ta)):

@@ -11,7 +11,6 @@ from torch import nn
 
 from tiny_models import clips, randomize_
 from video_adapt import CheckpointError, create_model, load_pretrained, parameter_report
-from video_adapt.models import tuning
 from video_adapt.models.methods import METHODS
 from video_adapt.models.vit import vit_config
 

@@ -60,3 +60,26 @@ def plot_tsne(maps: dict[str, tuple[np.ndarray, np.ndarray, dict[str, float]]], 
     fig.legend(handles=handles, loc="lower center", ncol=min(len(class_names), 6), fontsize=7)
     fig.tight_layout(rect=(0, 0.08, 1, 1))
     return save_figure(fig, path)
+
+
+def tsne_runs(runs: dict[str, str | Path], out: Path, *, split: str | None = None, crops: int = 1,
+              device: torch.device | None = None) -> dict[str, dict[str, float]]:
+    """Pooled features of each run's test videos (its protocol's clips, `crops` crops), their separability and a
+    t-SNE panel per run in one PNG at `out`, the numbers beside it as JSON; returns the numbers per run name."""
+    from video_adapt.engine.data import eval_loader
+    from video_adapt.engine.runs import load_resolved_run
+    from video_adapt.files import write_json_atomic
+    device = device or torch.device("cpu")
+    maps, numbers, classes = {}, {}, []
+    for name, run in runs.items():
+        model, cfg, info = load_resolved_run(run)
+        loader = eval_loader(cfg, split or cfg.data.test_split or cfg.data.val_split, device, crops=crops,
+                             batch_size=32, workers=0)
+        feats, labels = extract_features(model.to(device), loader, device)
+        scores = separability(feats, labels)
+        maps[name] = (tsne_2d(feats), labels, scores)
+        numbers[name] = {**scores, "videos": len(labels)}
+        classes = info["class_names"]
+    plot_tsne(maps, classes, out)
+    write_json_atomic(out.with_suffix(".json"), numbers)
+    return numbers

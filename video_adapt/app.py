@@ -127,7 +127,7 @@ def classify_file(predictor: Predictor, path: str | None, window_s: float, strid
                 figure = timeline_figure(windows, predictor.class_names, window_s, stride_s)
         else:
             message += f" Timeline: needs at least {window_s + stride_s:g} s (window + stride)."
-        return PageResult(message, dict(pred.top), frame_strip(views, predictor.views.view.crops), figure)
+        return PageResult(message, dict(pred.top), frame_strip(views, predictor.view.crops), figure)
     except Exception as err:  # a server keeps serving: the person sees one line, the console the traceback
         traceback.print_exc(file=sys.stderr)
         first = _for_people((str(err).splitlines() or [type(err).__name__])[0], path)
@@ -179,7 +179,7 @@ def build_app(predictor: Predictor, title: str = "video_adapt", max_mb: float = 
     when the model's classes are the synthetic task's."""
     import gradio as gr
     max_bytes = int(max_mb * 2**20)
-    examples = synthetic_examples(Path(examples_dir), predictor.class_names, predictor.views.view.img_size)
+    examples = synthetic_examples(Path(examples_dir), predictor.class_names, predictor.view.img_size)
     idle = "Drop a video file on the box (or click an example) to classify it."
 
     def run(path: str | None, window: float | None, stride: float | None):
@@ -190,7 +190,7 @@ def build_app(predictor: Predictor, title: str = "video_adapt", max_mb: float = 
                                                                          visible=result.timeline is not None)
 
     with gr.Blocks(title=f"{title}: try the model", analytics_enabled=False) as page:
-        gr.Markdown(f"## {title}\n{len(predictor.class_names)} classes · test views: {predictor.views.describe()} · "
+        gr.Markdown(f"## {title}\n{len(predictor.class_names)} classes · test views: {predictor.protocol.views_text()} · "
                     f"device: {predictor.device}", elem_id="about")
         with gr.Row():
             with gr.Column(scale=2):

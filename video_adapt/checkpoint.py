@@ -29,6 +29,7 @@ from torch import nn
 from video_adapt.errors import CheckpointError
 from video_adapt.files import save_safetensors_atomic, write_json_atomic
 from video_adapt.models.factory import model_from_build_args
+from video_adapt.models.methods import method_spec
 from video_adapt.models.tuning import backbone_key, parameter_group, trains, tuned_state_dict
 
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
@@ -265,7 +266,7 @@ def backbone_fingerprint(model: nn.Module) -> str:
     method = getattr(getattr(model, "tuning", None), "method", "full")
     tensors = [(backbone_key(n), t) for n, t in model.state_dict(keep_vars=True).items()
                if parameter_group(n) == "backbone" and not n.startswith("head_bn.")
-               and (method == "full" or not trains(n, method))]
+               and (method_spec(method).saves_backbone or not trains(n, method))]
     key = tuple((n, t.data_ptr(), t._version) for n, t in tensors)
     cached = getattr(model, "_fingerprint_cache", None)
     if cached is not None and cached[0] == key:
@@ -288,7 +289,7 @@ def adapter_config(model: nn.Module, class_names: list[str] | None = None) -> di
         "build_args": getattr(model, "build_args", None),
         "class_names": list(class_names) if class_names is not None else None,
         # a fully fine-tuned model carries its own backbone: nothing to tie it to
-        "backbone_fingerprint": None if method == "full" else backbone_fingerprint(model),
+        "backbone_fingerprint": None if method_spec(method).saves_backbone else backbone_fingerprint(model),
     }
 
 

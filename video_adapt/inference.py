@@ -20,10 +20,11 @@ from torch import nn
 
 from video_adapt.checkpoint import CheckpointError, load_adapters, load_pretrained, read_adapter_config
 from video_adapt.data.decode import VIDEO_EXTENSIONS, VideoDecodeError, open_video
-from video_adapt.data.datasets import TestView, views_of
+from video_adapt.data.datasets import views_of
+from video_adapt.data.protocol import DataProtocol, combine_views
 from video_adapt.data.transforms import normalize_clips
 from video_adapt.models.factory import model_from_build_args
-from video_adapt.models.tuning import merge_lora
+from video_adapt.models.tuning import merge_tuning
 
 
 @dataclass
@@ -62,48 +63,17 @@ def segments(windows: Sequence[WindowPrediction]) -> list[WindowPrediction]:
     return merged
 
 
-@dataclass
-class ViewSpec:
-    """How a trained model expects its clips and how their scores combine (from the run's adapter config): the
-    test views of the data protocol it was trained with."""
-
-    view: TestView
-    average: str = "softmax"  # softmax: mean of probabilities (VideoMAE) | logits: mean of logits (AdaptFormer)
-
-    @classmethod
-    def from_info(cls, data: dict[str, Any] | None, crops: int | None = None) -> "ViewSpec":
-        data = data or {}
-        if "num_frames" not in data or "img_size" not in data:
-            raise CheckpointError("the checkpoint does not say how many frames and which size the model was "
-                                  "trained on; pass a training run directory or adapters saved by video-adapt train")
-        img = int(data["img_size"])
-        view = TestView(num_frames=int(data["num_frames"]), img_size=img,
-                        sampling=data.get("test_sampling") or "dense", stride=int(data.get("stride") or 4),
-                        clips=int(data.get("test_clips") or 4), crops=int(crops or data.get("test_crops") or 3),
-                        short_side=int(data.get("test_short_side") or img))
-        return cls(view, data.get("view_average") or "softmax")
-
-    def describe(self) -> str:
-        """The test views in words, for people reading a result."""
-        v = self.view
-        rule = f"dense clips, stride {v.stride}" if v.sampling == "dense" else "segment starts and centres"
-
-        def n(count: int, what: str) -> str:
-            return f"{count} {what}" + ("" if count == 1 else "s")
-        return (f"{n(v.clips, 'clip')} x {n(v.crops, 'crop')} = {n(v.views, 'view')} of {v.num_frames} frames at "
-                f"{v.img_size} px ({rule}), {'logits' if self.average == 'logits' else 'probabilities'} averaged")
-
-
 class Predictor:
     """A model, its class names and its view protocol; `predict` runs files in batches."""
 
-    def __init__(self, model: nn.Module, class_names: list[str], views: ViewSpec, device: str = "auto"):
+    def __init__(self, model: nn.Module, class_names: list[str], protocol: DataProtocol, device: str = "auto"):
         from video_adapt.distributed import resolve_device
         from video_adapt.engine.precision import autocast_dtype
         self.device = resolve_device(device)
         self.model = model.to(self.device).eval()
         self.class_names = class_names
-        self.views = views
+        self.protocol = protocol
+        self.view = protocol.eval_view()
         self.amp = autocast_dtype(self.device, "auto")  # bf16 on GPUs that have it, fp32 on CPU
 
     @classmethod
@@ -120,7 +90,7 @@ class Predictor:
         if not info.get("build_args"):
             raise CheckpointError(f"{adapters}: adapter config lacks build_args; cannot rebuild the model")
         model = model_from_build_args(info["build_args"])
-        if info.get("method") != "full":
+        if model.tuning.spec.frozen_backbone:
             if checkpoint and (Path(checkpoint) / "config.yaml").exists() and backbone is None:
                 from video_adapt.config import load_config
                 backbone = load_config(Path(checkpoint) / "config.yaml").model.pretrained
@@ -129,27 +99,24 @@ class Predictor:
             elif info.get("backbone_fingerprint"):
                 raise CheckpointError(f"{adapters}: adapters need their backbone; pass --backbone FILE")
         load_adapters(model, adapters, force=force)
-        if info.get("method") == "lora":
-            merge_lora(model)  # the same logits at the backbone's speed: plain Linear layers, fused attention
+        merge_tuning(model)  # LoRA: the same logits at the backbone's speed (plain Linear layers, fused attention)
         return cls(model, info["class_names"] or [str(i) for i in range(model.num_classes)],
-                   ViewSpec.from_info(info.get("data"), crops), device)
+                   DataProtocol.from_record(info.get("data")).with_crops(crops), device)
 
     def _views_of(self, reader, start: int = 0, end: int | None = None) -> torch.Tensor:
         """uint8 (V, 3, T, S, S): the protocol's test clips of frames [start, end) x spatial crops."""
-        return views_of(reader, self.views.view, self.views.view.stride, start, end)
+        return views_of(reader, self.view, self.view.stride, start, end)
 
     @torch.inference_mode()
     def _probs(self, views: torch.Tensor, counts: list[int]) -> list[np.ndarray]:
-        """Per video: the views' scores averaged as the protocol does (logits or probabilities), as probabilities."""
+        """Per video: the class probabilities of its views, combined as the protocol does (`combine_views`)."""
         from video_adapt.engine.precision import autocast_context
         x = normalize_clips(views.to(self.device))
         with autocast_context(self.device, self.amp):
             logits = self.model(x).float()
         out, at = [], 0
         for n in counts:
-            chunk = logits[at:at + n]
-            mean = chunk.mean(0).softmax(-1) if self.views.average == "logits" else chunk.softmax(-1).mean(0)
-            out.append(mean.cpu().numpy())
+            out.append(combine_views(logits[at:at + n].unsqueeze(0), self.protocol.view_average)[0].cpu().numpy())
             at += n
         return out
 

@@ -122,7 +122,7 @@ PROTOCOL_FIELDS = ("sampling", "stride", "train_crop", "crop_scale", "flip", "ra
                    "test_sampling", "test_clips", "test_crops", "view_average")
 
 
-def resolve_data(data: Any, dataset: str, flip_allowed: bool) -> Any:
+def apply_data_protocol(data: Any, dataset: str, flip_allowed: bool) -> Any:
     """A DataConfig with every protocol field filled: the value set by the user, else the protocol's for this
     dataset kind. A flip is never drawn where the data says left/right is part of the label."""
     from dataclasses import replace

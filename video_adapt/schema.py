@@ -35,16 +35,16 @@ class _Mismatch(Exception):
     pass
 
 
-def describe(tp: Any) -> str:
+def type_name(tp: Any) -> str:
     """A type as a user reads it: `int`, `float or None`, `list of float`, `mapping`."""
     origin = typing.get_origin(tp)
     if origin in (Union, types.UnionType):
-        return " or ".join(describe(t) for t in typing.get_args(tp))
+        return " or ".join(type_name(t) for t in typing.get_args(tp))
     if tp is type(None):
         return "None"
     if origin in (list, tuple):
         args = typing.get_args(tp)
-        return f"list of {describe(args[0])}" if args else "list"
+        return f"list of {type_name(args[0])}" if args else "list"
     if origin is dict or tp is dict or dataclasses.is_dataclass(tp):
         return "mapping"
     if tp is Any:
@@ -111,7 +111,7 @@ def check_value(key: str, value: Any, tp: Any, rules: typing.Mapping[str, Any] |
     try:
         value = _convert(value, tp)
     except _Mismatch:
-        raise ConfigError(f"config key '{key}' expects {describe(tp)}, got {value!r} "
+        raise ConfigError(f"config key '{key}' expects {type_name(tp)}, got {value!r} "
                           f"({type(value).__name__})") from None
     rules = rules or {}
     if "choices" in rules and value is not None:

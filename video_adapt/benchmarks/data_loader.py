@@ -3,7 +3,7 @@
 Both sides are the library's own training datasets under the same rules: `TrainClips` over a `StoreSource` or
 over a `FileSource` (the video files, decord in the DataLoader workers, as `data.source: videos` trains), so a
 difference is the source's and nothing else's. A clip protocol is the `TrainView` a training run resolves for
-it (`recipes.resolve_data` + `engine.data.train_view`), so the benchmark measures what training does:
+it (`recipes.apply_data_protocol` + `DataProtocol.train_view`), so the benchmark measures what training does:
 
 - `adaptformer`: S-TSN r = 4, multi-scale crop, 8 x 224, one copy;
 - `videomae`: SSv2 S-SEG (other datasets S-LIN r = 4), RandAugment at the decoded size, random-resized crop,
@@ -45,10 +45,11 @@ def protocol_view(name: str, img_size: int = 224, dataset: str = "ssv2", num_fra
     if name == "tube":  # the removed TubeTrainDataset benchmark: segment sampling, RRC scale (0.5, 1), no flip
         return TrainView(frames, img_size, sampling="seg", stride=1, crop="rrc", crop_scale=(0.5, 1.0))
     from video_adapt.config import DataConfig
-    from video_adapt.engine.data import train_view
-    from video_adapt.recipes import resolve_data
-    return train_view(resolve_data(DataConfig(protocol=name, num_frames=frames, img_size=img_size), dataset,
-                                   flip_allowed=dataset != "ssv2"))
+    from video_adapt.data.protocol import DataProtocol
+    from video_adapt.recipes import apply_data_protocol
+    data = apply_data_protocol(DataConfig(protocol=name, num_frames=frames, img_size=img_size), dataset,
+                               flip_allowed=dataset != "ssv2")
+    return DataProtocol.from_config(data).train_view()
 
 
 def prepare(sources: Sequence[Path], out: Path, codec: str, short_side: int = 0, labels: Sequence[int] | None = None,

@@ -5,20 +5,13 @@ cost of the cache (K views of every training video and the monitoring views thro
 from __future__ import annotations
 
 import statistics
-import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from video_adapt.config import Config
 from video_adapt.distributed import DistState, resolve_device
-from video_adapt.engine.builders import build_loss, build_model, build_optimizer, build_schedule, learning_rate
-from video_adapt.engine.data import TrainData, build_loaders, data_facts, resolve_data
-from video_adapt.engine.feature_cache import PooledHead, cache_features
-from video_adapt.engine.loop import TrainRun, accumulation, check_config, train_one_epoch
-from video_adapt.engine.optim import Updater
-from video_adapt.engine.precision import Precision
-from video_adapt.engine.runlog import RunLog
+from video_adapt.engine.loop import start_run, train_one_epoch
 
 
 @dataclass
@@ -36,42 +29,20 @@ class PairedEpochs:
                 "rounds": len(self.clips_s), "clips_s": self.clips_s, "cached_s": self.cached_s}
 
 
-def _run(cfg: Config, dist: DistState, num_classes: int, out_dir: Path, cached: bool) -> tuple[TrainRun, TrainData,
-                                                                                                float]:
-    """A linear probe's TrainRun as `loop._train` builds it, on clips or on cached features (seconds to cache)."""
-    model, _ = build_model(cfg, num_classes)
-    model.to(dist.device)
-    data = build_loaders(cfg, dist)
-    precision = Precision.create(dist.device, cfg.train.amp)
-    seconds = 0.0
-    if cached:
-        start = time.perf_counter()
-        data, _ = cache_features(model, data, cfg, dist, precision.dtype, out_dir)
-        seconds = time.perf_counter() - start
-    global_batch = cfg.data.batch_size * cfg.train.accum_steps
-    lr = learning_rate(cfg, global_batch)
-    optimizer = build_optimizer(model, cfg, lr)
-    schedule = build_schedule(cfg, lr, global_batch, len(data.loader) // cfg.train.accum_steps)
-    mixup, loss_fn = build_loss(cfg, num_classes)
-    run = TrainRun(cfg=cfg, dist=dist, model=model, net=PooledHead(model) if cached else model, loader=data.loader,
-                   updater=Updater(optimizer, schedule, precision), loss_fn=loss_fn, mixup=mixup,
-                   log=RunLog(out_dir, False), cached=cached)
-    return run, data, seconds
-
-
 def paired_epoch_times(cfg: Config, rounds: int, out_dir: Path) -> PairedEpochs:
-    """`rounds` epochs on clips and on cached features (K = cfg.train.feature_cache), alternating, one process."""
+    """`rounds` epochs on clips and on cached features (K = cfg.train.feature_cache), alternating, one process;
+    both runs are built by the loop's own `start_run`."""
     dist = DistState(device=resolve_device(cfg.device))
-    facts = data_facts(cfg)
-    cfg = accumulation(resolve_data(cfg, facts), 1)
-    num_classes = check_config(cfg, facts)
-    clip_run, clip_data, _ = _run(replace(cfg, train=replace(cfg.train, feature_cache=None)), dist, num_classes,
-                                  out_dir, cached=False)
-    cache_run, cache_data, cache_s = _run(cfg, dist, num_classes, out_dir, cached=True)
+    clips = start_run(replace(cfg, train=replace(cfg.train, feature_cache=None), out_dir=str(out_dir / "clips"),
+                              resume=None), dist)
+    cached = start_run(replace(cfg, out_dir=str(out_dir / "cached"), resume=None), dist)
     times: dict[bool, list[float]] = {False: [], True: []}
     for epoch in range(rounds):
-        for run, data in ((clip_run, clip_data), (cache_run, cache_data)):
-            data.sampler.set_epoch(epoch)
-            data.train_set.set_epoch(epoch)
+        for run in (clips, cached):
+            run.data.sampler.set_epoch(epoch)
+            run.data.train_set.set_epoch(epoch)
             times[run.cached].append(train_one_epoch(run, epoch)["epoch_time_s"])
-    return PairedEpochs(times[False], times[True], cache_s, cache_data.train_set.views, len(cache_data.train_set))
+    for run in (clips, cached):
+        run.log.close()
+    return PairedEpochs(times[False], times[True], cached.cache.seconds, cached.data.train_set.views,
+                        len(cached.data.train_set))

@@ -20,8 +20,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="adapters (the final epoch, what the run reports) or a best_<split> directory of the run")
     parser.add_argument("--split", default=None, help="split to test (default: the one the run reported)")
     parser.add_argument("--crops", type=int, default=None, help="spatial crops per clip (default: the protocol's)")
-    parser.add_argument("--average", default=None, choices=["prob", "logit"],
-                        help="how views are combined (default: the protocol's: logit for AdaptFormer, prob for VideoMAE)")
+    parser.add_argument("--average", default=None, choices=["logits", "softmax"],
+                        help="how views are combined (default: the protocol's: mean logits for AdaptFormer, mean "
+                             "softmax for VideoMAE)")
     parser.add_argument("--batch-size", type=int, default=None)
     parser.add_argument("--workers", type=int, default=None)
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])

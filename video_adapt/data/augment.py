@@ -226,7 +226,7 @@ def view_offsets(long: int, crop: int, num_crops: int) -> list[int]:
     return [int(j * step) for j in range(num_crops)]
 
 
-def test_views_spatial(clip: torch.Tensor, short_side: int = 224, crop: int = 224,
+def eval_crops(clip: torch.Tensor, short_side: int = 224, crop: int = 224,
                        num_crops: int = 3) -> list[torch.Tensor]:
     """The official spatial test views: `resize_short_side`, then `num_crops` crop x crop views along the long side.
 
@@ -249,6 +249,3 @@ def test_views_spatial(clip: torch.Tensor, short_side: int = 224, crop: int = 22
         top, left = (along, across) if portrait else (across, along)
         views.append(clip[..., top:top + crop, left:left + crop])
     return views
-
-
-test_views_spatial.__test__ = False  # a library function, not a pytest test

@@ -7,7 +7,7 @@ augmentation). Every epoch draws a fresh temporal sample from the whole video wi
 Randomness comes from a generator seeded by (seed, epoch, index), so a clip does not depend on worker count,
 process rank or restarts: 1 and N processes see the same clips, and a resumed run sees what the uninterrupted run
 saw. Clips stay uint8 through the loader; normalisation and random erasing (which fills normalised noise) happen
-on the device (`to_model_input`).
+on the device (`normalize_and_erase`).
 """
 from __future__ import annotations
 
@@ -20,9 +20,9 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from video_adapt.data.augment import ClipRandAugment, apply_erasing, erase_box, msc_box, rrc_box, test_views_spatial
+from video_adapt.data.augment import ClipRandAugment, apply_erasing, erase_box, msc_box, rrc_box, eval_crops
 from video_adapt.data.decode import VideoDecodeError, open_video
-from video_adapt.data.sampling import TEST_RULES, TRAIN_RULES, test_clips, train_indices
+from video_adapt.data.sampling import TEST_RULES, TRAIN_RULES, eval_clip_indices, train_indices
 from video_adapt.data.store import FrameStore, StoreError
 from video_adapt.data.transforms import crop_resize, normalize_clips, to_tensor_clip
 
@@ -149,7 +149,7 @@ class TrainView:
 
 
 @dataclass(frozen=True)
-class TestView:
+class EvalView:
     """Every test view of a video: temporal clips x spatial crops (the test half of a data protocol)."""
 
     num_frames: int = 8
@@ -159,8 +159,6 @@ class TestView:
     clips: int = 4
     crops: int = 3
     short_side: int = 224
-
-    __test__ = False  # not a pytest class
 
     def __post_init__(self) -> None:
         if self.sampling not in TEST_RULES:
@@ -287,7 +285,7 @@ def decode_batch(clips: list[EncodedClip], device: torch.device | str = "cpu") -
     return torch.stack(out).unsqueeze(1), boxes
 
 
-def to_model_input(clips: torch.Tensor, boxes: torch.Tensor | None, device: torch.device,
+def normalize_and_erase(clips: torch.Tensor, boxes: torch.Tensor | None, device: torch.device,
                    generator: torch.Generator | None = None) -> torch.Tensor:
     """uint8 clips (B, 3, T, H, W) -> normalised floats on the device, with their random-erasing boxes filled by
     fresh N(0, 1) noise per frame (VM:random_erasing.py:109-150: erasing follows normalisation)."""
@@ -297,13 +295,12 @@ def to_model_input(clips: torch.Tensor, boxes: torch.Tensor | None, device: torc
     return x
 
 
-class TestClips(Dataset):
+class EvalClips(Dataset):
     """Every test view of a video: (uint8 (V, 3, T, img, img), label, index), V = clips x crops, in the protocol's
     order (clip-major)."""
 
-    __test__ = False
 
-    def __init__(self, source: VideoSource, view: TestView):
+    def __init__(self, source: VideoSource, view: EvalView):
         self.source, self.view = source, view
         self.stride = effective_stride(view.stride, source.keep_every, view.sampling)
 
@@ -327,17 +324,17 @@ class TestClips(Dataset):
         return views_of(video, self.view, self.stride), self.source.labels[i], i
 
 
-def views_of(video: Any, view: TestView, stride: int, start: int = 0, end: int | None = None) -> torch.Tensor:
+def views_of(video: Any, view: EvalView, stride: int, start: int = 0, end: int | None = None) -> torch.Tensor:
     """uint8 (V, 3, T, S, S): the test views of frames [start, end) of an opened video (store or file)."""
     end = video.num_frames if end is None else end
-    clips = test_clips(view.sampling, end - start, view.num_frames, stride, view.clips)
+    clips = eval_clip_indices(view.sampling, end - start, view.num_frames, stride, view.clips)
     wanted = np.unique(np.concatenate(clips))
     frames = video.read(wanted + start)
     lookup = {int(f): k for k, f in enumerate(wanted)}
     out = []
     for idx in clips:
         clip = to_tensor_clip(frames[[lookup[int(f)] for f in idx]])
-        out += test_views_spatial(clip, short_side=view.short_side, crop=view.img_size, num_crops=view.crops)
+        out += eval_crops(clip, short_side=view.short_side, crop=view.img_size, num_crops=view.crops)
     return torch.stack(out)
 
 
@@ -362,11 +359,11 @@ class MonitorClips(Dataset):
         video = self.source.video(i)
         idx = train_indices(self.view.sampling, video.num_frames, self.view.num_frames, self.stride, rng)
         clip = to_tensor_clip(video.read(idx))
-        views = test_views_spatial(clip, short_side=self.view.img_size, crop=self.view.img_size, num_crops=1)
+        views = eval_crops(clip, short_side=self.view.img_size, crop=self.view.img_size, num_crops=1)
         return torch.stack(views), self.source.labels[i], i
 
 
-def describe(store: FrameStore) -> dict[str, Any]:
+def split_statistics(store: FrameStore) -> dict[str, Any]:
     """Videos per class and split, frames and bytes: what `data_prep.check` prints."""
     out: dict[str, Any] = {}
     for split in store.meta.get("splits", {}):

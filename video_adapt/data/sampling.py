@@ -129,14 +129,11 @@ def train_indices(rule: str, num_frames: int, t: int, stride: int, rng: np.rando
     raise ValueError(f"unknown training sampling rule {rule!r}; use one of {', '.join(TRAIN_RULES)}")
 
 
-def test_clips(rule: str, num_frames: int, t: int, stride: int, num_clips: int) -> list[np.ndarray]:
+def eval_clip_indices(rule: str, num_frames: int, t: int, stride: int, num_clips: int) -> list[np.ndarray]:
     """Every temporal test view by rule name ("dense" | "ssv2")."""
     if rule == "dense":
         return dense_test_clips(num_frames, t, stride, num_clips)
     if rule == "ssv2":
         return ssv2_test_clips(num_frames, t, num_clips)
     raise ValueError(f"unknown test sampling rule {rule!r}; use one of {', '.join(TEST_RULES)}")
-
-
-test_clips.__test__ = False  # a library function, not a pytest test
 

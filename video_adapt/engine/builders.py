@@ -2,7 +2,6 @@
 loss (with mixup/cutmix when asked)."""
 from __future__ import annotations
 
-from dataclasses import replace
 from typing import Any
 
 import torch
@@ -11,11 +10,11 @@ from torch import nn
 from video_adapt.checkpoint import LoadReport, load_pretrained
 from video_adapt.config import Config
 from video_adapt.engine.optim import create_optimizer
-from video_adapt.schedules import LRSchedule
 from video_adapt.errors import ConfigError
 from video_adapt.models.factory import create_model
 from video_adapt.models.memory import counted_step_bytes
-from video_adapt.models.methods import TUNING_OPTIONS
+from video_adapt.models.methods import TUNING_OPTIONS, method_spec
+from video_adapt.schedules import LRSchedule
 
 
 RANDOM_BACKBONE = "none"  # model.pretrained=none: a random backbone on purpose (a control run)
@@ -25,7 +24,7 @@ def check_backbone(cfg: Config) -> None:
     """A frozen-backbone method needs its pretrained weights: without them it silently trains adapters on noise,
     which is what the reference code does when a checkpoint's keys do not match."""
     pretrained = cfg.model.pretrained
-    if pretrained is None and cfg.model.tuning != "full":
+    if pretrained is None and method_spec(cfg.model.tuning).frozen_backbone:
         raise ConfigError(f"model.pretrained is not set: {cfg.model.tuning} keeps the backbone frozen, so it needs "
                           "pretrained weights; give a checkpoint, or model.pretrained=none for a random-backbone control")
 
@@ -51,17 +50,25 @@ def build_model(cfg: Config, num_classes: int) -> tuple[nn.Module, LoadReport | 
     return model, report
 
 
-def counted_step_memory(cfg: Config, num_classes: int, amp: torch.dtype | None) -> int:
+def counted_step_memory(model: nn.Module, cfg: Config, amp: torch.dtype | None) -> int:
     """What one training micro-batch of this run holds at the start of its backward: weights and buffers, a gradient
     and two optimizer moments per trained tensor, the input and every tensor autograd saves
-    (`models.memory.counted_step_bytes`). Counted on a freshly built model of the run's architecture and method (the
-    values do not matter, the sizes do) on the CPU, so it is the same number on any machine and any kernels, and
-    methods compare where a process's peak RSS is mostly the framework itself."""
-    with torch.random.fork_rng(devices=[]):  # the run's own random stream stays untouched
-        model, _ = build_model(replace(cfg, model=replace(cfg.model, pretrained=None)), num_classes)
-        d = cfg.data
-        clips = torch.randn(d.batch_size * (d.num_sample or 1), 3, d.num_frames, d.img_size, d.img_size)
-        return counted_step_bytes(model, clips, amp)
+    (`models.memory.counted_step_bytes`). Counted by sizes, not by an allocator, so it is the same number on any
+    machine and any kernels, and methods compare where a process's peak RSS is mostly the framework itself. One
+    forward of the run's own model on random clips; its random streams and buffers (BatchNorm statistics) are
+    put back as they were, so the run trains exactly as without it."""
+    buffers = {name: b.detach().clone() for name, b in model.named_buffers()}
+    try:
+        with torch.random.fork_rng(devices=[]):
+            d = cfg.data
+            device = next(model.parameters()).device
+            clips = torch.randn(d.batch_size * (d.num_sample or 1), 3, d.num_frames, d.img_size, d.img_size,
+                                device=device)
+            return counted_step_bytes(model, clips, amp)
+    finally:
+        with torch.no_grad():
+            for name, b in model.named_buffers():
+                b.copy_(buffers[name])
 
 
 def learning_rate(cfg: Config, global_batch: int) -> float:

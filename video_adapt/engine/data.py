@@ -15,6 +15,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from video_adapt.config import Config, DataConfig
+from video_adapt.data.protocol import DataProtocol
 from video_adapt.distributed import DistState
 from video_adapt.errors import ConfigError
 
@@ -81,42 +82,29 @@ def data_facts(cfg: Config) -> DataFacts:
 
 
 def resolve_data(cfg: Config, facts: DataFacts) -> Config:
-    """The config with every data-protocol field filled (see recipes.resolve_data); stops if the data's kind has
+    """The config with every data-protocol field filled (recipes.apply_data_protocol); stops if the data's kind has
     recipe values the config did not pick (recipes.check_recipe_dataset)."""
-    from video_adapt.recipes import check_recipe_dataset, resolve_data as resolve
+    from video_adapt.recipes import apply_data_protocol, check_recipe_dataset
     check_recipe_dataset(cfg.train.recipe, cfg.data.dataset, facts.dataset)
-    return replace(cfg, data=resolve(cfg.data, facts.dataset, facts.flip_allowed))
+    return replace(cfg, data=apply_data_protocol(cfg.data, facts.dataset, facts.flip_allowed))
 
 
-def train_view(d: DataConfig):
-    from video_adapt.data.datasets import TrainView
-    return TrainView(num_frames=d.num_frames, img_size=d.img_size, sampling=d.sampling, stride=d.stride,
-                     crop=d.train_crop, crop_scale=tuple(d.crop_scale), flip=bool(d.flip), randaugment=d.randaugment,
-                     reprob=d.reprob, num_sample=d.num_sample)
+def eval_dataset(cfg: Config, split: str, crops: int | None = None) -> Dataset:
+    """Every test view of every video of `split`, by the run's (resolved) protocol (`crops` replaces its crops)."""
+    from video_adapt.data.datasets import EvalClips
+    protocol = DataProtocol.from_config(cfg.data).with_crops(crops)
+    return EvalClips(open_source(cfg, split, "test" if split == cfg.data.test_split else "val"), protocol.eval_view())
 
 
-def test_view(d: DataConfig, crops: int | None = None):
-    from video_adapt.data.datasets import TestView
-    return TestView(num_frames=d.num_frames, img_size=d.img_size, sampling=d.test_sampling, stride=d.stride,
-                    clips=d.test_clips, crops=crops or d.test_crops, short_side=d.test_short_side)
-
-
-test_view.__test__ = False  # a library function, not a pytest test
-
-
-def view_average(d: DataConfig) -> str:
-    """`evaluate`'s name for the protocol's averaging: "logit" (AdaptFormer) or "prob" (VideoMAE)."""
-    return "logit" if d.view_average == "logits" else "prob"
-
-
-def test_dataset(cfg: Config, split: str, crops: int | None = None) -> Dataset:
-    """Every test view of every video of `split`, by the run's (resolved) protocol."""
-    from video_adapt.data.datasets import TestClips
-    return TestClips(open_source(cfg, split, "test" if split == cfg.data.test_split else "val"),
-                     test_view(cfg.data, crops))
-
-
-test_dataset.__test__ = False
+def eval_loader(cfg: Config, split: str, device: torch.device, dist_state: DistState | None = None, *,
+                crops: int | None = None, batch_size: int | None = None, workers: int | None = None) -> DataLoader:
+    """The multi-view test's loader of `split`: every view of each video in one item, the videos shared over the
+    ranks (`evaluate` drops the padding); `batch_size` in videos (default: the training batch's clips' worth)."""
+    dataset = eval_dataset(cfg, split, crops)
+    videos = batch_size or max(1, cfg.data.batch_size // dataset.views_per_video)
+    sampler = eval_sampler(dataset, dist_state) if dist_state is not None else None
+    return make_loader(dataset, videos, sampler, cfg.data.num_workers if workers is None else workers, device,
+                       drop_last=False)
 
 
 def build_datasets(cfg: Config) -> tuple[Dataset, Dataset | None]:
@@ -124,7 +112,7 @@ def build_datasets(cfg: Config) -> tuple[Dataset, Dataset | None]:
     from video_adapt.data.datasets import MonitorClips, TrainClips
     d = cfg.data
     train_source = open_source(cfg, d.train_split, "train")
-    view = train_view(d)
+    view = DataProtocol.from_config(d).train_view()
     batch_decode = (d.gpu_decode and torch.cuda.is_available() and cfg.device != "cpu"
                     and train_source.codec == "jpeg" and not view.randaugment and view.num_sample == 1)
     train = TrainClips(train_source, view, seed=cfg.train.seed, decode="batch" if batch_decode else "worker")
@@ -204,14 +192,14 @@ def batch_to_device(batch: tuple, device: torch.device) -> tuple[torch.Tensor, t
 
     The S augmented copies of each video (repeated augmentation) become neighbours in the batch, as VideoMAE's
     collate flattens them (VM:run_class_finetuning.py:258-270)."""
-    from video_adapt.data.datasets import decode_batch, to_model_input
+    from video_adapt.data.datasets import decode_batch, normalize_and_erase
     if isinstance(batch[0], list):  # still-encoded clips: one batched decode on the device
         clips, boxes = decode_batch(batch[0], device)
         labels = batch[1]
     else:
         clips, labels, boxes = batch
     copies = clips.shape[1]
-    x = to_model_input(clips.flatten(0, 1), boxes.flatten(0, 1), device)
+    x = normalize_and_erase(clips.flatten(0, 1), boxes.flatten(0, 1), device)
     y = labels.repeat_interleave(copies).to(device, non_blocking=True)
     return x, y
 

@@ -1,5 +1,6 @@
-"""Multi-view evaluation: every test view of a video through the model, scores averaged per video, then top-1/top-5,
-per-class accuracy, confusion matrix and NLL. Used per epoch by the loop and, on a trained run, by `runs.evaluate_run`.
+"""Multi-view evaluation: every test view of a video through the model, combined into class probabilities as the
+protocol says (`combine_views`), then top-1/top-5, per-class accuracy, confusion matrix and NLL. The multi-view test
+of a model (`multi_view_test`) is the loop's final test and `runs.evaluate_run`'s, one function for both.
 """
 from __future__ import annotations
 
@@ -9,8 +10,11 @@ from typing import Any, Callable, Iterable
 import numpy as np
 import torch
 from torch import nn
+from torch.utils.data import Dataset
 from tqdm import tqdm
 
+from video_adapt.config import Config
+from video_adapt.data.protocol import DataProtocol, combine_views
 from video_adapt.distributed import DistState, all_gather_objects
 from video_adapt.engine.data import to_model_input
 from video_adapt.engine.precision import autocast_context
@@ -32,11 +36,11 @@ Inputs = Callable[[torch.Tensor, torch.device], torch.Tensor]
 
 @torch.inference_mode()
 def predict_views(model: nn.Module, loader: Iterable, device: torch.device, amp: torch.dtype | None, *,
-                  average: str = "prob", progress: bool = False,
+                  average: str, progress: bool = False,
                   inputs: Inputs = to_model_input) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per-video scores averaged over views: (video indices, labels, scores (N, C) as probabilities or logits).
-    `inputs` turns a batch's views (B*V, ...) into what `model` takes: uint8 clips into normalised floats, or
-    cached features (engine.feature_cache) onto the device."""
+    """Per video: (video indices, labels, class probabilities (N, C)), its views combined as the protocol says
+    (`average`, video_adapt.data.protocol.combine_views). `inputs` turns a batch's views (B*V, ...) into what
+    `model` takes: uint8 clips into normalised floats, or cached features (engine.feature_cache) onto the device."""
     model.eval()
     indices, labels, scores = [], [], []
     for views, label, index in tqdm(loader, desc="eval", disable=not progress, leave=False):
@@ -44,8 +48,7 @@ def predict_views(model: nn.Module, loader: Iterable, device: torch.device, amp:
         x = inputs(views.flatten(0, 1), device)
         with autocast_context(device, amp):
             logits = model(x).float().view(b, v, -1)
-        per_view = logits.softmax(-1) if average == "prob" else logits
-        scores.append(per_view.mean(1).cpu())
+        scores.append(combine_views(logits, average).cpu())
         labels.append(torch.as_tensor(label))
         indices.append(torch.as_tensor(index))
     if not scores:
@@ -53,28 +56,26 @@ def predict_views(model: nn.Module, loader: Iterable, device: torch.device, amp:
     return torch.cat(indices).numpy(), torch.cat(labels).numpy(), torch.cat(scores).numpy()
 
 
-def summarize(indices: np.ndarray, labels: np.ndarray, scores: np.ndarray, num_classes: int,
-              average: str = "prob") -> EvalResult:
-    """Top-1/top-5, per-class accuracy, confusion matrix and mean NLL from per-video scores."""
+def summarize(indices: np.ndarray, labels: np.ndarray, probs: np.ndarray, num_classes: int) -> EvalResult:
+    """Top-1/top-5, per-class accuracy, confusion matrix and mean NLL from per-video class probabilities."""
     if len(labels) == 0:
         return EvalResult(0.0, 0.0, float("nan"), 0)
-    order = np.argsort(-scores, axis=1)
+    order = np.argsort(-probs, axis=1)
     pred = order[:, 0]
     top1 = float((pred == labels).mean() * 100)
     top5 = float((order[:, :5] == labels[:, None]).any(1).mean() * 100)
-    probs = scores if average == "prob" else torch.from_numpy(scores).softmax(-1).numpy()
     loss = float(-np.log(np.clip(probs[np.arange(len(labels)), labels], 1e-12, None)).mean())
     confusion = np.zeros((num_classes, num_classes), dtype=np.int64)
     np.add.at(confusion, (labels, pred), 1)
     per_class = [float(confusion[c, c] / confusion[c].sum() * 100) if confusion[c].sum() else float("nan")
                  for c in range(num_classes)]
     predictions = [{"index": int(i), "label": int(l), "pred": int(p), "score": float(s[p])}
-                   for i, l, p, s in zip(indices, labels, pred, scores)]
+                   for i, l, p, s in zip(indices, labels, pred, probs)]
     return EvalResult(top1, top5, loss, len(labels), per_class, confusion, predictions)
 
 
 def evaluate(model: nn.Module, loader: Iterable, device: torch.device, amp: torch.dtype | None, num_classes: int, *,
-             dist_state: DistState | None = None, average: str = "prob", progress: bool = False,
+             average: str, dist_state: DistState | None = None, progress: bool = False,
              inputs: Inputs = to_model_input) -> EvalResult:
     """Multi-view evaluation, gathered over ranks (padding duplicates removed by video index)."""
     indices, labels, scores = predict_views(model, loader, device, amp, average=average, progress=progress,
@@ -89,4 +90,19 @@ def evaluate(model: nn.Module, loader: Iterable, device: torch.device, amp: torc
         indices = np.array(keys, dtype=np.int64)
         labels = np.array([merged[k][0] for k in keys], dtype=np.int64)
         scores = np.stack([merged[k][1] for k in keys]) if keys else scores
-    return summarize(indices, labels, scores, num_classes, average)
+    return summarize(indices, labels, scores, num_classes)
+
+
+def multi_view_test(model: nn.Module, cfg: Config, split: str, device: torch.device, amp: torch.dtype | None, *,
+                    dist_state: DistState | None = None, crops: int | None = None, average: str | None = None,
+                    batch_size: int | None = None, workers: int | None = None,
+                    progress: bool = False) -> tuple[EvalResult, Dataset]:
+    """The multi-view test of `model` on `split` with the views and averaging of the run's resolved protocol
+    (`crops` and `average` replace the protocol's); returns the result and the dataset it ran on (video ids, views
+    per video)."""
+    from video_adapt.engine.data import eval_loader
+    loader = eval_loader(cfg, split, device, dist_state, crops=crops, batch_size=batch_size, workers=workers)
+    average = average or DataProtocol.from_config(cfg.data).view_average
+    result = evaluate(model, loader, device, amp, model.num_classes, average=average, dist_state=dist_state,
+                      progress=progress)
+    return result, loader.dataset

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -30,20 +30,12 @@ from video_adapt.engine.builders import (
     counted_step_memory,
     learning_rate,
 )
-from video_adapt.engine.data import (
-    DataFacts,
-    batch_to_device,
-    build_loaders,
-    data_facts,
-    eval_sampler,
-    make_loader,
-    resolve_data,
-    test_dataset,
-    to_model_input,
-    view_average,
-)
-from video_adapt.engine.evaluation import EvalResult, evaluate
-from video_adapt.engine.feature_cache import PooledHead, cache_features, check_feature_cache, features_to_device
+from video_adapt.data.protocol import DataProtocol
+from video_adapt.engine.data import DataFacts, TrainData, batch_to_device, build_loaders, data_facts, resolve_data, \
+    to_model_input
+from video_adapt.engine.evaluation import EvalResult, evaluate, multi_view_test
+from video_adapt.engine.feature_cache import CacheReport, PooledHead, cache_features, check_feature_cache, \
+    features_to_device
 from video_adapt.engine.optim import Updater
 from video_adapt.engine.precision import Precision
 from video_adapt.engine.runlog import RunLog
@@ -54,29 +46,62 @@ from video_adapt.errors import ConfigError, TrainingError
 from video_adapt.files import write_json_atomic
 from video_adapt.reports import write_test_reports
 from video_adapt.models.memory import peak_rss, reset_peak_rss
+from video_adapt.models.methods import method_spec
 from video_adapt.models.tuning import parameter_report
 from video_adapt.schema import validate
 
 
 @dataclass(kw_only=True)
 class TrainRun:
-    """What every epoch of a run works with, built once by `train`."""
+    """What every epoch of a run works with, built once by `start_run`."""
 
     cfg: Config
     dist: DistState
     model: nn.Module  # the bare model: evaluated and saved
-    net: nn.Module  # what runs forward and backward: the model, DDP-wrapped and/or compiled
-    loader: DataLoader
+    scorer: nn.Module  # what a batch goes through: the model, or its head on cached features (PooledHead)
+    net: nn.Module  # what runs forward and backward: the scorer, DDP-wrapped and/or compiled
+    data: TrainData
     updater: Updater
     loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
     mixup: VideoMixup | None
     log: RunLog
-    test_ids: list[str] | None = None
-    cached: bool = False  # train.feature_cache: batches are pooled features on the device, `net` wraps PooledHead
+    class_names: list[str]
+    record: dict[str, Any]  # the protocol and training facts a number depends on (protocol_record)
+    params: dict[str, Any]
+    checkpoint: Path
+    sharded: bool = False
+    cache: CacheReport | None = None  # train.feature_cache: batches are pooled features, `net` wraps PooledHead
+    start_epoch: int = 0
+    best: float = -1.0
+    monitored: EvalResult | None = None
+    step_memory: int | None = None
+    wall_start: float = field(default_factory=time.perf_counter)
+
+    @property
+    def loader(self) -> DataLoader:
+        return self.data.loader
+
+    @property
+    def cached(self) -> bool:
+        return self.cache is not None
 
     @property
     def trainable(self) -> list[nn.Parameter]:
         return [p for p in self.model.parameters() if p.requires_grad]
+
+    @property
+    def out_dir(self) -> Path:
+        return Path(self.cfg.out_dir)
+
+    @property
+    def test_split(self) -> str | None:
+        return self.cfg.data.test_split or self.cfg.data.val_split
+
+    @property
+    def keeps_best(self) -> bool:
+        """A best checkpoint chosen on the split that is reported would be a test-set choice: only for another."""
+        d = self.cfg.data
+        return self.cfg.train.keep_best and self.data.val_loader is not None and d.val_split != self.test_split
 
 
 def check_config(cfg: Config, facts: DataFacts) -> int:
@@ -85,7 +110,7 @@ def check_config(cfg: Config, facts: DataFacts) -> int:
     if cfg.model.num_classes is not None and cfg.model.num_classes != num_classes:
         raise ConfigError(f"model.num_classes={cfg.model.num_classes} but the data has {num_classes} classes")
     check_backbone(cfg)
-    if cfg.train.strategy == "fsdp" and cfg.model.tuning != "full":
+    if cfg.train.strategy == "fsdp" and method_spec(cfg.model.tuning).frozen_backbone:
         raise ConfigError(f"train.strategy=fsdp shards full fine-tuning; {cfg.model.tuning} trains a small part of "
                           "the model and needs no sharding: use train.strategy=ddp")
     pretrained = cfg.model.pretrained
@@ -180,126 +205,139 @@ def train(cfg: Config) -> dict[str, Any]:
 
 
 def _train(cfg: Config, dist: DistState) -> dict[str, Any]:
-    wall_start = time.perf_counter()
-    out_dir, device = Path(cfg.out_dir), dist.device
+    run = start_run(cfg, dist)
+    for epoch in range(run.start_epoch, run.cfg.train.epochs):
+        run.data.sampler.set_epoch(epoch)
+        run.data.train_set.set_epoch(epoch)
+        stats = train_one_epoch(run, epoch)
+        row = {"epoch": epoch, "step": run.updater.step, **stats, "lr": run.updater.lr}
+        last = epoch == run.cfg.train.epochs - 1
+        if run.data.val_loader is not None and ((epoch + 1) % run.cfg.train.eval_every == 0 or last):
+            row.update(monitor(run, epoch))
+        end_epoch(run, epoch, row)
+    return finish_run(run)
+
+
+def start_run(cfg: Config, dist: DistState) -> TrainRun:
+    """Everything a run needs before its first epoch: the protocol resolved, the model with its backbone, the
+    data, the optimizer and schedule, a resumed state, and the header lines."""
     facts = data_facts(cfg)
     cfg = accumulation(resolve_data(cfg, facts), dist.world_size)  # what config.yaml records: the protocol as run
     num_classes = check_config(cfg, facts)
     seed_everything(cfg.train.seed)
-
     model, load_report = build_model(cfg, num_classes)
-    model.to(device)
+    model.to(dist.device)
     sharded = cfg.train.strategy == "fsdp" and dist.enabled
     if sharded:  # before the optimizer: sharding replaces the parameters
         from video_adapt.sharding import shard_model
         shard_model(model)
     data = build_loaders(cfg, dist)
-    precision = Precision.create(device, cfg.train.amp)
+    precision = Precision.create(dist.device, cfg.train.amp)
     cache = None
     if cfg.train.feature_cache:  # linear probing on the frozen backbone's pooled features, computed once
-        data, cache = cache_features(model, data, cfg, dist, precision.dtype, out_dir)
-    scorer = PooledHead(model) if cache else model  # what a batch goes through
-    accum = cfg.train.accum_steps
-    global_batch = cfg.data.batch_size * accum * dist.world_size
+        data, cache = cache_features(model, data, cfg, dist, precision.dtype, Path(cfg.out_dir))
+    global_batch = cfg.data.batch_size * cfg.train.accum_steps * dist.world_size
     lr = learning_rate(cfg, global_batch)
-    optimizer = build_optimizer(model, cfg, lr)
-    schedule = build_schedule(cfg, lr, global_batch, len(data.loader) // accum)
-    updater = Updater(optimizer, schedule, precision)
+    schedule = build_schedule(cfg, lr, global_batch, len(data.loader) // cfg.train.accum_steps)
+    updater = Updater(build_optimizer(model, cfg, lr), schedule, precision)
     mixup, loss_fn = build_loss(cfg, num_classes)
-    params = parameter_report(model)
-    protocol = protocol_record(cfg, lr, global_batch)
-
-    start_epoch, best = 0, -1.0
-    checkpoint = out_dir / "checkpoints" / CHECKPOINT_NAME
-    resume_path = find_resume(cfg.resume, checkpoint)
+    out_dir = Path(cfg.out_dir)
+    # counted on the run's own model before it trains (CPU only: a GPU reports its peak allocation)
+    step_memory = counted_step_memory(model, cfg, precision.dtype) \
+        if dist.is_main and dist.device.type == "cpu" and not sharded else None
+    scorer = PooledHead(model) if cache else model
+    run = TrainRun(cfg=cfg, dist=dist, model=model, scorer=scorer, net=_distributed(scorer, cfg, dist, sharded),
+                   data=data, updater=updater, loss_fn=loss_fn, mixup=mixup, log=RunLog(out_dir, dist.is_main),
+                   class_names=list(facts.classes), record=protocol_record(cfg, lr, global_batch),
+                   params=parameter_report(model), checkpoint=out_dir / "checkpoints" / CHECKPOINT_NAME,
+                   sharded=sharded, cache=cache, step_memory=step_memory)
+    resume_path = find_resume(cfg.resume, run.checkpoint)
     if resume_path is not None:
         state = load_training_state(resume_path, model, updater, sharded=sharded)
-        start_epoch, best = state["epoch"] + 1, state["best_top1"]
-
+        run.start_epoch, run.best = state["epoch"] + 1, state["best_top1"]
     if dist.is_main:
         out_dir.mkdir(parents=True, exist_ok=True)
         save_config(cfg, out_dir / "config.yaml")
-        print(f"[video_adapt] {cfg.model.name} / {cfg.model.tuning}: {params['trainable']:,} of "
-              f"{params['total']:,} parameters train ({100 * params['trainable_ratio']:.2f}%); recipe "
-              f"{cfg.train.recipe}, data protocol {cfg.data.protocol} ({facts.dataset}); lr {lr:.3g} at global batch "
-              f"{global_batch}; {len(data.train_set)} training videos, {len(data.loader) // accum} steps/epoch on "
-              f"{dist.world_size} process(es)")
-        if load_report is not None:
-            print(f"[video_adapt] {load_report.summary()}")
-        elif cfg.model.pretrained is None:
-            print("[video_adapt] no model.pretrained: full fine-tuning from a random initialisation")
-        if cache is not None:
-            print(f"[video_adapt] {cache.line()}")
-        if resume_path is not None:
-            print(f"[video_adapt] resumed from {resume_path} at epoch {start_epoch}")
-        else:
+        _print_header(run, facts, load_report, resume_path)
+        if resume_path is None:
             (out_dir / "metrics.csv").unlink(missing_ok=True)  # a fresh run does not append to an old run's rows
-    run = TrainRun(cfg=cfg, dist=dist, model=model, net=_distributed(scorer, cfg, dist, sharded), loader=data.loader,
-                   updater=updater, loss_fn=loss_fn, mixup=mixup, log=RunLog(out_dir, dist.is_main),
-                   cached=cache is not None)
-    step_memory = counted_step_memory(cfg, num_classes, precision.dtype) if dist.is_main and device.type == "cpu" \
-        else None
     if torch.cuda.is_available():
-        torch.cuda.reset_peak_memory_stats(device)
+        torch.cuda.reset_peak_memory_stats(dist.device)
     reset_peak_rss()  # this run's peak, not an earlier run's of the same process (a grid, the demo)
-    class_names = list(facts.classes)
-    test_split = cfg.data.test_split or cfg.data.val_split
-    # a best checkpoint chosen on the split that is reported would be a test-set choice: only for another split
-    best_dir = out_dir / f"best_{cfg.data.val_split}"
-    keep_best = cfg.train.keep_best and data.val_loader is not None and cfg.data.val_split != test_split
+    return run
 
-    monitored = None
-    for epoch in range(start_epoch, cfg.train.epochs):
-        data.sampler.set_epoch(epoch)
-        data.train_set.set_epoch(epoch)
-        stats = train_one_epoch(run, epoch)
-        row: dict[str, Any] = {"epoch": epoch, "step": updater.step, **stats, "lr": updater.lr}
-        last = epoch == cfg.train.epochs - 1
-        if data.val_loader is not None and ((epoch + 1) % cfg.train.eval_every == 0 or last):
-            monitored = evaluate(scorer, data.val_loader, device, updater.precision.dtype, num_classes, dist_state=dist,
-                                 inputs=features_to_device if cache else to_model_input)
-            row.update(val_top1=monitored.top1, val_top5=monitored.top5, val_loss=monitored.loss)
-            improved = keep_best and monitored.top1 > best
-            if improved:
-                best = monitored.top1
-            gathered = _gathered(run, sharded, optimizer=False) if improved else None
-            if dist.is_main and improved:
-                save_adapters(model, best_dir, class_names, extra={"data": protocol, "epoch": epoch,
-                                                                    "chosen_on": cfg.data.val_split},
-                              weights=gathered and gathered["weights"])
-        gathered = _gathered(run, sharded)
-        if dist.is_main:
-            run.log.epoch_row(row)
-            run.log.scalars(updater.step, {f"epoch/{k}": float(v) for k, v in row.items() if isinstance(v, (int, float))})
-            save_training_state(checkpoint, model, updater, gathered=gathered, epoch=epoch, best_top1=best,
-                                config=cfg.as_dict())
-            print(f"[video_adapt] epoch {epoch}: " + ", ".join(
-                f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in row.items() if k != "epoch"))
-        barrier(dist)
 
-    # the reported number, as both papers report it: the final epoch's model on every test view of the test split
-    result = final_test(run, test_split, num_classes) if test_split else None
-    gathered = _gathered(run, sharded, optimizer=False)
+def _print_header(run: TrainRun, facts: DataFacts, load_report: Any, resume_path: Path | None) -> None:
+    cfg, params, r = run.cfg, run.params, run.record
+    print(f"[video_adapt] {cfg.model.name} / {cfg.model.tuning}: {params['trainable']:,} of "
+          f"{params['total']:,} parameters train ({100 * params['trainable_ratio']:.2f}%); recipe "
+          f"{cfg.train.recipe}, data protocol {cfg.data.protocol} ({facts.dataset}); lr {r['lr']:.3g} at global batch "
+          f"{r['global_batch']}; {len(run.data.train_set)} training videos, "
+          f"{len(run.loader) // cfg.train.accum_steps} steps/epoch on {run.dist.world_size} process(es)")
+    if load_report is not None:
+        print(f"[video_adapt] {load_report.summary()}")
+    elif cfg.model.pretrained is None:
+        print("[video_adapt] no model.pretrained: full fine-tuning from a random initialisation")
+    if run.cache is not None:
+        print(f"[video_adapt] {run.cache.line()}")
+    if resume_path is not None:
+        print(f"[video_adapt] resumed from {resume_path} at epoch {run.start_epoch}")
+
+
+def monitor(run: TrainRun, epoch: int) -> dict[str, float]:
+    """The per-epoch single-view monitoring of the validation split; keeps `best_<split>/` when it improves (never
+    on the reported split). Returns the row's columns."""
+    run.monitored = result = evaluate(run.scorer, run.data.val_loader, run.dist.device, run.updater.precision.dtype,
+                                      run.model.num_classes, average=run.cfg.data.view_average, dist_state=run.dist,
+                                      inputs=features_to_device if run.cached else to_model_input)
+    if run.keeps_best and result.top1 > run.best:
+        run.best = result.top1
+        gathered = _gathered(run, optimizer=False)
+        if run.dist.is_main:
+            split = run.cfg.data.val_split
+            save_adapters(run.model, run.out_dir / f"best_{split}", run.class_names,
+                          extra={"data": run.record, "epoch": epoch, "chosen_on": split},
+                          weights=gathered and gathered["weights"])
+    return {"val_top1": result.top1, "val_top5": result.top5, "val_loss": result.loss}
+
+
+def end_epoch(run: TrainRun, epoch: int, row: dict[str, Any]) -> None:
+    """The epoch's row in metrics.csv and TensorBoard, the training state saved atomically, one line printed."""
+    gathered = _gathered(run)
+    if run.dist.is_main:
+        run.log.epoch_row(row)
+        run.log.scalars(run.updater.step, {f"epoch/{k}": float(v) for k, v in row.items()
+                                           if isinstance(v, (int, float))})
+        save_training_state(run.checkpoint, run.model, run.updater, gathered=gathered, epoch=epoch,
+                            best_top1=run.best, config=run.cfg.as_dict())
+        print(f"[video_adapt] epoch {epoch}: " + ", ".join(
+            f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in row.items() if k != "epoch"))
+    barrier(run.dist)
+
+
+def finish_run(run: TrainRun) -> dict[str, Any]:
+    """The reported number, as both papers report it: the final epoch's model on every test view of the test split;
+    then the adapter files, the test reports and summary.json (rank 0), every output's path printed."""
+    cfg, split, out_dir = run.cfg, run.test_split, run.out_dir
+    result, test_set = multi_view_test(run.model, cfg, split, run.dist.device, run.updater.precision.dtype,
+                                       dist_state=run.dist) if split else (None, None)
+    gathered = _gathered(run, optimizer=False)
     summary: dict[str, Any] = {}
-    if dist.is_main:
-        check_finite_weights(model, gathered and gathered["weights"])
-        final_dir = save_adapters(model, out_dir / "adapters", class_names, extra={"data": protocol},
-                                  weights=gathered and gathered["weights"])
-        summary = _summary(cfg, dist, params, result, monitored, wall_start)
-        summary["step_memory_bytes"] = step_memory
-        summary["protocol"] = {**protocol, "test_split": test_split}
-        summary["feature_cache"] = asdict(cache) if cache else None
-        summary["best"] = {"top1": best, "split": cfg.data.val_split, "dir": str(best_dir)} if best >= 0 else None
-        summary["outputs"] = {"adapters": str(final_dir), "metrics": str(out_dir / "metrics.csv"),
-                              "checkpoint": str(checkpoint)}
+    if run.dist.is_main:
+        check_finite_weights(run.model, gathered and gathered["weights"])
+        adapters = save_adapters(run.model, out_dir / "adapters", run.class_names, extra={"data": run.record},
+                                 weights=gathered and gathered["weights"])
+        summary = _summary(run, result)
+        summary["outputs"] = {"adapters": str(adapters), "metrics": str(out_dir / "metrics.csv"),
+                              "checkpoint": str(run.checkpoint)}
         if result is not None:
-            summary["outputs"]["test"] = str(write_test_reports(result, class_names, run.test_ids,
-                                                                out_dir / f"test_{test_split}",
-                                                                extra={"split": test_split, **protocol})["metrics"])
+            reports = write_test_reports(result, run.class_names, test_set.video_ids, out_dir / f"test_{split}",
+                                         extra={"split": split, **run.record})
+            summary["outputs"]["test"] = str(reports["metrics"])
         write_json_atomic(out_dir / "summary.json", summary)
-        views = f"{protocol['test_clips']} x {protocol['test_crops']} views"
-        print(f"[video_adapt] done: final top-1 {summary['final_top1']} on {test_split} ({views}, "
-              f"{protocol['view_average']} averaged), {summary['wall_time_s']:.1f} s")
+        r = run.record
+        print(f"[video_adapt] done: final top-1 {summary['final_top1']} on {split} ({r['test_clips']} x "
+              f"{r['test_crops']} views, {r['view_average']} averaged), {summary['wall_time_s']:.1f} s")
         for name, path in summary["outputs"].items():
             print(f"[video_adapt] {name}: {path}")
         print(f"[video_adapt] summary: {out_dir / 'summary.json'}")
@@ -308,31 +346,17 @@ def _train(cfg: Config, dist: DistState) -> dict[str, Any]:
 
 
 def protocol_record(cfg: Config, lr: float, global_batch: int) -> dict[str, Any]:
-    """What a number depends on, stored next to it (summary.json, adapter files, comparison tables), and what
-    inference needs to make the same test views."""
-    d, t = cfg.data, cfg.train
-    return {"recipe": t.recipe, "protocol": d.protocol, "dataset": d.dataset, "num_frames": d.num_frames,
-            "img_size": d.img_size, "sampling": d.sampling, "stride": d.stride, "train_crop": d.train_crop,
-            "test_sampling": d.test_sampling, "test_clips": d.test_clips, "test_crops": d.test_crops,
-            "test_short_side": d.test_short_side, "view_average": d.view_average, "global_batch": global_batch,
+    """What a number depends on, stored next to it (summary.json, adapter files, comparison tables): the resolved
+    data protocol, which inference reads back (`DataProtocol.from_record`), and the training facts."""
+    t = cfg.train
+    return {"recipe": t.recipe, **DataProtocol.from_config(cfg.data).record(), "global_batch": global_batch,
             "lr": lr, "epochs": t.epochs, "optimizer": t.optimizer, "feature_cache": t.feature_cache}
 
 
-def final_test(run: TrainRun, split: str, num_classes: int) -> EvalResult:
-    """The multi-view test of the trained model on `split` with the protocol's views and averaging."""
-    cfg, dist = run.cfg, run.dist
-    dataset = test_dataset(cfg, split)
-    run.test_ids = list(dataset.video_ids)
-    loader = make_loader(dataset, max(1, cfg.data.batch_size // dataset.views_per_video), eval_sampler(dataset, dist),
-                         cfg.data.num_workers, dist.device, drop_last=False)
-    return evaluate(run.model, loader, dist.device, run.updater.precision.dtype, num_classes, dist_state=dist,
-                    average=view_average(cfg.data))
-
-
-def _gathered(run: TrainRun, sharded: bool, optimizer: bool = True) -> dict[str, Any] | None:
+def _gathered(run: TrainRun, optimizer: bool = True) -> dict[str, Any] | None:
     """The full weights (and optimizer state) of a sharded model on rank 0, for saving in the one-process layout;
     every rank must call it. None when the model is not sharded."""
-    if not sharded:
+    if not run.sharded:
         return None
     from video_adapt.sharding import full_optimizer_state, full_state_dict
     weights = full_state_dict(run.model)
@@ -353,10 +377,9 @@ def _distributed(model: nn.Module, cfg: Config, dist: DistState, sharded: bool =
     return net
 
 
-def _summary(cfg: Config, dist: DistState, params: dict[str, Any], result: EvalResult | None,
-             monitored: EvalResult | None, wall_start: float) -> dict[str, Any]:
-    """The run's summary.json: what was trained, how well, at what cost."""
-    device = dist.device
+def _summary(run: TrainRun, result: EvalResult | None) -> dict[str, Any]:
+    """The run's summary.json: what was trained, how well, at what cost, under which protocol."""
+    cfg, device, params, monitored = run.cfg, run.dist.device, run.params, run.monitored
     return {
         "model": cfg.model.name, "tuning": cfg.model.tuning, "pretrained": cfg.model.pretrained,
         "num_frames": cfg.data.num_frames, "epochs": cfg.train.epochs, "seed": cfg.train.seed,
@@ -365,9 +388,13 @@ def _summary(cfg: Config, dist: DistState, params: dict[str, Any], result: EvalR
         "monitor_top1": monitored.top1 if monitored else None,  # the last epoch's single-view monitoring
         "trainable_params": params["trainable"], "total_params": params["total"],
         "trainable_ratio": params["trainable_ratio"],
-        "wall_time_s": time.perf_counter() - wall_start,
+        "wall_time_s": time.perf_counter() - run.wall_start,
         # the GPU's peak allocation, or the process's peak RSS since the run began (framework included)
         "peak_memory_bytes": torch.cuda.max_memory_allocated(device) if device.type == "cuda" else peak_rss(),
-        "world_size": dist.world_size, "device": str(device),
+        "world_size": run.dist.world_size, "device": str(device),
+        "step_memory_bytes": run.step_memory,
+        "protocol": {**run.record, "test_split": run.test_split},
+        "feature_cache": asdict(run.cache) if run.cache else None,
+        "best": {"top1": run.best, "split": cfg.data.val_split, "dir": str(run.out_dir / f"best_{cfg.data.val_split}")}
+        if run.best >= 0 else None,
     }
-

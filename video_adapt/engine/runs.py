@@ -1,5 +1,5 @@
 """After training: rebuild a run's model from its directory, and the multi-view test of a trained run (what
-video-adapt test and the demo run): every test clip x spatial crop, scores averaged per video, reports written."""
+`video-adapt test` runs): engine.evaluation.multi_view_test, the reports written beside the run."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -10,7 +10,7 @@ from torch import nn
 
 from video_adapt.config import Config, load_config
 from video_adapt.engine.builders import build_model
-from video_adapt.engine.evaluation import EvalResult, evaluate
+from video_adapt.engine.evaluation import EvalResult
 from video_adapt.errors import ConfigError
 
 
@@ -37,8 +37,19 @@ class RunEvaluation:
     paths: dict[str, Path]
     split: str
     crops: int
-    views_per_video: int | None
+    views_per_video: int
     average: str
+
+
+def load_resolved_run(run_dir: str | Path, which: str = "adapters", overrides: list[str] | None = None
+                      ) -> tuple[nn.Module, Config, dict[str, Any]]:
+    """`load_run` with the config's data protocol resolved (a config written by hand is resolved as training
+    would resolve it)."""
+    from video_adapt.engine.data import data_facts, resolve_data
+    model, cfg, info = load_run(run_dir, which, overrides)
+    if cfg.data.test_sampling is None:
+        cfg = resolve_data(cfg, data_facts(cfg))
+    return model, cfg, info
 
 
 def evaluate_run(run_dir: str | Path, split: str | None = None, *, weights: str = "adapters", crops: int | None = None,
@@ -48,29 +59,20 @@ def evaluate_run(run_dir: str | Path, split: str | None = None, *, weights: str 
     """Test a trained run on `split` (default: the split its training reported) with the test views of the data
     protocol it was trained with (`crops` and `average` override the protocol's) and write metrics.json,
     per_class.csv, confusion.csv/.png and predictions.csv to `out_dir` (default RUN/test_<split>)."""
-    from torch.utils.data import DataLoader
-
     from video_adapt.distributed import resolve_device
-    from video_adapt.engine.data import data_facts, resolve_data, test_dataset, view_average
+    from video_adapt.engine.evaluation import multi_view_test
     from video_adapt.engine.precision import autocast_dtype
     from video_adapt.reports import write_test_reports
-    model, cfg, info = load_run(run_dir, weights, overrides)
-    if cfg.data.test_sampling is None:  # a config written by hand: resolve its protocol as training would
-        cfg = resolve_data(cfg, data_facts(cfg))
+    model, cfg, info = load_resolved_run(run_dir, weights, overrides)
     dev = resolve_device(device)
-    model.to(dev)
     split = split or cfg.data.test_split or cfg.data.val_split
     if not split:
         raise ConfigError(f"{run_dir}: no split to test; pass one")
-    average = average or view_average(cfg.data)
-    dataset = test_dataset(cfg, split, crops)
-    loader = DataLoader(dataset, batch_size=batch_size or max(1, cfg.data.batch_size // dataset.views_per_video),
-                        num_workers=cfg.data.num_workers if workers is None else workers)
-    result = evaluate(model, loader, dev, autocast_dtype(dev, cfg.train.amp), len(info["class_names"]),
-                      average=average, progress=progress)
+    average = average or cfg.data.view_average
+    result, dataset = multi_view_test(model.to(dev), cfg, split, dev, autocast_dtype(dev, cfg.train.amp), crops=crops,
+                                      average=average, batch_size=batch_size, workers=workers, progress=progress)
     out = Path(out_dir) if out_dir else Path(run_dir) / f"test_{split}"
-    views = dataset.views_per_video
-    crops = dataset.view.crops
+    views, crops = dataset.views_per_video, dataset.view.crops
     paths = write_test_reports(result, info["class_names"], dataset.video_ids, out,
                                extra={"split": split, "crops": crops, "views_per_video": views, "average": average,
                                       "run": str(run_dir), **(info.get("data") or {})})

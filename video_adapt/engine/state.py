@@ -71,7 +71,7 @@ def save_training_state(path: Path, model: nn.Module, updater: Updater, *, gathe
     """Everything a fine-tuning run needs to continue bit-exactly; the frozen backbone is referenced by
     fingerprint only. `progress`: epoch, best_top1, config. `gathered`: the full weights and optimizer state of a
     sharded model (`sharding.full_state_dict` / `full_optimizer_state`), saved in the one-process layout."""
-    full = model.tuning.method == "full"
+    full = model.tuning.spec.saves_backbone
     if gathered is not None:
         check_finite_weights(model, gathered["weights"])
         weights = gathered["weights"]

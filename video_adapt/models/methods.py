@@ -33,6 +33,7 @@ class MethodSpec:
     attach: str | None = None  # the function in video_adapt.models.tuning that adds its modules (None: adds nothing)
     options: tuple[str, ...] = ()  # the TuningOptions it reads
     merges: bool = True  # its trained weights fold into a plain backbone (full, linear, BitFit, LoRA merged)
+    merge: str | None = None  # the function in video_adapt.models.tuning that folds its modules into the backbone
     paper_size: dict[str, Any] = field(default_factory=dict)  # its options as its paper sizes it (ViT-B)
 
     @property
@@ -62,7 +63,7 @@ REGISTRY: dict[str, MethodSpec] = {spec.name: spec for spec in (
     MethodSpec("linear", "linear probing", "a frozen backbone: only fc_norm and the head train", "none"),
     MethodSpec("full", "full fine-tuning", "every weight trains", "all"),
     MethodSpec("lora", "LoRA", "low-rank updates of the chosen Linear layers, through peft (Hu et al. 2022)", "none",
-               attach="attach_lora", options=("lora_rank", "lora_alpha", "lora_targets", "lora_dropout", *LAYER_OPTION),
+               attach="attach_lora", merge="merge_lora", options=("lora_rank", "lora_alpha", "lora_targets", "lora_dropout", *LAYER_OPTION),
                paper_size=dict(lora_rank=8, lora_alpha=8.0, lora_targets=["qkv"], lora_dropout=0.0)),
     MethodSpec("bitfit", "BitFit", "every bias of the backbone trains, nothing is added (Ben Zaken et al. 2022)",
                "biases"),

@@ -241,6 +241,13 @@ def lora_parts(layer: nn.Module) -> tuple[nn.Module, list[tuple[nn.Linear, nn.Li
     return base, [(layer.lora_A[n], layer.lora_B[n]) for n in layer.active_adapters if n in layer.lora_A]
 
 
+def merge_tuning(model: nn.Module) -> nn.Module:
+    """Fold the method's own modules into the backbone where its registry entry has a `merge` (LoRA); the same
+    logits at the plain backbone's speed. A no-op for methods with nothing to fold."""
+    spec = method_spec(model.tuning.method)
+    return globals()[spec.merge](model) if spec.merge else model
+
+
 def merge_lora(model: nn.Module) -> nn.Module:
     """Fold every LoRA update into its Linear (W + alpha/r B A) and put the plain Linear back.
 
