@@ -36,8 +36,10 @@ def predict_views(model: nn.Module, loader: Iterable, device: torch.device, amp:
                   inputs: Inputs = to_model_input) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per-video scores averaged over views: (video indices, labels, scores (N, C) as probabilities or logits).
     `inputs` turns a batch's views (B*V, ...) into what `model` takes: uint8 clips into normalised floats, or
-    cached features (engine.feature_cache) onto the device."""
-    model.eval()
+    cached features (engine.feature_cache) onto the device. `model` may also be any callable from those inputs to
+    logits (an exported model's runtime session, video_adapt.export.runtime)."""
+    if isinstance(model, nn.Module):
+        model.eval()
     indices, labels, scores = [], [], []
     for views, label, index in tqdm(loader, desc="eval", disable=not progress, leave=False):
         b, v = views.shape[:2]
