@@ -193,7 +193,7 @@ def build_app(predictor: Predictor, title: str = "video_adapt", max_mb: float = 
 
     with gr.Blocks(title=f"{title}: try the model", analytics_enabled=False) as page:
         gr.Markdown(f"## {title}\n{len(predictor.class_names)} classes · test views: {predictor.views.describe()} · "
-                    f"device: {predictor.device}", elem_id="about")
+                    f"device: {predictor.device} · runtime: {predictor.runtime}", elem_id="about")
         with gr.Row():
             with gr.Column(scale=2):
                 video = gr.File(label="video file", type="filepath", elem_id="video")

@@ -48,7 +48,7 @@ def compare_logits(reference: Logits, candidate: Logits, shape: tuple[int, int, 
                    tolerance: float | None = DEFAULT_TOLERANCE) -> CheckResult:
     """Run both on the fixed clips; raise ExportError when the candidate's logits differ by more than `tolerance`
     (None: measure only, as for int8 files, whose error is the point)."""
-    worst, largest, agree, total = 0.0, 0.0, 0, 0
+    diffs, largest, agree, total = [], 0.0, 0, 0
     for batch in CHECK_BATCHES:
         x = fixed_clips(batch, shape, seed=batch)
         ref = reference(x).float()
@@ -60,10 +60,11 @@ def compare_logits(reference: Logits, candidate: Logits, shape: tuple[int, int, 
         if out.shape != ref.shape:
             raise ExportError(f"{what}: logits of shape {tuple(out.shape)} for a batch of {batch}, eager PyTorch gives "
                               f"{tuple(ref.shape)}")
-        worst = max(worst, float((out - ref).abs().max()))
+        diffs.append((out - ref).abs().max())
         largest = max(largest, float(ref.abs().max()))
         agree += int((out.argmax(-1) == ref.argmax(-1)).sum())
         total += batch
+    worst = float(torch.stack(diffs).max())  # a NaN anywhere stays NaN (Python's max would drop it)
     result = CheckResult(worst, largest, tolerance, CHECK_BATCHES, agree / total)
     if tolerance is not None and not worst <= tolerance:  # `not <=` also catches NaN
         raise ExportError(f"{what}: self-check failed: logits differ from eager PyTorch by {worst:.3g} (max abs) on "

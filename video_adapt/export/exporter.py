@@ -50,8 +50,9 @@ class ExportResult:
         return out
 
 
-def check_request(formats: list[str], int8: bool, method: str) -> None:
-    """Everything that can be refused before any slow work: formats, packages, the Hugging Face refusal."""
+def check_request(formats: list[str], int8: bool, method: str | None = None) -> None:
+    """Everything that can be refused before any slow work: formats, packages and (given the method) the Hugging
+    Face refusal."""
     unknown = [f for f in formats if f not in FORMATS]
     if unknown:
         raise ExportError(f"unknown export format {unknown[0]!r}; one of {', '.join(FORMATS)}")
@@ -60,7 +61,7 @@ def check_request(formats: list[str], int8: bool, method: str) -> None:
     if int8 and "onnx" not in formats:
         raise ExportError("--int8 quantizes the ONNX file; add --format onnx")
     require(*dict.fromkeys(p for f in formats for p in PACKAGES[f]))
-    if "hf" in formats and hf.refusal(method):
+    if method and "hf" in formats and hf.refusal(method):
         raise ExportError(hf.refusal(method))
 
 
@@ -124,11 +125,12 @@ def _write_and_check(model: nn.Module, class_names: list[str], data: dict[str, A
     def check(name: str, candidate, tol: float | None = tolerance) -> None:
         result.checks[name] = compare_logits(model, candidate, shape, name, tol)
 
+    program = graphs.trace(model, example) if {"torch-export", "onnx", "openvino"} & set(formats) else None
     if "torch-export" in formats:
-        staged["torch-export"] = graphs.write_torch_export(model, example, staging / FILE_NAMES["torch-export"])
+        staged["torch-export"] = graphs.write_torch_export(program, staging / FILE_NAMES["torch-export"])
         check("torch-export", TorchExportModel(staged["torch-export"][0], "fp32", {}))
     if "onnx" in formats or "openvino" in formats:
-        onnx_files = graphs.write_onnx(model, example, staging / FILE_NAMES["onnx"])
+        onnx_files = graphs.write_onnx(program, staging / FILE_NAMES["onnx"], graphs.model_bytes(model))
         if "onnx" in formats:
             staged["onnx"] = onnx_files
             check("onnx", OnnxModel(onnx_files[0], "fp32", {}))
@@ -205,6 +207,7 @@ def export_run(checkpoint: str | None, formats: list[str], out_dir: str | Path, 
                           "did not finish); train or resume it first")
     if evaluate and not (checkpoint and (Path(checkpoint) / "config.yaml").exists()):
         raise ExportError("--evaluate tests on the run's own test split; give a training run directory")
+    check_request(list(formats), int8)
     predictor = Predictor.load(checkpoint, backbone, adapters, device="cpu", force=force)
     info = predictor.info
     check_request(list(formats), int8, info.get("method", "full"))

@@ -39,32 +39,49 @@ def model_bytes(model: nn.Module) -> int:
     return sum(t.numel() * t.element_size() for t in model.state_dict().values())
 
 
-def write_onnx(model: nn.Module, example: torch.Tensor, path: Path) -> list[Path]:
-    """`path` (and `path`.data for models over ONNX_SINGLE_FILE_BYTES); returns the files written."""
-    import_optional("onnx")
-    import_optional("onnxscript")
-    external = model_bytes(model) > ONNX_SINGLE_FILE_BYTES
+def trace(model: nn.Module, example: torch.Tensor) -> torch.export.ExportedProgram:
+    """The model as a torch.export program with a dynamic batch axis: the .pt2 file, and what ONNX is made from
+    (traced once when both are written)."""
     with _quiet(), torch.inference_mode(False), torch.no_grad():
-        torch.onnx.export(model, (example,), str(path), dynamo=True, opset_version=ONNX_OPSET,
-                          input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
-                          dynamic_shapes=({0: _batch_dim()},), external_data=external, verbose=False)
+        return torch.export.export(model, (example,), dynamic_shapes=({0: _batch_dim()},))
+
+
+def write_torch_export(program: torch.export.ExportedProgram, path: Path) -> list[Path]:
+    """A torch.export program: runs in PyTorch without this package's model code (torch.export.load)."""
+    torch.export.save(program, str(path))
+    return [path]
+
+
+def write_onnx(program: torch.export.ExportedProgram, path: Path, weight_bytes: int) -> list[Path]:
+    """`path` (and `path`.data when the weights pass ONNX_SINGLE_FILE_BYTES); returns the files written."""
+    onnx = import_optional("onnx")
+    import_optional("onnxscript")
+    external = weight_bytes > ONNX_SINGLE_FILE_BYTES
+    with _quiet():
+        torch.onnx.export(program, f=str(path), dynamo=True, opset_version=ONNX_OPSET, input_names=[INPUT_NAME],
+                          output_names=[OUTPUT_NAME], external_data=external, verbose=False)
+    graph = onnx.load(str(path), load_external_data=False)
+    _name_batch_axis(graph.graph)
+    onnx.save(graph, str(path))  # external weights stay where they are: only the graph is rewritten
     data = path.with_name(path.name + ".data")
     return [path, data] if external and data.exists() else [path]
 
 
+def _name_batch_axis(graph) -> None:
+    """The exporter names the batch axis of a traced program after its symbol (s77); users read "batch"."""
+    symbol = graph.input[0].type.tensor_type.shape.dim[0].dim_param
+    if not symbol:
+        return
+    for value in (*graph.input, *graph.output, *graph.value_info):
+        for dim in value.type.tensor_type.shape.dim:
+            if dim.dim_param == symbol:
+                dim.dim_param = "batch"
+
+
 def write_openvino(onnx_path: Path, xml_path: Path) -> list[Path]:
-    """OpenVINO IR (.xml graph + .bin weights) from the ONNX file, weights kept in fp32 (OpenVINO's default
+    """OpenVINO IR (.xml graph + .bin weights) read from the ONNX file, weights kept in fp32 (OpenVINO's default
     compresses them to fp16)."""
     ov = import_optional("openvino")
     with _quiet():
-        graph = ov.convert_model(str(onnx_path))
-        ov.save_model(graph, str(xml_path), compress_to_fp16=False)
+        ov.save_model(ov.Core().read_model(str(onnx_path)), str(xml_path), compress_to_fp16=False)
     return [xml_path, xml_path.with_suffix(".bin")]
-
-
-def write_torch_export(model: nn.Module, example: torch.Tensor, path: Path) -> list[Path]:
-    """A torch.export program: runs in PyTorch without this package's model code (torch.export.load)."""
-    with _quiet(), torch.inference_mode(False), torch.no_grad():
-        program = torch.export.export(model, (example,), dynamic_shapes=({0: _batch_dim()},))
-        torch.export.save(program, str(path))
-    return [path]
