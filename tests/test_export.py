@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from tiny_models import TINY, clips, randomize_, tiny_model
+from tiny_models import clips, randomize_, tiny_model
 from videos import write
 from video_adapt.checkpoint import save_adapters, to_hf_keys, to_videomae_keys
 from video_adapt.data.synthetic import SyntheticSpec, generate_clip

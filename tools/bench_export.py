@@ -36,7 +36,7 @@ def plans(args: argparse.Namespace) -> list[BenchPlan]:
                                  (32, 32), 16, False, E2E))
         else:
             bench = vit_model("vit_base_patch16_224", 16, 224, 174)
-            out.append(BenchPlan(bench, [1, 8], {1: args.base_rounds, 8: 1}, args.base_videos, (240, 320), 48,
+            out.append(BenchPlan(bench, [1, 8], {1: args.base_rounds[0], 8: args.base_rounds[1]}, args.base_videos, (240, 320), 48,
                                  True, [EAGER, "openvino fp32", "openvino bf16"]))
     return out
 
@@ -46,9 +46,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", nargs="+", default=["demo", "base"], choices=["demo", "base"])
     parser.add_argument("--demo-run", help="a trained demo run to measure instead of the committed demo backbone")
-    parser.add_argument("--demo-rounds", type=int, default=20, help="paired rounds per batch for the demo model")
-    parser.add_argument("--base-rounds", type=int, default=2,
-                        help="paired rounds at batch 1 for ViT-B (batch 8: one round, each call is 8 clips)")
+    parser.add_argument("--demo-rounds", type=int, default=200,
+                        help="paired rounds per batch for the demo model (a call takes milliseconds)")
+    parser.add_argument("--base-rounds", type=int, nargs=2, default=[3, 2], metavar=("B1", "B8"),
+                        help="paired rounds for ViT-B at batch 1 and at batch 8 (a call takes seconds)")
     parser.add_argument("--base-videos", type=int, default=4, help="mp4 files end to end for ViT-B")
     parser.add_argument("--threads", type=int, default=0, help="torch / onnxruntime / OpenVINO threads (0: torch's)")
     parser.add_argument("--smoke", action="store_true", help="tiny sizes, seconds (used by the tests)")

@@ -6,11 +6,11 @@ OpenVINO fp32 and bf16, and Hugging Face's VideoMAEForVideoClassification (SDPA 
 marked dynamic), then each batch size runs in paired rounds (every runtime once per round, in turn), so that the
 drifts of a shared host fall on all of them alike; the speed-ups are medians of per-round ratios to eager fp32.
 
-End to end on mp4 files: per video, open + decode, test views (resize, crop, normalise), the model, and the whole
-`Predictor.predict` call (one video at a time, and 8 videos per forward), against `transformers.pipeline(
-"video-classification")` on the same files (its preprocessing: decode + image processor; its forward; its
-postprocess). Both sides classify one view of the model's frame count per video: our protocol set to 1 clip x
-1 crop, the pipeline's own uniform sampling.
+End to end on mp4 files: per video, one at a time, open + decode, test views (resize, crop, normalise) and the
+model, with the functions `Predictor` calls; then the whole `Predictor.predict` call on all files, 8 videos per
+forward. Against it, `transformers.pipeline("video-classification")` on the same files, stage by stage as its
+`__call__` runs them (preprocess: decode + image processor; forward; postprocess). Both sides classify one view of
+the model's frame count per video: our protocol set to 1 clip x 1 crop, the pipeline's own sampling.
 """
 from __future__ import annotations
 
@@ -101,7 +101,8 @@ def runtimes(bench: BenchModel, work: Path, names: list[str] | None = None) -> d
 
     table: dict[str, Callable[[], Logits]] = {
         EAGER: lambda: eager, "eager bf16 autocast": lambda: bf16, "torch.compile fp32": lambda: compile_,
-        "onnxruntime fp32": lambda: load_runtime(work, "onnx"), "onnxruntime int8": lambda: load_runtime(work, "onnx", "int8"),
+        "onnxruntime fp32": lambda: load_runtime(work, "onnx"),
+        "onnxruntime int8": lambda: load_runtime(work, "onnx", "int8"),
         "openvino fp32": lambda: load_runtime(work, "openvino"),
         "openvino bf16": lambda: load_runtime(work, "openvino", "bf16"),
         "hf videomae sdpa fp32": lambda: hf_logits(load_hf(work)),
@@ -304,7 +305,8 @@ def run_plan(plan: BenchPlan, progress: Callable[[str], None] = print) -> dict[s
         work = Path(tmp)
         start = time.perf_counter()
         fns = runtimes(plan.bench, work / "export", plan.runtimes)
-        progress(f"[bench_export] {plan.bench.name}: exported, checked and loaded in {time.perf_counter() - start:.0f} s")
+        progress(f"[bench_export] {plan.bench.name}: exported, checked and loaded in "
+                 f"{time.perf_counter() - start:.0f} s")
         model = model_table(plan.bench, fns, plan.batches, plan.rounds)
         progress(f"[bench_export] {plan.bench.name}: model-only rounds done")
         files = make_videos(work / "videos", plan.videos, plan.video_frames, *plan.video_size, plan.footage)
@@ -330,7 +332,8 @@ def report(results: list[dict[str, Any]]) -> str:
             cells = [f"{r['model only']['batches'][b][name]['ms per clip']:.1f} "
                      f"({r['model only']['batches'][b][name]['speed-up vs eager fp32']:.2f}x)" for b in batches]
             diff = r["model only"]["max abs logit diff vs eager"][name]
-            out.append(f"| {name} | " + " | ".join(cells) + f" | {diff:.2g} | {r['model only']['warm-up s'][name]:.1f} |")
+            warmup = r["model only"]["warm-up s"][name]
+            out.append(f"| {name} | " + " | ".join(cells) + f" | {diff:.2g} | {warmup:.1f} |")
         e2e = r["end to end"]
         out.append(f"\nEnd to end, ms per video ({e2e['videos']} mp4 files, {r['video files']['content']}, "
                    f"{r['video files']['frames']} frames at {r['video files']['size'][0]} x "

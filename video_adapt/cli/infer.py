@@ -35,8 +35,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     parser.add_argument("--json", help="write all results to this JSON file")
     parser.add_argument("--force", action="store_true", help="load adapters on another backbone anyway")
-    parser.add_argument("--runtime", default="torch", help=f"{' | '.join(RUNTIMES)}: onnx and openvino run an export "
-                                                           "directory; torch runs a run directory (or an export's .pt2)")
+    parser.add_argument("--runtime", default="torch",
+                        help=f"{' | '.join(RUNTIMES)}: onnx and openvino run an export directory; torch runs a run "
+                             "directory (or an export's .pt2)")
     parser.add_argument("--precision", default="fp32",
                         help="fp32; int8 (onnx, an export written with --int8); bf16 (openvino)")
     args = parser.parse_args(argv)

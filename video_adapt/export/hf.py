@@ -123,7 +123,8 @@ def _no_progress_bars():
             logging.enable_progress_bar()
 
 
-def write_hf(model: nn.Module, class_names: list[str], data: dict[str, Any], num_frames: int, folder: Path) -> list[Path]:
+def write_hf(model: nn.Module, class_names: list[str], data: dict[str, Any], num_frames: int,
+             folder: Path) -> list[Path]:
     """config.json, model.safetensors and preprocessor_config.json in `folder`; returns them."""
     target = hf_model(model, class_names, num_frames)
     with _no_progress_bars():

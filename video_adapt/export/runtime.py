@@ -113,8 +113,9 @@ def load_runtime(export_dir: str | Path, runtime: str = "onnx", precision: str =
     entry = offered[precision]
     name = manifest["files"].get(entry)
     if not name:
-        raise ExportError(f"{export_dir}: holds no {entry} file; write it with video-adapt export "
-                          f"{manifest.get('source', {}).get('checkpoint', 'RUN')} {WRITTEN_BY[entry]} --out {export_dir}")
+        run = manifest.get("source", {}).get("checkpoint", "RUN")
+        raise ExportError(f"{export_dir}: holds no {entry} file; write it with video-adapt export {run} "
+                          f"{WRITTEN_BY[entry]} --out {export_dir}")
     path = Path(export_dir) / name
     if not path.exists():
         raise ExportError(f"{path}: listed in {export_dir}/export_config.json but missing")
