@@ -323,7 +323,7 @@ def test_export_of_a_trained_run_with_accuracy_of_fp32_and_int8(synthetic_store,
     out = tmp_path / "export"
     assert main([str(run), "--format", "onnx", "openvino", "--int8", "--evaluate", "--out", str(out)]) == 0
     accuracy = read_manifest(out)["accuracy"]
-    assert set(accuracy) == {"torch eager fp32", "onnx fp32", "onnx int8", "openvino fp32"}
+    assert set(accuracy) == {"torch eager fp32", "onnx fp32", "onnx int8", "openvino fp32", "openvino bf16"}
     summary = json.loads((run / "summary.json").read_text())
     assert accuracy["torch eager fp32"]["top1"] == pytest.approx(summary["final_top1"])
     assert accuracy["onnx fp32"]["top1"] == accuracy["openvino fp32"]["top1"] == accuracy["torch eager fp32"]["top1"]

@@ -186,28 +186,28 @@ class Stages:
         return {k: 1e3 * statistics.median(v) for k, v in self.seconds.items()}
 
 
-def ours_per_video(fn: Logits, bench: BenchModel, files: list[Path], stages: Stages) -> None:
-    """Our path (Predictor's functions) with its stages timed one video at a time: open + decode, views, model;
-    then the whole Predictor.predict call on all files, 8 videos per forward."""
+def ours_one_video(fn: Logits, spec, path: Path, stages: Stages) -> None:
+    """Our path for one video, with Predictor's functions, its stages timed: open + decode, views, model."""
     from video_adapt.data.datasets import views_of
     from video_adapt.data.decode import open_video
     from video_adapt.data.transforms import normalize_clips
+    start = time.perf_counter()
+    reader = _TimedReader(open_video(path))
+    opened = time.perf_counter()
+    x = normalize_clips(views_of(reader, spec.view, spec.view.stride))
+    made = time.perf_counter()
+    fn(x).softmax(-1)
+    done = time.perf_counter()
+    stages.add("open + decode", opened - start + reader.seconds)
+    stages.add("views (resize, crop, normalise)", made - opened - reader.seconds)
+    stages.add("model", done - made)
+    stages.add("total, 1 video per forward", done - start)
+
+
+def ours_batched(fn: Logits, bench: BenchModel, files: list[Path], stages: Stages) -> None:
+    """The whole `Predictor.predict` call on all files, 8 videos per forward: per video."""
     from video_adapt.inference import Predictor, ViewSpec
-    spec = ViewSpec.from_info(bench.data)
-    predictor = Predictor(fn, bench.class_names, spec, "cpu")
-    for path in files:
-        start = time.perf_counter()
-        reader = _TimedReader(open_video(path))
-        opened = time.perf_counter()
-        views = views_of(reader, spec.view, spec.view.stride)
-        x = normalize_clips(views)
-        made = time.perf_counter()
-        fn(x).softmax(-1)
-        done = time.perf_counter()
-        stages.add("open + decode", opened - start + reader.seconds)
-        stages.add("views (resize, crop, normalise)", made - opened - reader.seconds)
-        stages.add("model", done - made)
-        stages.add("total, 1 video per forward", done - start)
+    predictor = Predictor(fn, bench.class_names, ViewSpec.from_info(bench.data), "cpu")
     start = time.perf_counter()
     predictor.predict([str(p) for p in files], topk=5, batch_videos=8)
     stages.add("Predictor.predict, 8 videos per forward (per video)", (time.perf_counter() - start) / len(files))
@@ -229,22 +229,22 @@ def hf_pipeline(folder: Path) -> tuple[Any, str]:
         return pipe, "pyav (image processor, the first num_frames frames)"
 
 
-def hf_per_video(pipe, files: list[Path], stages: Stages) -> None:
+def hf_one_video(pipe, path: Path, stages: Stages) -> None:
+    """The pipeline's `__call__` for one video, stage by stage: preprocess, forward, postprocess."""
     import warnings
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        for path in files:
-            start = time.perf_counter()
-            inputs = pipe.preprocess(str(path))
-            pre = time.perf_counter()
-            out = pipe.forward(inputs)
-            fwd = time.perf_counter()
-            pipe.postprocess(out, top_k=5)
-            done = time.perf_counter()
-            stages.add("preprocess (decode + image processor)", pre - start)
-            stages.add("model", fwd - pre)
-            stages.add("postprocess", done - fwd)
-            stages.add("total, 1 video per forward", done - start)
+        start = time.perf_counter()
+        inputs = pipe.preprocess(str(path))
+        pre = time.perf_counter()
+        out = pipe.forward(inputs)
+        fwd = time.perf_counter()
+        pipe.postprocess(out, top_k=5)
+        done = time.perf_counter()
+    stages.add("preprocess (decode + image processor)", pre - start)
+    stages.add("model", fwd - pre)
+    stages.add("postprocess", done - fwd)
+    stages.add("total, 1 video per forward", done - start)
 
 
 def make_videos(folder: Path, count: int, frames: int, height: int, width: int, footage: bool) -> list[Path]:
@@ -266,17 +266,20 @@ def make_videos(folder: Path, count: int, frames: int, height: int, width: int, 
 
 def e2e_table(bench: BenchModel, fns: dict[str, Logits], work: Path, files: list[Path],
               ours: list[str]) -> dict[str, Any]:
-    """Per-video milliseconds by stage: ours with each runtime in `ours`, and the Hugging Face pipeline; one video
-    first as a warm-up (untimed), then every file, configurations interleaved per pass."""
+    """Per-video milliseconds by stage: ours with each runtime in `ours`, and the Hugging Face pipeline. The first
+    video once as a warm-up (untimed); then video by video, every configuration in turn (paired, as the model-only
+    rounds), then the batched Predictor.predict of each runtime in turn."""
+    from video_adapt.inference import ViewSpec
+    spec = ViewSpec.from_info(bench.data)
     pipe, decoder = hf_pipeline(work)
-    results: dict[str, Stages] = {name: Stages() for name in ours}
-    results["hf pipeline"] = Stages()
+    results: dict[str, Stages] = {name: Stages() for name in [*ours, "hf pipeline"]}
+    for i, path in enumerate([files[0], *files]):
+        timed = i > 0  # the first call, on files[0], warms up
+        for name in ours:
+            ours_one_video(fns[name], spec, path, results[name] if timed else Stages())
+        hf_one_video(pipe, path, results["hf pipeline"] if timed else Stages())
     for name in ours:
-        ours_per_video(fns[name], bench, files[:1], Stages())
-    hf_per_video(pipe, files[:1], Stages())
-    for name in ours:
-        ours_per_video(fns[name], bench, files, results[name])
-    hf_per_video(pipe, files, results["hf pipeline"])
+        ours_batched(fns[name], bench, files, results[name])
     table = {name: stages.ms() for name, stages in results.items()}
     hf_ms = table["hf pipeline"]["total, 1 video per forward"]
     for name in ours:

@@ -7,7 +7,8 @@
 
 Every format is checked before it is written: the exported model and eager PyTorch run on fixed clips (batches of 1
 and 3, the batch axis is dynamic) and their logits must agree within --tolerance. --int8 adds an int8 dynamically
-quantized ONNX file; --evaluate tests eager PyTorch and each ONNX / OpenVINO file on the run's test split.
+quantized ONNX file; --evaluate tests eager PyTorch and each ONNX / OpenVINO file (OpenVINO in fp32 and bf16) on the
+run's test split.
 The directory's export_config.json records what inference needs (class names, test views, input shape).
 Formats need optional packages: onnx and torch-export's ONNX path `pip install 'video_adapt[export]'`, OpenVINO
 `pip install 'video_adapt[openvino]'`.

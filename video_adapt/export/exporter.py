@@ -231,13 +231,14 @@ def export_run(checkpoint: str | None, formats: list[str], out_dir: str | Path, 
 
 
 def evaluate_export(run_dir: str | Path, eager: nn.Module, export_dir: str | Path) -> dict[str, dict]:
-    """Top-1 of eager PyTorch and of every ONNX / OpenVINO file of the export on the run's test split."""
+    """Top-1 of eager PyTorch and of every ONNX / OpenVINO file of the export (OpenVINO in fp32 and bf16) on the
+    run's test split."""
     from video_adapt.export.quantize import benchmark_accuracy
     from video_adapt.export.runtime import load_runtime
     files = read_manifest(export_dir)["files"]
     models: dict[str, Any] = {"torch eager fp32": eager}
     for entry, runtime, precision in (("onnx", "onnx", "fp32"), ("onnx-int8", "onnx", "int8"),
-                                      ("openvino", "openvino", "fp32")):
+                                      ("openvino", "openvino", "fp32"), ("openvino", "openvino", "bf16")):
         if entry in files:
             models[f"{runtime} {precision}"] = load_runtime(export_dir, runtime, precision)
     return benchmark_accuracy(run_dir, models)
