@@ -268,3 +268,32 @@ def test_bench_startup_times_every_probe(tmp_path):
     result = json.loads((tmp_path / "s.json").read_text())
     from video_adapt.benchmarks.startup import PROBES
     assert set(result["median_s"]) == set(PROBES) and all(len(t) == 1 for t in result["all_s"].values())
+
+
+@pytest.mark.slow
+def test_bench_export_smoke(tmp_path):
+    """Every runtime on the same input, paired; end to end against the Hugging Face pipeline on mp4 files."""
+    from video_adapt.benchmarks.deploy import EAGER, RUNTIMES
+    import os
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}  # a script's own folder comes first on sys.path, not the checkout
+    out = subprocess.run([sys.executable, "tools/bench_export.py", "--smoke", "--json", str(tmp_path / "x.json")],
+                         cwd=ROOT, capture_output=True, text=True, env=env)
+    assert out.returncode == 0, out.stderr[-1500:]
+    result = json.loads((tmp_path / "x.json").read_text())["results"][0]
+    model = result["model only"]
+    expected = [name for name in RUNTIMES if not name.startswith("torch.compile")]
+    for batch in ("1", "2"):
+        rows = model["batches"][batch]
+        assert list(rows) == expected and rows[EAGER]["speed-up vs eager fp32"] == 1.0
+        for row in rows.values():
+            assert len(row["rounds"]) == 1 and row["ms per call"] == pytest.approx(row["rounds"][0])
+            assert row["ms per clip"] == pytest.approx(row["ms per call"] / int(batch))
+    diffs = model["max abs logit diff vs eager"]
+    assert diffs[EAGER] == 0 and max(diffs[n] for n in ("onnxruntime fp32", "openvino fp32",
+                                                       "hf videomae sdpa fp32")) < 1e-4
+    e2e = result["end to end"]
+    assert e2e["videos"] == 2 and set(e2e["ms per video"]) == {EAGER, "onnxruntime fp32", "hf pipeline"}
+    ours, hf = e2e["ms per video"][EAGER], e2e["ms per video"]["hf pipeline"]
+    assert ours["hf pipeline / ours, 1 video per forward"] == pytest.approx(
+        hf["total, 1 video per forward"] / ours["total, 1 video per forward"])
+    assert "| onnxruntime int8 |" in out.stdout and "| preprocess (decode + image processor) |" in out.stdout

@@ -67,12 +67,12 @@ def tsne_runs(runs: dict[str, str | Path], out: Path, *, split: str | None = Non
     """Pooled features of each run's test videos (its protocol's clips, `crops` crops), their separability and a
     t-SNE panel per run in one PNG at `out`, the numbers beside it as JSON; returns the numbers per run name."""
     from video_adapt.engine.data import eval_loader
-    from video_adapt.engine.runs import load_resolved_run
+    from video_adapt.engine.runs import load_run
     from video_adapt.files import write_json_atomic
     device = device or torch.device("cpu")
     maps, numbers, classes = {}, {}, []
     for name, run in runs.items():
-        model, cfg, info = load_resolved_run(run)
+        model, cfg, info = load_run(run)
         loader = eval_loader(cfg, split or cfg.data.test_split or cfg.data.val_split, device, crops=crops,
                              batch_size=32, workers=0)
         feats, labels = extract_features(model.to(device), loader, device)

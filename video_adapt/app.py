@@ -190,8 +190,9 @@ def build_app(predictor: Predictor, title: str = "video_adapt", max_mb: float = 
                                                                          visible=result.timeline is not None)
 
     with gr.Blocks(title=f"{title}: try the model", analytics_enabled=False) as page:
-        gr.Markdown(f"## {title}\n{len(predictor.class_names)} classes · test views: {predictor.protocol.views_text()} · "
-                    f"device: {predictor.device}", elem_id="about")
+        gr.Markdown(f"## {title}\n{len(predictor.class_names)} classes · test views: "
+                    f"{predictor.protocol.views_text()} · device: {predictor.device} · runtime: {predictor.runtime}",
+                    elem_id="about")
         with gr.Row():
             with gr.Column(scale=2):
                 video = gr.File(label="video file", type="filepath", elem_id="video")

@@ -108,21 +108,38 @@ def read_state_dict(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], d
 
 
 # ----------------------------------------------------------------------------------------------- mapping
-_L = r"^videomae\.encoder\.layer\.(\d+)\."
+_HF_LAYER = "videomae.encoder.layer.{n}."
+# Hugging Face transformers VideoMAE names against ours, {n} the block index; a name ending in "." covers every
+# tensor under it. Read by `to_videomae_keys`, written by `to_hf_keys` (the first pair naming one of ours wins).
+HF_NAMES: list[tuple[str, str]] = [
+    ("videomae.embeddings.patch_embeddings.projection.", "patch_embed.proj."),
+    (_HF_LAYER + "attention.attention.query.weight", "blocks.{n}.attn.query.weight"),  # split parts of our qkv
+    (_HF_LAYER + "attention.attention.key.weight", "blocks.{n}.attn.key.weight"),
+    (_HF_LAYER + "attention.attention.value.weight", "blocks.{n}.attn.value.weight"),
+    (_HF_LAYER + "attention.attention.query.bias", "blocks.{n}.attn.q_bias"),  # how current transformers holds it
+    (_HF_LAYER + "attention.attention.q_bias", "blocks.{n}.attn.q_bias"),  # how older save_pretrained wrote it
+    (_HF_LAYER + "attention.attention.value.bias", "blocks.{n}.attn.v_bias"),
+    (_HF_LAYER + "attention.attention.v_bias", "blocks.{n}.attn.v_bias"),
+    (_HF_LAYER + "attention.attention.key.bias", "blocks.{n}.attn.k_bias"),
+    (_HF_LAYER + "attention.output.dense.", "blocks.{n}.attn.proj."),
+    (_HF_LAYER + "intermediate.dense.", "blocks.{n}.mlp.fc1."),
+    (_HF_LAYER + "output.dense.", "blocks.{n}.mlp.fc2."),
+    (_HF_LAYER + "layernorm_before.", "blocks.{n}.norm1."),
+    (_HF_LAYER + "layernorm_after.", "blocks.{n}.norm2."),
+    ("videomae.layernorm.", "norm."),
+    ("fc_norm.", "fc_norm."),
+    ("classifier.", "head."),
+]
+
+
+def _name_rule(source: str, target: str) -> tuple[str, str]:
+    """A (regex, replacement) pair from one table entry: {n} becomes a captured block index."""
+    pattern = "^" + re.escape(source).replace(re.escape("{n}"), r"(\d+)") + ("" if source.endswith(".") else "$")
+    return pattern, target.replace("{n}", r"\1")
+
+
 _RENAMES: list[tuple[str, str]] = [
-    # Hugging Face transformers VideoMAE
-    (r"^videomae\.embeddings\.patch_embeddings\.projection\.", "patch_embed.proj."),
-    (_L + r"attention\.attention\.(query|key|value)\.weight$", r"blocks.\1.attn.\2.weight"),
-    (_L + r"attention\.attention\.(?:q_bias|query\.bias)$", r"blocks.\1.attn.q_bias"),
-    (_L + r"attention\.attention\.(?:v_bias|value\.bias)$", r"blocks.\1.attn.v_bias"),
-    (_L + r"attention\.attention\.key\.bias$", r"blocks.\1.attn.k_bias"),
-    (_L + r"attention\.output\.dense\.", r"blocks.\1.attn.proj."),
-    (_L + r"intermediate\.dense\.", r"blocks.\1.mlp.fc1."),
-    (_L + r"output\.dense\.", r"blocks.\1.mlp.fc2."),
-    (_L + r"layernorm_before\.", r"blocks.\1.norm1."),
-    (_L + r"layernorm_after\.", r"blocks.\1.norm2."),
-    (r"^videomae\.layernorm\.", "norm."),
-    (r"^classifier\.", "head."),
+    *(_name_rule(hf, ours) for hf, ours in HF_NAMES),
     # AdaptFormer's converted files: split projections, MLP without `mlp.`, its adapter names
     (r"^blocks\.(\d+)\.attn\.(q|k|v)_proj\.weight$", r"blocks.\1.attn.\2.weight"),
     (r"^blocks\.(\d+)\.attn\.(q|v)_proj\.bias$", r"blocks.\1.attn.\2_bias"),
@@ -172,6 +189,27 @@ def to_videomae_keys(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
             raise CheckpointError(f"block {block} has split attention weights {sorted(parts)}, expected q, k and v")
         renamed[f"blocks.{block}.attn.qkv.weight"] = torch.cat([parts["q"], parts["k"], parts["v"]], dim=0)
     return renamed
+
+
+_TO_HF = [(re.compile(p), r) for p, r in (_name_rule(ours, hf) for hf, ours in HF_NAMES)]
+_QKV_WEIGHT = re.compile(r"^blocks\.(\d+)\.attn\.qkv\.weight$")
+
+
+def to_hf_keys(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Our names (a plain backbone and its head) -> Hugging Face VideoMAE's, with the fused qkv split into query, key
+    and value: the inverse of `to_videomae_keys` through the same table. A tensor Hugging Face has no place for (an
+    adapter, prompts, head_bn) raises CheckpointError naming it."""
+    out: dict[str, torch.Tensor] = {}
+    for key, tensor in state.items():
+        match = _QKV_WEIGHT.match(key)
+        parts = zip(("query", "key", "value"), tensor.chunk(3, dim=0)) if match else [(None, tensor)]
+        for part, value in parts:
+            name = f"blocks.{match.group(1)}.attn.{part}.weight" if match else key
+            rule = next(((p, r) for p, r in _TO_HF if p.search(name)), None)
+            if rule is None:
+                raise CheckpointError(f"{key}: Hugging Face VideoMAE has no place for this tensor")
+            out[rule[0].sub(rule[1], name, count=1)] = value.contiguous()
+    return out
 
 
 # ----------------------------------------------------------------------------------------------- loading

@@ -22,3 +22,8 @@ class CheckpointError(VideoAdaptError):
 
 class TrainingError(VideoAdaptError):
     """Training cannot go on (non-finite loss with nonfinite=stop, NaN weights, bad resume)."""
+
+
+class ExportError(VideoAdaptError):
+    """A model that cannot be exported as asked, an export that failed its self-check, or a missing optional package
+    (the message names the package and the extra that installs it)."""

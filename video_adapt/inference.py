@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 import torch
@@ -63,14 +63,23 @@ def segments(windows: Sequence[WindowPrediction]) -> list[WindowPrediction]:
     return merged
 
 
-class Predictor:
-    """A model, its class names and its view protocol; `predict` runs files in batches."""
+Logits = Callable[[torch.Tensor], torch.Tensor]
 
-    def __init__(self, model: nn.Module, class_names: list[str], protocol: DataProtocol, device: str = "auto"):
+
+class Predictor:
+    """A model, its class names and its data protocol; `predict` runs files in batches.
+
+    `model` maps normalised float clips (B, 3, T, H, W) to logits: a torch module, or an exported model's runtime
+    session (`video_adapt.export.runtime`); decoding, views and averaging are the same for both."""
+
+    def __init__(self, model: nn.Module | Logits, class_names: list[str], protocol: DataProtocol,
+                 device: str = "auto"):
         from video_adapt.distributed import resolve_device
         from video_adapt.engine.precision import autocast_dtype
         self.device = resolve_device(device)
-        self.model = model.to(self.device).eval()
+        self.model = model.to(self.device).eval() if isinstance(model, nn.Module) else model
+        self.runtime = getattr(model, "description", "torch eager")
+        self.info: dict[str, Any] = {}  # the adapter config it was loaded from (what `video-adapt export` records)
         self.class_names = class_names
         self.protocol = protocol
         self.view = protocol.eval_view()
@@ -78,8 +87,18 @@ class Predictor:
 
     @classmethod
     def load(cls, checkpoint: str | None = None, backbone: str | None = None, adapters: str | None = None,
-             device: str = "auto", crops: int | None = None, force: bool = False) -> "Predictor":
-        """From a training run directory, an adapter directory (+ backbone unless fully fine-tuned)."""
+             device: str = "auto", crops: int | None = None, force: bool = False, runtime: str = "torch",
+             precision: str = "fp32") -> "Predictor":
+        """From a training run directory, an adapter directory (+ backbone unless fully fine-tuned), or an export
+        directory (`video-adapt export`) run by `runtime` (torch, onnx, openvino) at `precision`."""
+        from video_adapt.export.manifest import is_export_dir
+        if checkpoint and is_export_dir(checkpoint):
+            from video_adapt.export.runtime import load_runtime
+            session = load_runtime(checkpoint, runtime, precision)
+            return cls(session, session.class_names, DataProtocol.from_record(session.data).with_crops(crops), "cpu")
+        if runtime != "torch" or precision != "fp32":
+            raise CheckpointError(f"{checkpoint or adapters}: --runtime {runtime} --precision {precision} runs an "
+                                  "export directory; write one with video-adapt export RUN --format onnx --out DIR")
         if checkpoint and (Path(checkpoint) / "config.yaml").exists():
             adapters = str(Path(checkpoint) / "adapters")
         elif checkpoint:
@@ -100,8 +119,10 @@ class Predictor:
                 raise CheckpointError(f"{adapters}: adapters need their backbone; pass --backbone FILE")
         load_adapters(model, adapters, force=force)
         merge_tuning(model)  # LoRA: the same logits at the backbone's speed (plain Linear layers, fused attention)
-        return cls(model, info["class_names"] or [str(i) for i in range(model.num_classes)],
-                   DataProtocol.from_record(info.get("data")).with_crops(crops), device)
+        predictor = cls(model, info["class_names"] or [str(i) for i in range(model.num_classes)],
+                        DataProtocol.from_record(info.get("data")).with_crops(crops), device)
+        predictor.info = info
+        return predictor
 
     def _views_of(self, reader, start: int = 0, end: int | None = None) -> torch.Tensor:
         """uint8 (V, 3, T, S, S): the protocol's test clips of frames [start, end) x spatial crops."""
@@ -195,9 +216,11 @@ def expand_inputs(inputs: Sequence[str]) -> list[str]:
 
 def predict(inputs: Sequence[str] | str, *, checkpoint: str | None = None, backbone: str | None = None,
             adapters: str | None = None, topk: int = 5, device: str = "auto", crops: int | None = None,
-            window: float | None = None, stride: float | None = None) -> list[Prediction]:
-    """Classify video files (or folders of them); see `Predictor` for the protocol."""
-    predictor = Predictor.load(checkpoint, backbone, adapters, device=device, crops=crops)
+            window: float | None = None, stride: float | None = None, runtime: str = "torch",
+            precision: str = "fp32") -> list[Prediction]:
+    """Classify video files (or folders of them); see `Predictor` for the protocol and the runtimes."""
+    predictor = Predictor.load(checkpoint, backbone, adapters, device=device, crops=crops, runtime=runtime,
+                               precision=precision)
     paths = expand_inputs([inputs] if isinstance(inputs, str) else inputs)
     if window:
         return [predictor.timeline(p, window, stride or window, topk) for p in paths]

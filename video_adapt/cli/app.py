@@ -4,6 +4,7 @@ for a long video, a timeline of the top class per window.
     video-adapt app                                        # the demo's AdaptFormer run (after video-adapt demo)
     video-adapt app --checkpoint runs/ssv2_adaptformer_8f   # any training run directory
     video-adapt app --backbone videomae_b.pth --adapters runs/x/adapters --port 8080
+    video-adapt app --checkpoint exports/x --runtime onnx    # an export directory (video-adapt export)
 
 The page is served on http://127.0.0.1:PORT, reachable from this machine only. --share-on-network binds to
 0.0.0.0 instead, so anyone who can reach this machine on PORT can use the page (and upload files to it).
@@ -24,7 +25,7 @@ DEMO_COMMAND = "video-adapt demo --variants adaptformer --frames 8"
 @command
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--checkpoint", help=f"training run directory (default: {DEMO_RUN}, if it exists)")
+    parser.add_argument("--checkpoint", help=f"training run or export directory (default: {DEMO_RUN}, if it exists)")
     parser.add_argument("--backbone", help="pretrained backbone the adapters were trained on")
     parser.add_argument("--adapters", help="adapter directory written by training (adapters/ or best/)")
     parser.add_argument("--port", type=int, default=7860)
@@ -36,6 +37,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--stride", type=float, default=1.0, help="timeline stride in seconds (settable on the page)")
     parser.add_argument("--crops", type=int, default=None, help="spatial crops per clip (default: as trained)")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    parser.add_argument("--runtime", default="torch",
+                        help="torch | onnx | openvino (onnx and openvino run an export directory)")
+    parser.add_argument("--precision", default="fp32", help="fp32; int8 (onnx); bf16 (openvino)")
     args = parser.parse_args(argv)
     from video_adapt.app import build_app, launch
     from video_adapt.inference import Predictor
@@ -48,7 +52,8 @@ def main(argv: list[str] | None = None) -> int:
     for given in (checkpoint, args.backbone, args.adapters):
         if given and not Path(given).exists():
             raise CheckpointError(f"{given}: no such file or directory")
-    predictor = Predictor.load(checkpoint, args.backbone, args.adapters, args.device, args.crops)
+    predictor = Predictor.load(checkpoint, args.backbone, args.adapters, args.device, args.crops,
+                               runtime=args.runtime, precision=args.precision)
     page = build_app(predictor, title=f"video_adapt: {checkpoint or args.adapters}", max_mb=args.max_mb,
                      window_s=args.window, stride_s=args.stride)
     host = "0.0.0.0" if args.share_on_network else "127.0.0.1"

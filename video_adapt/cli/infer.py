@@ -3,6 +3,7 @@
     video-adapt infer clip.mp4 other.webm --checkpoint runs/demo/run          # a training run directory
     video-adapt infer videos/ --backbone videomae_b.pth --adapters runs/x/adapters --json out.json
     video-adapt infer long.mp4 --checkpoint runs/x --window 2 --stride 1      # a timeline of actions
+    video-adapt infer clip.mp4 --checkpoint exports/x --runtime onnx          # an export (video-adapt export)
 
 Class names come from the checkpoint. An unreadable file gets a one-line error; the others still run.
 """
@@ -13,13 +14,15 @@ import sys
 
 from video_adapt.console import command
 from video_adapt.errors import ConfigError
+from video_adapt.export.manifest import RUNTIMES
 
 
 @command
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("inputs", nargs="+", help="video files or folders of videos")
-    parser.add_argument("--checkpoint", help="training run directory, or adapter directory of a full fine-tune")
+    parser.add_argument("--checkpoint", help="training run directory, adapter directory of a full fine-tune, or an "
+                                             "export directory (video-adapt export)")
     parser.add_argument("--backbone", help="pretrained backbone the adapters were trained on")
     parser.add_argument("--adapters", help="adapter directory written by training (adapters/ or best/)")
     parser.add_argument("--topk", type=int, default=5)
@@ -30,10 +33,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     parser.add_argument("--json", help="write all results to this JSON file")
     parser.add_argument("--force", action="store_true", help="load adapters on another backbone anyway")
+    parser.add_argument("--runtime", default="torch",
+                        help=f"{' | '.join(RUNTIMES)}: onnx and openvino run an export directory; torch runs a run "
+                             "directory (or an export's .pt2)")
+    parser.add_argument("--precision", default="fp32",
+                        help="fp32; int8 (onnx, an export written with --int8); bf16 (openvino)")
     args = parser.parse_args(argv)
     from video_adapt.files import write_json_atomic
     from video_adapt.inference import Predictor, expand_inputs, segments
-    predictor = Predictor.load(args.checkpoint, args.backbone, args.adapters, args.device, args.crops, args.force)
+    if args.runtime not in RUNTIMES:
+        raise ConfigError(f"--runtime {args.runtime}: unknown runtime; one of {', '.join(RUNTIMES)}")
+    predictor = Predictor.load(args.checkpoint, args.backbone, args.adapters, args.device, args.crops, args.force,
+                               runtime=args.runtime, precision=args.precision)
     paths = expand_inputs(args.inputs)
     if not paths:
         raise ConfigError("no video files found in the inputs")

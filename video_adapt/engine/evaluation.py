@@ -40,8 +40,11 @@ def predict_views(model: nn.Module, loader: Iterable, device: torch.device, amp:
                   inputs: Inputs = to_model_input) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per video: (video indices, labels, class probabilities (N, C)), its views combined as the protocol says
     (`average`, video_adapt.data.protocol.combine_views). `inputs` turns a batch's views (B*V, ...) into what
-    `model` takes: uint8 clips into normalised floats, or cached features (engine.feature_cache) onto the device."""
-    model.eval()
+    `model` takes: uint8 clips into normalised floats, or cached features (engine.feature_cache) onto the device.
+    `model` may also be any callable from those inputs to logits (an exported model's runtime session,
+    video_adapt.export.runtime)."""
+    if isinstance(model, nn.Module):
+        model.eval()
     indices, labels, scores = [], [], []
     for views, label, index in tqdm(loader, desc="eval", disable=not progress, leave=False):
         b, v = views.shape[:2]
@@ -93,7 +96,7 @@ def evaluate(model: nn.Module, loader: Iterable, device: torch.device, amp: torc
     return summarize(indices, labels, scores, num_classes)
 
 
-def multi_view_test(model: nn.Module, cfg: Config, split: str, device: torch.device, amp: torch.dtype | None, *,
+def multi_view_test(model: nn.Module | Callable[[torch.Tensor], torch.Tensor], cfg: Config, split: str, device: torch.device, amp: torch.dtype | None, *,
                     dist_state: DistState | None = None, crops: int | None = None, average: str | None = None,
                     batch_size: int | None = None, workers: int | None = None,
                     progress: bool = False) -> tuple[EvalResult, Dataset]:
@@ -103,6 +106,6 @@ def multi_view_test(model: nn.Module, cfg: Config, split: str, device: torch.dev
     from video_adapt.engine.data import eval_loader
     loader = eval_loader(cfg, split, device, dist_state, crops=crops, batch_size=batch_size, workers=workers)
     average = average or DataProtocol.from_config(cfg.data).view_average
-    result = evaluate(model, loader, device, amp, model.num_classes, average=average, dist_state=dist_state,
-                      progress=progress)
+    classes = len(loader.dataset.source.classes)
+    result = evaluate(model, loader, device, amp, classes, average=average, dist_state=dist_state, progress=progress)
     return result, loader.dataset

@@ -14,15 +14,24 @@ from video_adapt.engine.evaluation import EvalResult
 from video_adapt.errors import ConfigError
 
 
-def load_run(run_dir: str | Path, which: str = "adapters", overrides: list[str] | None = None,
-             force: bool = False) -> tuple[nn.Module, Config, dict[str, Any]]:
-    """Rebuild a trained model from a run directory: its config.yaml, backbone, and `which` adapters."""
-    from video_adapt.checkpoint import load_adapters, read_adapter_config
+def run_config(run_dir: str | Path, overrides: list[str] | None = None) -> Config:
+    """A training run's config.yaml with `overrides`, its data protocol resolved (a config written by hand is
+    resolved as training would resolve it)."""
+    from video_adapt.engine.data import data_facts, resolve_data
     run_dir = Path(run_dir)
     if not (run_dir / "config.yaml").exists():
         raise ConfigError(f"{run_dir}: not a training run (no config.yaml)")
     cfg = load_config(run_dir / "config.yaml", overrides)
-    adapter_dir = run_dir / which
+    return resolve_data(cfg, data_facts(cfg)) if cfg.data.test_sampling is None else cfg
+
+
+def load_run(run_dir: str | Path, which: str = "adapters", overrides: list[str] | None = None,
+             force: bool = False) -> tuple[nn.Module, Config, dict[str, Any]]:
+    """Rebuild a trained model from a run directory: its resolved config (`run_config`), backbone, and `which`
+    adapters."""
+    from video_adapt.checkpoint import load_adapters, read_adapter_config
+    cfg = run_config(run_dir, overrides)
+    adapter_dir = Path(run_dir) / which
     info = read_adapter_config(adapter_dir)
     model, _ = build_model(cfg, len(info["class_names"]))
     load_adapters(model, adapter_dir, force=force)
@@ -41,17 +50,6 @@ class RunEvaluation:
     average: str
 
 
-def load_resolved_run(run_dir: str | Path, which: str = "adapters", overrides: list[str] | None = None
-                      ) -> tuple[nn.Module, Config, dict[str, Any]]:
-    """`load_run` with the config's data protocol resolved (a config written by hand is resolved as training
-    would resolve it)."""
-    from video_adapt.engine.data import data_facts, resolve_data
-    model, cfg, info = load_run(run_dir, which, overrides)
-    if cfg.data.test_sampling is None:
-        cfg = resolve_data(cfg, data_facts(cfg))
-    return model, cfg, info
-
-
 def evaluate_run(run_dir: str | Path, split: str | None = None, *, weights: str = "adapters", crops: int | None = None,
                  average: str | None = None, batch_size: int | None = None, workers: int | None = None,
                  device: str = "auto", overrides: list[str] | None = None, out_dir: str | Path | None = None,
@@ -63,7 +61,7 @@ def evaluate_run(run_dir: str | Path, split: str | None = None, *, weights: str 
     from video_adapt.engine.evaluation import multi_view_test
     from video_adapt.engine.precision import autocast_dtype
     from video_adapt.reports import write_test_reports
-    model, cfg, info = load_resolved_run(run_dir, weights, overrides)
+    model, cfg, info = load_run(run_dir, weights, overrides)
     dev = resolve_device(device)
     split = split or cfg.data.test_split or cfg.data.val_split
     if not split:

@@ -244,8 +244,9 @@ def lora_parts(layer: nn.Module) -> tuple[nn.Module, list[tuple[nn.Linear, nn.Li
 def merge_tuning(model: nn.Module) -> nn.Module:
     """Fold the method's own modules into the backbone where its registry entry has a `merge` (LoRA); the same
     logits at the plain backbone's speed. A no-op for methods with nothing to fold."""
-    spec = method_spec(model.tuning.method)
-    return globals()[spec.merge](model) if spec.merge else model
+    tuning = getattr(model, "tuning", None)
+    spec = method_spec(tuning.method) if tuning is not None else None
+    return globals()[spec.merge](model) if spec is not None and spec.merge else model
 
 
 def merge_lora(model: nn.Module) -> nn.Module:

@@ -40,7 +40,9 @@ def init_linear_and_norm(m: nn.Module, linear_weight_init: Any) -> None:
         nn.init.zeros_(m.bias)
 
 
-@functools.lru_cache(maxsize=32)
+_SINUSOID_TABLES: dict[tuple[int, int], torch.Tensor] = {}
+
+
 def _sinusoid_table_cpu(num_positions: int, dim: int) -> torch.Tensor:
     position = torch.arange(num_positions, dtype=torch.float64).unsqueeze(1)
     channel = torch.arange(dim, dtype=torch.float64)
@@ -54,9 +56,18 @@ def _sinusoid_table_cpu(num_positions: int, dim: int) -> torch.Tensor:
 def sinusoid_position_table(num_positions: int, dim: int) -> torch.Tensor:
     """VideoMAE's fixed 1-D table over all tokens (t-major): sin on even channels, cos on odd.
 
-    It is not a weight, so one checkpoint serves any number of frames and any image size.
+    It is not a weight, so one checkpoint serves any number of frames and any image size. Tables are cached, except
+    while torch.export traces: it computes with fake tensors, and a cached fake table would break later eager calls.
     """
-    return _sinusoid_table_cpu(num_positions, dim)
+    key = (num_positions, dim)
+    table = _SINUSOID_TABLES.get(key)
+    if table is None:
+        table = _sinusoid_table_cpu(num_positions, dim)
+        if not torch.compiler.is_exporting():
+            if len(_SINUSOID_TABLES) >= 32:
+                _SINUSOID_TABLES.pop(next(iter(_SINUSOID_TABLES)))
+            _SINUSOID_TABLES[key] = table
+    return table
 
 
 class PatchEmbed(nn.Module):
@@ -240,7 +251,9 @@ class VisionTransformer(nn.Module):
         table = self._pos_cache.get(key)
         if table is None:
             table = sinusoid_position_table(num_tokens, self.embed_dim).to(device=device, dtype=dtype)
-            self._pos_cache[key] = table
+            # torch.export traces with fake tensors: one cached here would replace the table in every later eager call
+            if not torch.compiler.is_exporting():
+                self._pos_cache[key] = table
         return table
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
