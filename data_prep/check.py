@@ -1,4 +1,4 @@
-"""Validate a frame store: every frame decodes to its video's size, labels are in range, counts match meta.json;
+"""Validate a frame store (video_adapt.data.check): every frame decodes to its video's size, labels are in range, counts match meta.json;
 print a summary.
 
     video-adapt prep check data/ssv2
@@ -25,9 +25,9 @@ def main(argv: list[str] | None = None) -> int:
     if not problems:
         store = FrameStore(args.store)
         meta = store.meta
-        print(f"{args.store}: {len(store.classes)} classes, dataset {meta.get('dataset', 'other')}, every "
-              f"{'frame' if meta['keep_every'] == 1 else str(meta['keep_every']) + ' frames'}, short side "
-              f"{meta['short_side'] or 'as decoded'}, {meta['codec']}, flips {'allowed' if meta['flip'] else 'off'}")
+        print(f"{args.store}: {len(store.classes)} classes, dataset {meta.dataset}, every "
+              f"{'frame' if meta.keep_every == 1 else str(meta.keep_every) + ' frames'}, short side "
+              f"{meta.short_side or 'as decoded'}, {meta.codec}, flips {'allowed' if meta.flip else 'off'}")
         for split, info in split_statistics(store).items():
             per_class = info["per_class"]
             print(f"  {split}: {info['videos']} videos ({info['failed']} failed at prep), "

@@ -72,7 +72,7 @@ def run(args: argparse.Namespace, classes: list[str], splits: list[SplitSpec], s
     if args.limit is not None:
         splits = [SplitSpec(s.name, s.entries[:args.limit]) for s in splits]
     report = prepare_store(output_dir(args.out, args.shard), classes, splits, options_from_args(args), source=source,
-                           flip=flip, workers=args.workers, overwrite=args.overwrite, extra_meta={"dataset": dataset},
+                           flip=flip, workers=args.workers, overwrite=args.overwrite, dataset=dataset,
                            shard=args.shard)
     print_report(report)
     if args.shard:

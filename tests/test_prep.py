@@ -38,7 +38,7 @@ def test_folder_classes_round_trip_to_batches(tmp_path):
     out = tmp_path / "store"
     assert folder.main(["--videos", str(videos), "--val-videos", str(videos), "--out", str(out), *SMALL]) == 0
     store = FrameStore(out)
-    assert store.classes == ["jump", "run"] and store.meta["dataset"] == "other" and store.meta["keep_every"] == 1
+    assert store.classes == ["jump", "run"] and store.meta.dataset == "other" and store.meta.keep_every == 1
     split = store.split("train")
     assert [split.stored_frames(i) for i in range(6)] == [10, 11, 12, 10, 11, 12]  # every frame of every video
     train = TrainClips(StoreSource(out, "train"), TrainView(num_frames=4, img_size=16, crop="rrc", crop_scale=(0.5, 1.0)))
@@ -77,7 +77,7 @@ def test_stored_frames_are_the_decoded_frames_in_order(tmp_path):
     assert folder.main(["--videos", str(tmp_path / "videos"), "--out", str(every3), "--codec", "raw",
                         "--keep-every", "3"]) == 0
     store = FrameStore(every3)
-    assert store.split("train").stored_frames(0) == 6 and store.meta["keep_every"] == 3
+    assert store.split("train").stored_frames(0) == 6 and store.meta.keep_every == 3
     assert np.array_equal(store.frames("train", 0, np.arange(6)), reader.read(np.arange(0, 17, 3)))
     assert check_store(every3, progress=False) == []
 
@@ -90,7 +90,7 @@ def test_the_default_jpeg_store_is_the_decoded_frames_within_a_few_grey_levels(t
     for codec in ("jpeg", "raw"):
         assert folder.main(["--videos", str(tmp_path / "videos"), "--out", str(tmp_path / codec), "--codec", codec]) == 0
         stores[codec] = FrameStore(tmp_path / codec).frames("train", 0, np.arange(12)).astype(int)
-    assert FrameStore(tmp_path / "jpeg").meta["codec"] == "jpeg"
+    assert FrameStore(tmp_path / "jpeg").meta.codec == "jpeg"
     diff = np.abs(stores["jpeg"] - stores["raw"])
     assert 0 < diff.mean() < 3
 
@@ -123,7 +123,7 @@ def test_list_file_with_names_and_escaping_paths(tmp_path):
     assert code == 1  # --strict: a refused line fails the exit code
     rows = failed_rows(out)
     assert len(rows) == 1 and "escapes --root" in rows[0]["reason"]
-    assert FrameStore(out).meta["splits"]["train"]["videos"] == 2
+    assert FrameStore(out).meta.splits["train"].videos == 2
 
 
 def test_videomae_style_index_lists(tmp_path):
@@ -134,7 +134,7 @@ def test_videomae_style_index_lists(tmp_path):
     assert folder.main(["--list", str(tmp_path / "train.csv"), "--val-list", str(tmp_path / "val.csv"),
                         "--root", str(videos), "--out", str(out), *SMALL]) == 0
     assert FrameStore(out).classes == ["0", "1"]
-    assert FrameStore(out).meta["splits"]["val"]["videos"] == 1
+    assert FrameStore(out).meta.splits["val"].videos == 1
 
 
 def test_corrupt_empty_and_missing_videos_never_stop_the_job(tmp_path):
@@ -147,7 +147,7 @@ def test_corrupt_empty_and_missing_videos_never_stop_the_job(tmp_path):
     assert {"empty.mp4", "garbage.mp4", "notes.avi", "zero.mp4"} <= set(reasons)
     assert all("\n" not in r for r in reasons.values())
     meta = FrameStore(out).meta
-    assert meta["splits"]["train"]["videos"] + len(reasons) == 6 + len(broken) + 1
+    assert meta.splits["train"].videos + len(reasons) == 6 + len(broken) + 1
     assert check_store(out, progress=False) == []
     assert folder.main(["--videos", str(tmp_path / "videos"), "--out", str(out), *SMALL, "--strict"]) == 1
 
@@ -158,9 +158,9 @@ def test_ssv2_official_layout(tmp_path):
     assert ssv2.main(["--videos", str(videos), "--labels", str(labels), "--out", str(out), "--with-test", *SMALL]) == 0
     store = FrameStore(out)
     assert store.classes[0] == "Pushing something from left to right"
-    assert store.meta["flip"] is False and store.meta["dataset"] == "ssv2"
-    assert store.meta["splits"]["train"]["per_class"] == [2, 2, 2]
-    assert store.meta["splits"]["test"]["videos"] == 1
+    assert store.meta.flip is False and store.meta.dataset == "ssv2"
+    assert store.meta.splits["train"].per_class == [2, 2, 2]
+    assert store.meta.splits["test"].videos == 1
     assert StoreSource(out, "train").flip_allowed is False
 
 
@@ -209,8 +209,8 @@ def test_hmdb51_split_files_pick_train_and_test(tmp_path):
     out = tmp_path / "h"
     assert hmdb51.main(["--videos", str(videos), "--splits", str(splits), "--split", "2", "--out", str(out), *SMALL]) == 0
     meta = FrameStore(out).meta
-    assert meta["dataset"] == "hmdb51" and meta["flip"] is True
-    assert set(meta["splits"]) == {"train", "test"}
+    assert meta.dataset == "hmdb51" and meta.flip is True
+    assert set(meta.splits) == {"train", "test"}
 
 
 def test_rerun_with_other_options_needs_overwrite(tmp_path):
@@ -313,3 +313,18 @@ def test_a_writer_killed_before_publishing_its_index_leaves_nothing_named_like_a
     with pytest.raises(KeyboardInterrupt):
         writer.close()
     assert list(tmp_path.glob("shard-*.npz")) == [] and list(tmp_path.glob(".shard-00003.tmp.npz"))
+
+
+def test_store_meta_is_typed_and_a_damaged_one_is_one_line(tmp_path):
+    from video_adapt.data.store import SplitCounts, StoreError, StoreMeta
+    videos = class_folders(tmp_path / "videos", per_class=1)
+    out = tmp_path / "store"
+    folder.main(["--videos", str(videos), "--out", str(out), *SMALL])
+    written = json.loads((out / "meta.json").read_text())
+    meta = StoreMeta.read(out / "meta.json")
+    assert meta.as_dict() == written and list(meta.as_dict()) == list(written)  # the same file, key for key
+    assert isinstance(meta.splits["train"], SplitCounts) and meta.splits["train"].videos == 2
+    del written["codec"]
+    (out / "meta.json").write_text(json.dumps(written))
+    with pytest.raises(StoreError, match=r"meta.json: damaged meta.json \(KeyError: 'codec'\)"):
+        FrameStore(out)

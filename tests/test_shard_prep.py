@@ -50,7 +50,7 @@ def assert_same_store(a: Path, b: Path, seed: int = 3) -> None:
     """Same video rows, labels and ids, same decoded frames, and the same training and test clips for one seed."""
     sa, sb = FrameStore(a), FrameStore(b)
     assert sa.meta == sb.meta
-    for split in sa.meta["splits"]:
+    for split in sa.meta.splits:
         ia, ib = sa.split(split), sb.split(split)
         assert ia.video_rows == ib.video_rows and ia.videos == ib.videos and ia.failed == ib.failed
         for name, column in ia.columns.items():
@@ -118,7 +118,7 @@ def test_three_shard_processes_merge_into_the_whole_store(tmp_path):
         FrameStore(out / "part-0-of-3")
     assert merge.main([str(out)]) == 0
     assert small_files(out) == small_files(whole)  # meta.json, failed.csv, videos.csv: byte for byte
-    assert FrameStore(out).meta["splits"]["train"]["failed"] == 4
+    assert FrameStore(out).meta.splits["train"].failed == 4
     assert_same_store(whole, out)
     assert check_store(out, progress=False) == []
     for shard in (out / "train").glob("shard-*"):  # linked, not copied
@@ -253,8 +253,8 @@ def test_every_command_takes_shard(tmp_path):
     assert merge.main([str(src / "store")]) == 0
     assert synthetic.main(["--out", str(tmp_path / "syn_whole"), *syn, "--prep"]) == 0
     meta = FrameStore(src / "store").meta
-    assert meta["splits"] == FrameStore(tmp_path / "syn_whole" / "store").meta["splits"]
-    assert meta["splits"]["train"]["videos"] == 4 and meta["splits"]["val"]["failed"] == 0
+    assert meta.splits == FrameStore(tmp_path / "syn_whole" / "store").meta.splits
+    assert meta.splits["train"].videos == 4 and meta.splits["val"].failed == 0
     assert check_store(src / "store", progress=False) == []
 
 
@@ -266,7 +266,7 @@ def test_val_fraction_holdout_is_seeded_so_shards_agree(tmp_path):
     for i in range(2):
         assert folder.main([*args, "--out", str(tmp_path / "sharded"), "--shard", f"{i}/2"]) == 0
     assert merge.main([str(tmp_path / "sharded")]) == 0
-    assert FrameStore(tmp_path / "whole").meta["splits"]["val"]["videos"] == 6
+    assert FrameStore(tmp_path / "whole").meta.splits["val"].videos == 6
     assert_same_store(tmp_path / "whole", tmp_path / "sharded")
 
 

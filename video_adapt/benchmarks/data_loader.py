@@ -60,7 +60,7 @@ def prepare(sources: Sequence[Path], out: Path, codec: str, short_side: int = 0,
     entries = [VideoEntry(Path(p).stem, str(p), label) for p, label in zip(sources, labels)]
     report = prepare_store(out, [str(c) for c in range(max(labels) + 1)], [SplitSpec("train", entries)],
                            PrepOptions(short_side=short_side, codec=codec), source="bench", flip=dataset != "ssv2",
-                           progress=False, extra_meta={"dataset": dataset})
+                           progress=False, dataset=dataset)
     if report.failed:
         raise VideoAdaptError(f"could not prepare {report.failures[0][2]}: {report.failures[0][3]}")
     return report

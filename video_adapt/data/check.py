@@ -18,14 +18,15 @@ def check_store(root: Path, progress: bool = True) -> list[str]:
     except StoreError as err:
         return [str(err)]
     num_classes = len(store.classes)
-    for split, info in store.meta.get("splits", {}).items():
+    for split, info in store.meta.splits.items():
         try:
             index = store.split(split)
         except StoreError as err:
             problems.append(str(err))
             continue
-        if len(index.video_rows) != info["videos"]:
-            problems.append(f"{root / split}: meta.json says {info['videos']} videos, the shards hold {len(index.video_rows)}")
+        if len(index.video_rows) != info.videos:
+            problems.append(f"{root / split}: meta.json says {info.videos} videos, the shards hold "
+                            f"{len(index.video_rows)}")
         for row in index.video_rows:
             video = index.videos.get(row)
             if video is None:
@@ -45,7 +46,7 @@ def check_store(root: Path, progress: bool = True) -> list[str]:
         cols = index.columns
         for i in tqdm(range(len(index)), desc=f"decoding {split}", disable=not progress, leave=False):
             row = index.video_rows[i]
-            stored, n, keep = int(cols["video_stored"][i]), int(cols["video_frames"][i]), int(store.meta["keep_every"])
+            stored, n, keep = int(cols["video_stored"][i]), int(cols["video_frames"][i]), store.meta.keep_every
             if stored != -(-n // keep):
                 problems.append(f"{root / split}: video row {row} stores {stored} frames, expected ceil({n}/{keep})")
                 continue

@@ -81,10 +81,10 @@ class StoreSource(VideoSource):
         self.classes = self.store.classes
         self.labels = [int(index.videos[r]["label"]) for r in index.video_rows]
         self.ids = [index.videos[r]["id"] for r in index.video_rows]
-        self.keep_every = int(self.store.meta.get("keep_every", 1))
+        self.keep_every = self.store.meta.keep_every
         self.codec = self.store.codec
-        self.flip_allowed = bool(self.store.meta.get("flip", True))
-        self.dataset = str(self.store.meta.get("dataset", "other"))
+        self.flip_allowed = self.store.meta.flip
+        self.dataset = self.store.meta.dataset
         if not self.labels:
             raise StoreError(f"{root}: split {split!r} holds no videos")
         if cache_mb > 0:
@@ -364,9 +364,9 @@ class MonitorClips(Dataset):
 
 
 def split_statistics(store: FrameStore) -> dict[str, Any]:
-    """Videos per class and split, frames and bytes: what `data_prep.check` prints."""
+    """Videos per class and split, frames and bytes: what `video-adapt prep check` prints."""
     out: dict[str, Any] = {}
-    for split in store.meta.get("splits", {}):
+    for split in store.meta.splits:
         s = store.split(split)
         counts = np.bincount([int(s.videos[r]["label"]) for r in s.video_rows], minlength=len(store.classes))
         out[split] = {"videos": len(s.video_rows), "frames": int(len(s.frame_offset)),

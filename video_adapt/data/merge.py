@@ -16,12 +16,12 @@ import json
 import os
 import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from video_adapt.data.prepare import PrepError, part_name, shard_plan
-from video_adapt.data.store import StoreError, read_shard_index
+from video_adapt.data.store import SplitCounts, StoreError, StoreMeta, read_shard_index
 from video_adapt.files import write_csv_atomic, write_json_atomic
 
 VIDEOS_HEADER = ["row", "id", "label", "source", "num_frames", "stored_frames", "fps", "height", "width"]
@@ -38,7 +38,12 @@ class Part:
     index: int
     parts: int
     options: dict[str, Any]  # prep.json without the shard
-    meta: dict[str, Any]  # meta.json without the part and the counts
+    meta: StoreMeta  # the part's meta.json
+
+    @property
+    def settings(self) -> StoreMeta:
+        """What every part of one job shares: its meta.json without the part and the counts."""
+        return replace(self.meta, part=None, splits={})
 
 
 @dataclass
@@ -77,11 +82,15 @@ def read_part(path: Path) -> Part:
     if "shard" not in prep:
         raise MergeError(f"{path}: not a part of a sharded preparation (prepared without --shard)")
     index, parts = prep.pop("shard")
-    meta = _read_json(path / "meta.json", f"part {index} of {parts} is not finished (no meta.json); rerun its "
-                                          f"--shard {index}/{parts} job")
-    if meta.pop("part", None) != [index, parts]:
+    if not (path / "meta.json").is_file():
+        raise MergeError(f"{path}: part {index} of {parts} is not finished (no meta.json); rerun its "
+                         f"--shard {index}/{parts} job")
+    try:
+        meta = StoreMeta.read(path / "meta.json")
+    except StoreError as err:
+        raise MergeError(str(err)) from None
+    if meta.part != (index, parts):
         raise MergeError(f"{path}: meta.json and prep.json disagree on which part this is")
-    meta.pop("splits", None)
     return Part(path, index, parts, prep, meta)
 
 
@@ -94,7 +103,7 @@ def check_parts(parts: list[Part]) -> None:
             raise MergeError(f"{p.path}: part {p.index} of {p.parts}, but {ref.path} is a part of {ref.parts}")
         if p.options.get("entries") != ref.options.get("entries"):
             raise MergeError(f"{p.path}: prepared from another source list than {ref.path}")
-        if p.options != ref.options or p.meta != ref.meta:
+        if p.options != ref.options or p.settings != ref.settings:
             raise MergeError(f"{p.path}: prepared with other options than {ref.path}")
         if p.index in seen:
             raise MergeError(f"{p.path}: part {p.index} of {p.parts} given twice (also {seen[p.index]})")
@@ -196,8 +205,7 @@ def merge_parts(out: str | Path, parts: list[str | Path] | None = None, remove_p
         write_csv_atomic(out / split / "videos.csv", VIDEOS_HEADER, videos[split])
     failures = [row for split in splits for rows in failed_by_part for row in rows if row[0] == split]
     write_csv_atomic(out / "failed.csv", FAILED_HEADER, failures)
-    meta = _merged_meta([_read_json(p.path / "meta.json", "") for p in loaded])
-    write_json_atomic(out / "meta.json", meta)
+    write_json_atomic(out / "meta.json", _merged_meta([p.meta for p in loaded]).as_dict())
     if remove_parts:
         for p in loaded:
             shutil.rmtree(p.path)
@@ -205,14 +213,12 @@ def merge_parts(out: str | Path, parts: list[str | Path] | None = None, remove_p
     return MergeReport(out, len(loaded), total, len(failures), linked, time.perf_counter() - start)
 
 
-def _merged_meta(metas: list[dict[str, Any]]) -> dict[str, Any]:
-    """A whole job's meta.json: the parts' settings (key order kept), their per-split counts summed."""
-    merged = {k: v for k, v in metas[0].items() if k != "part"}
-    splits: dict[str, Any] = {}
-    for name in metas[0]["splits"]:
-        counts = [m["splits"][name] for m in metas]
-        splits[name] = {"videos": sum(c["videos"] for c in counts), "failed": sum(c["failed"] for c in counts),
-                        "frames": sum(c["frames"] for c in counts),
-                        "per_class": [sum(v) for v in zip(*(c["per_class"] for c in counts))]}
-    merged["splits"] = splits
-    return merged
+def _merged_meta(metas: list[StoreMeta]) -> StoreMeta:
+    """A whole job's meta.json: the parts' settings, their per-split counts summed."""
+    splits = {}
+    for name in metas[0].splits:
+        counts = [m.splits[name] for m in metas]
+        splits[name] = SplitCounts(videos=sum(c.videos for c in counts), failed=sum(c.failed for c in counts),
+                                   frames=sum(c.frames for c in counts),
+                                   per_class=[sum(v) for v in zip(*(c.per_class for c in counts))])
+    return replace(metas[0], part=None, splits=splits)

@@ -30,6 +30,8 @@ from video_adapt.data.store import (
     VERSION,
     PreparedVideo,
     ShardWriter,
+    SplitCounts,
+    StoreMeta,
     encode_frames,
     read_shard_index,
     resize_short_side,
@@ -187,11 +189,11 @@ def _prepare_out_dir(out: Path, options: dict[str, Any], overwrite: bool) -> Non
 
 def prepare_store(out: str | Path, classes: list[str], splits: list[SplitSpec], opts: PrepOptions, *,
                   source: str, flip: bool, workers: int = 1, overwrite: bool = False, progress: bool = True,
-                  extra_meta: dict[str, Any] | None = None, shard: tuple[int, int] | None = None) -> PrepReport:
+                  dataset: str = "other", shard: tuple[int, int] | None = None) -> PrepReport:
     """Write (or finish) the store at `out`; returns counts and failures.
 
-    `flip` records whether horizontal flips keep the labels (False for SSv2-like data); `extra_meta` (e.g.
-    `{"dataset": "ssv2"}`) lets the data protocols pick their per-dataset settings. With `shard=(i, n)`, `out`
+    `flip` records whether horizontal flips keep the labels (False for SSv2-like data); `dataset` (ssv2, hmdb51,
+    synthetic, other) lets the data protocols pick their per-dataset settings. With `shard=(i, n)`, `out`
     becomes part i of n: only its rows (`shard_plan`), with global row numbers, its own failed.csv and a meta.json
     that marks it as a part (a FrameStore refuses it until `merge_parts` has joined all n).
     """
@@ -236,18 +238,17 @@ def prepare_store(out: str | Path, classes: list[str], splits: list[SplitSpec], 
         bar.close()
         if pool is not None:
             pool.terminate()
-    extra = dict(extra_meta or {})
-    if shard is not None:
-        extra["part"] = [part, parts]
-    return _finish(out, classes, splits, owned, opts=opts, source=source, flip=flip, start=start, extra_meta=extra)
+    return _finish(out, classes, splits, owned, opts=opts, source=source, flip=flip, start=start, dataset=dataset,
+                   part=(part, parts) if shard is not None else None)
 
 
 def _finish(out: Path, classes: list[str], splits: list[SplitSpec], owned: dict[str, list[int]], *,
-            opts: PrepOptions, source: str, flip: bool, start: float, extra_meta: dict[str, Any]) -> PrepReport:
+            opts: PrepOptions, source: str, flip: bool, start: float, dataset: str,
+            part: tuple[int, int] | None) -> PrepReport:
     """Write videos.csv per split, failed.csv and, last, meta.json (its presence means: complete), for the rows
     this job owns (all of them, or a part's share)."""
     failures: list[tuple[str, str, str, str]] = []
-    split_meta: dict[str, Any] = {}
+    split_meta: dict[str, SplitCounts] = {}
     total_bytes = 0
     videos = 0
     for spec in splits:
@@ -273,11 +274,10 @@ def _finish(out: Path, classes: list[str], splits: list[SplitSpec], owned: dict[
         write_csv_atomic(directory / "videos.csv", columns, rows)
         videos += len(owned[spec.name])
         counts = np.bincount([int(r[2]) for r in rows if int(r[2]) >= 0], minlength=len(classes))
-        split_meta[spec.name] = {"videos": len(rows), "failed": len(owned[spec.name]) - len(rows),
-                                 "frames": int(sum(int(r[5]) for r in rows)), "per_class": counts.tolist()}
+        split_meta[spec.name] = SplitCounts(videos=len(rows), failed=len(owned[spec.name]) - len(rows),
+                                            frames=int(sum(int(r[5]) for r in rows)), per_class=counts.tolist())
     write_csv_atomic(out / "failed.csv", ["split", "id", "source", "reason"], failures)
-    meta = {"format": FORMAT, "version": VERSION, "classes": classes, "keep_every": opts.keep_every,
-            "short_side": opts.short_side, "codec": opts.codec, "quality": opts.quality, "flip": flip,
-            "source": source, "splits": split_meta, **extra_meta}
-    write_json_atomic(out / "meta.json", meta)
+    meta = StoreMeta(classes=list(classes), keep_every=opts.keep_every, short_side=opts.short_side, codec=opts.codec,
+                     quality=opts.quality, flip=flip, source=source, splits=split_meta, dataset=dataset, part=part)
+    write_json_atomic(out / "meta.json", meta.as_dict())
     return PrepReport(out, videos, len(failures), time.perf_counter() - start, total_bytes, failures)

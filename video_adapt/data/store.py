@@ -27,7 +27,7 @@ import csv
 import json
 import os
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -45,6 +45,75 @@ INDEX_COLUMNS = VIDEO_COLUMNS + ("frame_offset", "frame_length", "failed_rows", 
 
 class StoreError(VideoAdaptError):
     """A missing or damaged frame store; one line naming the path."""
+
+
+@dataclass(frozen=True)
+class SplitCounts:
+    """One split's counts in meta.json."""
+
+    videos: int
+    failed: int
+    frames: int
+    per_class: list[int]
+
+
+@dataclass(frozen=True)
+class StoreMeta:
+    """meta.json, typed: what the store holds and how it was prepared. Written last by a preparation (its
+    presence means complete); `part` marks one job's share of a sharded preparation (video_adapt.data.merge)."""
+
+    classes: list[str]
+    keep_every: int
+    short_side: int
+    codec: str
+    quality: int
+    flip: bool  # horizontal flips keep the labels
+    source: str
+    splits: dict[str, SplitCounts]
+    dataset: str = "other"  # the dataset kind the data protocols look up (ssv2, hmdb51, ...)
+    part: tuple[int, int] | None = None
+    format: str = FORMAT
+    version: int = VERSION
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any], where: Path) -> "StoreMeta":
+        """From meta.json's mapping; a one-line StoreError naming the file for a missing or wrong key."""
+        if values.get("format") != FORMAT:
+            raise StoreError(f"{where}: not a {FORMAT} store (format {values.get('format')!r}); "
+                             "prepare it again with video-adapt prep <name>")
+        try:
+            splits = {name: SplitCounts(int(c["videos"]), int(c["failed"]), int(c["frames"]),
+                                        [int(v) for v in c["per_class"]]) for name, c in values["splits"].items()}
+            part = values.get("part")
+            return cls(classes=[str(c) for c in values["classes"]], keep_every=int(values["keep_every"]),
+                       short_side=int(values["short_side"]), codec=str(values["codec"]),
+                       quality=int(values["quality"]), flip=bool(values["flip"]), source=str(values["source"]),
+                       splits=splits, dataset=str(values.get("dataset", "other")),
+                       part=(int(part[0]), int(part[1])) if part is not None else None,
+                       version=int(values.get("version", VERSION)))
+        except (KeyError, TypeError, ValueError, IndexError) as err:
+            raise StoreError(f"{where}: damaged meta.json ({type(err).__name__}: {err}); prepare the store "
+                             "again") from None
+
+    @classmethod
+    def read(cls, path: Path) -> "StoreMeta":
+        try:
+            values = json.loads(path.read_text())
+        except json.JSONDecodeError as err:
+            raise StoreError(f"{path}: not valid JSON ({err})") from None
+        if not isinstance(values, dict):
+            raise StoreError(f"{path}: not a mapping")
+        return cls.from_dict(values, path)
+
+    def as_dict(self) -> dict[str, Any]:
+        """meta.json's mapping, in the order preparations have always written it."""
+        out: dict[str, Any] = {"format": self.format, "version": self.version, "classes": self.classes,
+                               "keep_every": self.keep_every, "short_side": self.short_side, "codec": self.codec,
+                               "quality": self.quality, "flip": self.flip, "source": self.source,
+                               "splits": {k: asdict(v) for k, v in self.splits.items()}, "dataset": self.dataset}
+        if self.part is not None:
+            out["part"] = list(self.part)
+        return out
 
 
 def encode_frames(frames: np.ndarray, codec: str, quality: int = 90) -> list[bytes]:
@@ -239,15 +308,9 @@ class FrameStore:
             hint = " (a tube store of an earlier version: prepare it again)" if (self.root / "prep.json").exists() else ""
             raise StoreError(f"{self.root}: not a frame store (no meta.json){hint}; prepare one with "
                              "video-adapt prep <name>")
-        try:
-            self.meta: dict[str, Any] = json.loads(meta_path.read_text())
-        except json.JSONDecodeError as err:
-            raise StoreError(f"{meta_path}: not valid JSON ({err})") from None
-        if self.meta.get("format") != FORMAT:
-            raise StoreError(f"{meta_path}: not a {FORMAT} store (format {self.meta.get('format')!r}); "
-                             "prepare it again with video-adapt prep <name>")
-        if "part" in self.meta:  # one machine's share of a sharded preparation: serving it would drop videos
-            i, n = self.meta["part"]
+        self.meta = StoreMeta.read(meta_path)
+        if self.meta.part is not None:  # one machine's share of a sharded preparation: serving it would drop videos
+            i, n = self.meta.part
             raise StoreError(f"{self.root}: part {i} of {n} of a sharded preparation, not a whole store; join the "
                              f"parts with video-adapt prep merge")
         self._splits: dict[str, SplitIndex] = {}
@@ -255,16 +318,16 @@ class FrameStore:
 
     @property
     def classes(self) -> list[str]:
-        return list(self.meta["classes"])
+        return list(self.meta.classes)
 
     @property
     def codec(self) -> str:
-        return str(self.meta["codec"])
+        return self.meta.codec
 
     def split(self, name: str) -> SplitIndex:
         if name not in self._splits:
-            if name not in self.meta.get("splits", {}):
-                raise StoreError(f"{self.root}: no split {name!r} (has {', '.join(self.meta.get('splits', {}))})")
+            if name not in self.meta.splits:
+                raise StoreError(f"{self.root}: no split {name!r} (has {', '.join(self.meta.splits)})")
             self._splits[name] = SplitIndex(self.root / name)
         return self._splits[name]
 

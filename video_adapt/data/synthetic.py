@@ -202,5 +202,5 @@ def make_synthetic_store(out: Path, spec: SyntheticSpec, train_per_class: int, v
     return prepare_store(store, list(CLASSES[:spec.num_classes]),
                          [SplitSpec("train", lists["train"]), SplitSpec("val", lists["val"])],
                          PrepOptions(short_side=0, shard_size=shard_size), source=source or f"synthetic {spec}",
-                         flip=False, workers=workers, progress=progress, extra_meta={"dataset": "synthetic"},
+                         flip=False, workers=workers, progress=progress, dataset="synthetic",
                          shard=shard)

@@ -74,9 +74,9 @@ def data_facts(cfg: Config) -> DataFacts:
     d = cfg.data
     if d.source == "store":
         store = FrameStore(_store_root(d))
-        split = store.meta.get("splits", {}).get(d.train_split, {})
-        return DataFacts(store.classes, d.dataset or str(store.meta.get("dataset", "other")),
-                         bool(store.meta.get("flip", True)), int(split.get("videos", 0)))
+        split = store.meta.splits.get(d.train_split)
+        return DataFacts(store.classes, d.dataset or store.meta.dataset, store.meta.flip,
+                         split.videos if split else 0)
     classes, entries = _video_list(d, "train", None)
     return DataFacts(classes, d.dataset or "other", True, len(entries))
 
