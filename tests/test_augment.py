@@ -17,7 +17,7 @@ from scipy.stats import chisquare
 from timm.data.auto_augment import NAME_TO_OP
 
 from video_adapt.data import augment as A
-from video_adapt.data.transforms import IMAGENET_STD, crop, crop_resize, hflip, normalize_clips
+from video_adapt.data.transforms import IMAGENET_STD, crop, crop_resize, normalize_clips
 
 
 def _clip(t=2, h=48, w=64, seed=0) -> torch.Tensor:
@@ -163,11 +163,6 @@ def test_rrc_resize_matches_the_official_float_interpolation():
                                  mode="bilinear", align_corners=False)
         grey = torch.tensor(IMAGENET_STD).view(3, 1, 1, 1) * 255
         assert ((ours - official).abs() * grey).max() <= 1.0 + 1e-3
-
-
-def test_hflip_mirrors_every_frame():
-    clip = _clip(t=3, h=8, w=10)
-    assert torch.equal(hflip(clip)[..., 0], clip[..., -1]) and torch.equal(hflip(hflip(clip)), clip)
 
 
 # --- RandAugment ------------------------------------------------------------------------------------------

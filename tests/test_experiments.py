@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from video_adapt.experiments import Variant, aggregate, collect, gap_in_sems, markdown_table, plot_frames, run_grid, write_csv
+from video_adapt.experiments import Variant, aggregate, collect, markdown_table, plot_frames, run_grid, write_csv
 
 
 def fake_train(calls):
@@ -40,7 +40,6 @@ def test_table_plot_and_standard_errors(tmp_path):
     table = markdown_table(cells)
     assert "| adaptformer | 83.0 ± 1.0 | 89.0 ± 1.0 |" in table
     assert "| linear | 63.0 ± 1.0 | 69.0 ± 1.0 |" in table
-    assert gap_in_sems(cells, ("adaptformer", 8), ("linear", 8)) == pytest.approx(20 / (2 / 3) ** 0.5)
     assert plot_frames(cells, tmp_path / "plot.png").stat().st_size > 1000
     assert write_csv(cells, tmp_path / "t.csv").read_text().count("\n") == 5
     # every number stands next to the protocol it came from; what differs is named per method

@@ -10,7 +10,7 @@ from video_adapt.errors import CheckpointError
 
 def _resolved(*overrides: str, dataset: str = "ssv2"):
     cfg = load_config(None, ["data.root=unused", *overrides])
-    return resolve_data(cfg, DataFacts(["a", "b"], dataset, dataset != "ssv2", 10)).data
+    return resolve_data(cfg, DataFacts(["a", "b"], dataset, dataset != "ssv2")).data
 
 
 def test_a_resolved_config_and_its_record_give_the_same_protocol():

@@ -108,7 +108,7 @@ def test_a_recipe_with_dataset_values_stops_on_data_whose_kind_the_config_did_no
     check_recipe_dataset("videomae", "hmdb51", "hmdb51")
     check_recipe_dataset("videomae", None, "ssv2")  # SSv2's are the recipe's defaults
     check_recipe_dataset("adaptformer", None, "hmdb51")  # no per-dataset values
-    facts = DataFacts(classes=["a", "b"], dataset="hmdb51", flip_allowed=True, train_videos=10)
+    facts = DataFacts(classes=["a", "b"], dataset="hmdb51", flip_allowed=True)
     with pytest.raises(ConfigError, match="set data.dataset=hmdb51"):
         resolve_run_data(recipe("videomae"), facts)
     assert resolve_run_data(recipe("videomae", "data.dataset=hmdb51"), facts).data.sampling == "lin"

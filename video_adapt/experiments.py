@@ -264,14 +264,6 @@ def plot_frames(cells: list[Cell], path: Path, title: str = "accuracy against fr
     return save_figure(fig, path)
 
 
-def gap_in_sems(cells: list[Cell], a: tuple[str, int], b: tuple[str, int]) -> float:
-    """(mean_a - mean_b) / sqrt(sem_a^2 + sem_b^2): how many standard errors separate two cells."""
-    lookup = {(c.variant, c.frames): c for c in cells}
-    ca, cb = lookup[a], lookup[b]
-    se = math.sqrt(ca.sem ** 2 + cb.sem ** 2)
-    return (ca.top1_mean - cb.top1_mean) / se if se > 0 else float("inf")
-
-
 # ----------------------------------------------------------------------------------------------- ablations
 def studies(depth: int, full_overrides: list[str] | None = None) -> dict[str, list[Variant]]:
     """The article's trade-off and ablations as variant lists (for a backbone of `depth` blocks).

@@ -124,14 +124,6 @@ def generate_clip(label: int, rng: np.random.Generator, spec: SyntheticSpec = Sy
     return video
 
 
-def generate_batch(count: int, rng: np.random.Generator, spec: SyntheticSpec = SyntheticSpec(),
-                   num_classes: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """`count` random clips (N, T, H, W, 3) and their labels: unlabelled-style data for pretraining."""
-    k = num_classes or spec.num_classes
-    labels = rng.integers(0, k, count)
-    return np.stack([generate_clip(int(label), rng, spec) for label in labels]), labels
-
-
 def write_video(path: str, frames: np.ndarray, fps: int = 12, codec: str = "libx264", bit_rate: int | None = None) -> None:
     """Encode RGB frames (T, H, W, 3) with PyAV; yuv420p needs even sizes, so odd ones are padded."""
     import av

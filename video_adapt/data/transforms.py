@@ -6,7 +6,6 @@ Clips stay uint8 through the loader (4x less to copy than float) and are normali
 from __future__ import annotations
 
 import math
-import re
 
 import numpy as np
 import torch
@@ -91,54 +90,3 @@ def crop(clip: torch.Tensor, box: tuple[int, int, int, int]) -> torch.Tensor:
 def crop_resize(clip: torch.Tensor, box: tuple[int, int, int, int], size: int, antialias: bool = True) -> torch.Tensor:
     """Crop the box of every frame and resize it to size x size (see `resize` for `antialias`)."""
     return resize(crop(clip, box), (size, size), antialias=antialias)
-
-
-def hflip(clip: torch.Tensor) -> torch.Tensor:
-    """Mirror every frame left to right."""
-    return clip.flip(-1)
-
-
-def random_resized_crop(clip: torch.Tensor, size: int, rng: np.random.Generator, scale=(0.08, 1.0),
-                        ratio=(3 / 4, 4 / 3)) -> torch.Tensor:
-    """One random box for all frames of the clip, resized to size x size."""
-    return crop_resize(clip, random_crop_box(*clip.shape[-2:], rng, scale, ratio), size)
-
-
-def spatial_crops(clip: torch.Tensor, size: int, num_crops: int) -> list[torch.Tensor]:
-    """Resize the short side to `size`, then 1 (centre) or 3 (start, centre, end) crops along the long side."""
-    clip = resize_short(clip, size)
-    h, w = clip.shape[-2:]
-    if num_crops == 1:
-        positions = [0.5]
-    else:
-        positions = [i / (num_crops - 1) for i in range(num_crops)]
-    crops = []
-    for p in positions:
-        if w >= h:
-            left = round((w - size) * p)
-            crops.append(clip[..., (h - size) // 2:(h - size) // 2 + size, left:left + size])
-        else:
-            top = round((h - size) * p)
-            crops.append(clip[..., top:top + size, (w - size) // 2:(w - size) // 2 + size])
-    return crops
-
-
-def parse_randaugment(spec: str | None) -> tuple[int, int] | None:
-    """timm-style 'rand-m7-n4-...' -> (magnitude 7, ops 4); other fields are ignored."""
-    if not spec:
-        return None
-    m = re.search(r"-m(\d+)", spec)
-    n = re.search(r"-n(\d+)", spec)
-    if not spec.startswith("rand") or not m:
-        raise ValueError(f"randaugment spec {spec!r} is not of the form 'rand-m<magnitude>-n<ops>'")
-    return int(m.group(1)), int(n.group(1)) if n else 2
-
-
-def rand_augment(clip: torch.Tensor, magnitude: int, ops: int, seed: int) -> torch.Tensor:
-    """torchvision's RandAugment with one draw of operations for the whole clip (frames as a batch)."""
-    from torchvision.transforms import v2
-    # 11 bins: magnitude m of 10, the scale timm and VideoMAE use ("m7" = 70% of the maximum)
-    transform = v2.RandAugment(num_ops=ops, magnitude=magnitude, num_magnitude_bins=11)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        return transform(clip.permute(1, 0, 2, 3)).permute(1, 0, 2, 3).contiguous()

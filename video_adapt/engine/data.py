@@ -27,7 +27,6 @@ class DataFacts:
     classes: list[str]
     dataset: str
     flip_allowed: bool
-    train_videos: int
 
 
 def _store_root(d: DataConfig) -> str:
@@ -74,11 +73,9 @@ def data_facts(cfg: Config) -> DataFacts:
     d = cfg.data
     if d.source == "store":
         store = FrameStore(_store_root(d))
-        split = store.meta.splits.get(d.train_split)
-        return DataFacts(store.classes, d.dataset or store.meta.dataset, store.meta.flip,
-                         split.videos if split else 0)
-    classes, entries = _video_list(d, "train", None)
-    return DataFacts(classes, d.dataset or "other", True, len(entries))
+        return DataFacts(store.classes, d.dataset or store.meta.dataset, store.meta.flip)
+    classes, _ = _video_list(d, "train", None)
+    return DataFacts(classes, d.dataset or "other", True)
 
 
 def resolve_data(cfg: Config, facts: DataFacts) -> Config:

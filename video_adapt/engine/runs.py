@@ -14,14 +14,18 @@ from video_adapt.engine.evaluation import EvalResult
 from video_adapt.errors import ConfigError
 
 
+def _config_file(run_dir: str | Path) -> Path:
+    path = Path(run_dir) / "config.yaml"
+    if not path.exists():
+        raise ConfigError(f"{run_dir}: not a training run (no config.yaml)")
+    return path
+
+
 def run_config(run_dir: str | Path, overrides: list[str] | None = None) -> Config:
     """A training run's config.yaml with `overrides`, its data protocol resolved (a config written by hand is
     resolved as training would resolve it)."""
     from video_adapt.engine.data import data_facts, resolve_data
-    run_dir = Path(run_dir)
-    if not (run_dir / "config.yaml").exists():
-        raise ConfigError(f"{run_dir}: not a training run (no config.yaml)")
-    cfg = load_config(run_dir / "config.yaml", overrides)
+    cfg = load_config(_config_file(run_dir), overrides)
     return resolve_data(cfg, data_facts(cfg)) if cfg.data.test_sampling is None else cfg
 
 
@@ -30,9 +34,10 @@ def load_run(run_dir: str | Path, which: str = "adapters", overrides: list[str] 
     """Rebuild a trained model from a run directory: its resolved config (`run_config`), backbone, and `which`
     adapters."""
     from video_adapt.checkpoint import load_adapters, read_adapter_config
-    cfg = run_config(run_dir, overrides)
+    _config_file(run_dir)
     adapter_dir = Path(run_dir) / which
-    info = read_adapter_config(adapter_dir)
+    info = read_adapter_config(adapter_dir)  # a run without weights says so before its data is looked at
+    cfg = run_config(run_dir, overrides)
     model, _ = build_model(cfg, len(info["class_names"]))
     load_adapters(model, adapter_dir, force=force)
     return model, cfg, info

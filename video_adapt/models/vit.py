@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import functools
 import math
-from dataclasses import replace
 from typing import Any
 
 import torch
@@ -299,14 +298,3 @@ class VisionTransformer(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(x))
 
-    def reset_head(self, num_classes: int) -> None:
-        """A fresh head for another class count, initialised as the model's config says (`_init_head`)."""
-        self.num_classes = num_classes
-        self.cfg = replace(self.cfg, num_classes=num_classes)
-        device = next(self.parameters()).device
-        if num_classes > 0:
-            head = nn.Linear(self.embed_dim, num_classes, device=device)
-            self._init_head(head)
-        else:
-            head = nn.Identity()
-        self.head = head
