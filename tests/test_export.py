@@ -328,3 +328,33 @@ def test_export_of_a_trained_run_with_accuracy_of_fp32_and_int8(synthetic_store,
     assert accuracy["torch eager fp32"]["top1"] == pytest.approx(summary["final_top1"])
     assert accuracy["onnx fp32"]["top1"] == accuracy["openvino fp32"]["top1"] == accuracy["torch eager fp32"]["top1"]
     assert accuracy["onnx int8"]["videos"] == accuracy["onnx fp32"]["videos"] == summary["test_videos"]
+
+
+def test_openvino_models_freed_in_any_order_leave_the_threads_signal_stack_as_it_was(exported):
+    """OpenVINO's CPU plugin swaps in an alternate signal stack of its own when it compiles; two models freed in the
+    order they were compiled used to leave the thread on a freed stack, and the next SIGCHLD killed the process."""
+    import gc
+    from video_adapt.export.signal_stack import current_signal_stack
+    before = current_signal_stack()
+    first, second = load_runtime(exported, "openvino"), load_runtime(exported, "openvino", "bf16")
+    x = clips(1, *SHAPE[1:3])
+    assert torch.allclose(first(x), second(x), atol=0.5)  # both really compiled and ran
+    del first
+    gc.collect()
+    del second
+    gc.collect()
+    assert current_signal_stack() == before
+
+
+def test_keep_signal_stack_gives_the_thread_back_its_stack_whatever_the_body_installed():
+    import ctypes
+    from video_adapt.export import signal_stack as ss
+    before = ss.current_signal_stack()
+    if before is None:
+        pytest.skip("no sigaltstack on this platform")
+    buffer = ctypes.create_string_buffer(1 << 16)
+    other = ss._Stack(ctypes.cast(buffer, ctypes.c_void_p), 0, len(buffer))
+    with ss.keep_signal_stack():
+        assert ss._SIGALTSTACK(ctypes.byref(other), None) == 0
+        assert ss.current_signal_stack() == (ctypes.addressof(buffer), len(buffer), 0)
+    assert ss.current_signal_stack() == before

@@ -17,6 +17,7 @@ from video_adapt.errors import ExportError
 from video_adapt.export.graphs import INPUT_NAME
 from video_adapt.export.manifest import RUNTIMES, read_manifest
 from video_adapt.export.optional import import_optional
+from video_adapt.export.signal_stack import keep_signal_stack
 
 # which precisions each runtime offers, and the manifest's file entry for each
 PRECISIONS = {"torch": {"fp32": "torch-export"}, "onnx": {"fp32": "onnx", "int8": "onnx-int8"},
@@ -78,10 +79,15 @@ class OpenVINOModel(ExportedModel):
         # OpenVINO picks bf16 by itself on CPUs that have it; fp32 is asked for, so its logits are eager PyTorch's
         config = {"INFERENCE_PRECISION_HINT": "bf16" if precision == "bf16" else "f32",
                   "INFERENCE_NUM_THREADS": self.threads}
-        self.compiled = ov.Core().compile_model(str(path), "CPU", config)
+        with keep_signal_stack():  # the CPU plugin swaps in a signal stack of its own (see signal_stack.py)
+            self.compiled = ov.Core().compile_model(str(path), "CPU", config)
 
     def run(self, clips: np.ndarray) -> np.ndarray:
         return self.compiled(clips)[0]
+
+    def __del__(self) -> None:
+        with keep_signal_stack():  # freeing the model puts back whichever stack the plugin found at compile time
+            self.__dict__.pop("compiled", None)
 
 
 class TorchExportModel(ExportedModel):
