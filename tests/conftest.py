@@ -4,6 +4,8 @@ from pathlib import Path
 
 import pytest
 
+ROOT = Path(__file__).resolve().parents[1]  # the repository: commands run from here
+
 
 @pytest.fixture(scope="session")
 def synthetic_store(tmp_path_factory) -> Path:

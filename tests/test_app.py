@@ -27,8 +27,6 @@ from video_adapt.data.synthetic import CLASSES, SyntheticSpec, generate_clip
 from video_adapt.engine import train
 from video_adapt.inference import Predictor
 
-ROOT = Path(__file__).resolve().parents[1]
-
 
 @pytest.fixture(scope="module")
 def predictor(synthetic_store, tmp_path_factory) -> Predictor:

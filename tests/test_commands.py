@@ -6,11 +6,10 @@ from pathlib import Path
 
 import pytest
 
+from conftest import ROOT
 from video_adapt.config import load_config, save_config
 from video_adapt.console import command, one_line
 from video_adapt.errors import CheckpointError, ConfigError, VideoAdaptError
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")

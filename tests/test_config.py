@@ -1,5 +1,6 @@
 import pytest
 
+from conftest import ROOT
 from video_adapt.config import ConfigError, load_config, parse_overrides
 
 
@@ -114,10 +115,9 @@ def test_model_section_has_every_tuning_option_with_the_same_default():
 
 @pytest.mark.parametrize("method", ["adaptformer", "vpt", "linear", "full", "lora", "bitfit", "st_adapter"])
 def test_every_method_config_loads(method):
-    from pathlib import Path
     from video_adapt.models.methods import METHODS
     assert method in METHODS
-    cfg = load_config(Path(__file__).resolve().parents[1] / "video_adapt" / "configs" / "methods" / f"{method}.yaml")
+    cfg = load_config(ROOT / "video_adapt" / "configs" / "methods" / f"{method}.yaml")
     assert cfg.model.tuning == method
 
 

@@ -8,14 +8,12 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from conftest import tiny_overrides
+from conftest import ROOT, tiny_overrides
 from video_adapt import create_model, load_pretrained
 from video_adapt.config import ConfigError, load_config
 from video_adapt import engine
 from video_adapt.engine import TrainingError, builders, loop, train
 from video_adapt.engine.state import check_finite_weights
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.slow

@@ -1,7 +1,10 @@
 import json
+import subprocess
+import sys
 
 import pytest
 
+from conftest import ROOT, tiny_overrides
 from video_adapt.experiments import Variant, aggregate, collect, markdown_table, plot_frames, run_grid, write_csv
 
 
@@ -59,22 +62,17 @@ def test_tradeoff_plot_draws_curves_and_single_points(tmp_path):
 
 @pytest.mark.slow
 def test_compare_tool_runs_a_small_grid_and_collects(synthetic_store, tmp_path):
-    import subprocess
-    import sys
-    from pathlib import Path
-    from conftest import tiny_overrides
-    root = Path(__file__).resolve().parents[1]
     grid = tmp_path / "grid.yaml"
     grid.write_text("frames: [2, 4]\nseeds: [0]\nvariants:\n  linear: [model.tuning=linear]\n"
                     "  adaptformer: [model.tuning=adaptformer]\n")
     overrides = [o for o in tiny_overrides(synthetic_store, tmp_path / "unused", "train.epochs=1")
                  if not o.startswith(("out_dir", "data.num_frames"))]
     out = subprocess.run([sys.executable, "-m", "video_adapt", "compare", "--grid", str(grid), "--out", str(tmp_path / "cmp"),
-                          *overrides], cwd=root, capture_output=True, text=True)
+                          *overrides], cwd=ROOT, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr[-1500:]
     assert "| linear |" in out.stdout and "| adaptformer |" in out.stdout and "2 frames | 4 frames" in out.stdout
     assert (tmp_path / "cmp" / "frames.png").stat().st_size > 1000
-    again = subprocess.run([sys.executable, "-m", "video_adapt", "compare", "--collect", str(tmp_path / "cmp")], cwd=root,
+    again = subprocess.run([sys.executable, "-m", "video_adapt", "compare", "--collect", str(tmp_path / "cmp")], cwd=ROOT,
                            capture_output=True, text=True)
     rows = lambda text: sorted(line for line in text.splitlines() if line.startswith("| "))
     assert again.returncode == 0 and rows(again.stdout) == rows(out.stdout)
@@ -97,26 +95,20 @@ def test_studies_cover_the_articles_ablations():
 
 @pytest.mark.slow
 def test_ablate_tool_runs_a_study(synthetic_store, tmp_path):
-    import subprocess
-    import sys
-    from pathlib import Path
-    from conftest import tiny_overrides
-    root = Path(__file__).resolve().parents[1]
     overrides = [o for o in tiny_overrides(synthetic_store, tmp_path / "unused", "train.epochs=1")
                  if not o.startswith(("out_dir", "data.num_frames"))]
     out = subprocess.run([sys.executable, "-m", "video_adapt", "ablate", "--study", "input", "--frames", "4", "--out",
-                          str(tmp_path / "abl"), *overrides], cwd=root, capture_output=True, text=True)
+                          str(tmp_path / "abl"), *overrides], cwd=ROOT, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr[-1500:]
     assert "| input norm |" in out.stdout and "| input residual |" in out.stdout
     assert (tmp_path / "abl" / "input" / "input.png").stat().st_size > 1000
 
 
 def test_methods_grid_runs_every_method_on_the_demo_config():
-    from pathlib import Path
     import yaml
     from video_adapt.config import load_config
     from video_adapt.models.methods import METHODS
-    root = Path(__file__).resolve().parents[1] / "video_adapt" / "configs" / "demo"
+    root = ROOT / "video_adapt" / "configs" / "demo"
     grid = yaml.safe_load((root / "grid_methods.yaml").read_text())
     tunings = {load_config(root / "base.yaml", overrides).model.tuning for overrides in grid["variants"].values()}
     assert tunings == set(METHODS)

@@ -13,7 +13,7 @@ import torch
 from safetensors.torch import load_file
 from torch.utils.data import default_collate
 
-from conftest import tiny_overrides
+from conftest import ROOT, tiny_overrides
 from video_adapt import create_model
 from video_adapt.config import ConfigError, load_config
 from video_adapt.data.datasets import MonitorClips, StoreSource, TrainClips
@@ -23,7 +23,6 @@ from video_adapt.data.protocol import DataProtocol
 from video_adapt.engine.data import batch_to_device, build_loaders, data_facts, resolve_data, to_model_input
 from video_adapt.engine.feature_cache import CACHE_FILE, PooledHead, cache_features
 
-ROOT = Path(__file__).resolve().parents[1]
 TOL = dict(rtol=1e-5, atol=1e-5)  # batch composition may change BLAS blocking, hence the float32 rounding
 
 

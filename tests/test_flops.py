@@ -4,10 +4,11 @@ import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode, conv_flop_count
 
+from tiny_models import TINY as TWO_BLOCKS
 from video_adapt import create_model
 from video_adapt.models.flops import clip_flops, model_flops_utilisation
 
-TINY = dict(embed_dim=32, depth=3, num_heads=2, patch_size=8, img_size=32, num_frames=4, num_classes=5)
+TINY = {**TWO_BLOCKS, "depth": 3, "num_classes": 5}  # three blocks: 'top blocks' [1, 2] leave one out
 VARIANTS = {
     "full": dict(tuning="full"),
     "linear": dict(tuning="linear"),

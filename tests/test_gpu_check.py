@@ -5,7 +5,6 @@ import json
 import re
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -14,8 +13,7 @@ from video_adapt.gpu_check import data, kernels, report, training
 from video_adapt.gpu_check.command import FULL_BUDGET_S, all_checks, main
 from video_adapt.gpu_check.runner import Check, CheckFailure, Context, Result, Skip, run_checks
 from video_adapt.gpu_check.sizes import FULL, QUICK
-
-ROOT = Path(__file__).resolve().parents[1]
+from conftest import ROOT
 
 
 def _ctx(tmp_path, sizes=QUICK, **kwargs) -> Context:

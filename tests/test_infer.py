@@ -6,15 +6,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import tiny_overrides
+from conftest import ROOT, tiny_overrides
 from videos import make_broken, write
 from video_adapt import predict
 from video_adapt.config import load_config
 from video_adapt.data.synthetic import SyntheticSpec, generate_clip
 from video_adapt.engine import train
 from video_adapt.inference import WindowPrediction, segments
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")

@@ -10,16 +10,15 @@ import os
 import subprocess
 import sys
 import weakref
-from pathlib import Path
 
 import pytest
 import torch
 
+from conftest import ROOT
 from video_adapt import create_model
 from video_adapt.models.memory import (Bilinear, MemoryEstimate, counted_step_bytes, estimate_training_memory,
                                        peak_step_bytes, recomputed_block_bytes, saved_activation_bytes, state_bytes)
 
-ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = [("full", False), ("full", True), ("adaptformer", False), ("adaptformer", True)]
 
 

@@ -11,14 +11,13 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from conftest import tiny_overrides
+from conftest import ROOT, tiny_overrides
 from video_adapt import create_model, load_pretrained, predict
 from video_adapt.cli.test import main as multi_view_test_command
 from video_adapt.config import load_config
 from video_adapt.engine import load_run, loop, train
 from video_adapt.inference import Predictor
 
-ROOT = Path(__file__).resolve().parents[1]
 METHODS = {
     "lora": ["model.tuning=lora", "model.lora_rank=2", "model.lora_targets=[qkv, fc2]"],
     "bitfit": ["model.tuning=bitfit"],

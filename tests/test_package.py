@@ -10,9 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import tiny_overrides
-
-ROOT = Path(__file__).resolve().parents[1]
+from conftest import ROOT, tiny_overrides
 
 
 @pytest.fixture(scope="module")

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import ROOT
 from videos import make_broken, make_hmdb51, make_ssv2, make_video
 from data_prep import check, folder, hmdb51, ssv2
 from video_adapt.data.check import check_store
@@ -17,7 +18,6 @@ from video_adapt.data.listing import hmdb51_splits
 from video_adapt.data.datasets import StoreSource, EvalClips, EvalView, TrainClips, TrainView
 from video_adapt.data.store import FrameStore
 
-ROOT = Path(__file__).resolve().parents[1]
 SMALL = ["--short-side", "24"]
 
 
@@ -138,7 +138,7 @@ def test_videomae_style_index_lists(tmp_path):
 
 
 def test_corrupt_empty_and_missing_videos_never_stop_the_job(tmp_path):
-    videos = class_folders(tmp_path / "videos")
+    class_folders(tmp_path / "videos")
     broken = make_broken(tmp_path / "videos" / "run")
     (tmp_path / "videos" / "jump" / "zero.mp4").write_bytes(b"")
     out = tmp_path / "store"

@@ -1,11 +1,11 @@
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import torch
 
+from conftest import ROOT
 from video_adapt import create_model, load_pretrained
 from video_adapt.config import ConfigError
 from video_adapt.engine.precision import Precision
@@ -19,7 +19,6 @@ from video_adapt.pretraining import (
     pretrain,
 )
 
-ROOT = Path(__file__).resolve().parents[1]
 NANO = dict(model="vit_nano_patch8_32", num_frames=4, img_size=32, decoder_dim=16, decoder_depth=1, decoder_heads=2,
             batch_size=8, synthetic_clips=32, synthetic_size=32, lr=2e-2, warmup_epochs=0)
 

@@ -1,9 +1,8 @@
 """docs/PROTOCOLS.md: every row of its tables names the test that pins it, and every test it names exists."""
 import ast
 import re
-from pathlib import Path
+from conftest import ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
 REFERENCE = re.compile(r"`(test_\w+\.py)?::(\w+)(?:\[[^\]`]*\])?`|`(test_\w+\.py)`")
 
 

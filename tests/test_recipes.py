@@ -3,7 +3,6 @@
 AF = ShoufaChen/AdaptFormer @6967d67, VM = MCG-NJU/VideoMAE @14ef8d8; docs/PROTOCOLS.md lists the rows.
 """
 from dataclasses import replace
-from pathlib import Path
 
 import pytest
 import torch
@@ -16,8 +15,8 @@ from video_adapt.engine.loop import accumulation
 from video_adapt.engine.precision import Precision, autocast_dtype
 from video_adapt.errors import ConfigError
 from video_adapt.recipes import apply_data_protocol, check_recipe_dataset, data_protocol
+from conftest import ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
 UCF101 = "VM:scripts/ucf101/videomae_vit_base_patch16_224_tubemasking_ratio_0.75_epoch_3200/finetune.sh"
 
 

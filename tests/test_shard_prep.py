@@ -20,8 +20,8 @@ from video_adapt.data.datasets import StoreSource, EvalClips, EvalView, TrainCli
 from video_adapt.data.merge import merge_parts
 from video_adapt.data.prepare import PrepError, parse_shard, shard_plan
 from video_adapt.data.store import FrameStore, StoreError
+from conftest import ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
 SMALL = ["--short-side", "24"]
 
 

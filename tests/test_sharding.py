@@ -11,8 +11,7 @@ import pytest
 import torch
 
 from sharding_common import STEPS, build_model, build_optimizer, train_steps
-
-ROOT = Path(__file__).resolve().parents[1]
+from conftest import ROOT
 
 
 @pytest.fixture(scope="module")
