@@ -23,6 +23,7 @@ from videos import make_broken, write
 from video_adapt.app import (STRIP_FOOT, STRIP_GAP, STRIP_MARGIN, STRIP_TOP, PageResult, check_upload,
                             classify_file, frame_strip, synthetic_examples)
 from video_adapt.config import load_config
+from video_adapt.data.decode import open_video
 from video_adapt.data.synthetic import CLASSES, SyntheticSpec, generate_clip
 from video_adapt.engine import train
 from video_adapt.inference import Predictor
@@ -104,7 +105,7 @@ def test_synthetic_examples_only_for_models_of_the_synthetic_task(tmp_path):
     rows = synthetic_examples(tmp_path, list(CLASSES[:4]), 32)
     assert [r[1] for r in rows[:-1]] == list(CLASSES[:4])
     assert rows[-1][1] == "sliding right, then sliding down, then sliding up (2 s each)"
-    assert all(Path(p).stat().st_size > 0 for p, _ in rows)
+    assert [open_video(p).num_frames for p, _ in rows] == [16] * 4 + [48]  # 2 s clips at 8 fps; three in a row
     assert synthetic_examples(tmp_path / "other", ["cat", "dog"], 32) == []
 
 
