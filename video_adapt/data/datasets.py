@@ -326,16 +326,25 @@ class EvalClips(Dataset):
 
 def views_of(video: Any, view: EvalView, stride: int, start: int = 0, end: int | None = None) -> torch.Tensor:
     """uint8 (V, 3, T, S, S): the test views of frames [start, end) of an opened video (store or file)."""
-    end = video.num_frames if end is None else end
-    clips = eval_clip_indices(view.sampling, end - start, view.num_frames, stride, view.clips)
-    wanted = np.unique(np.concatenate(clips))
-    frames = video.read(wanted + start)
+    return views_of_windows(video, view, stride, [(start, video.num_frames if end is None else end)])[0]
+
+
+def views_of_windows(video: Any, view: EvalView, stride: int, windows: Sequence[tuple[int, int]]) -> list[torch.Tensor]:
+    """The test views of each window [start, end) of an opened video, uint8 (V, 3, T, S, S) each. The frames of all
+    windows are read in one call: a decoder without random access decodes the video once per call, not per window."""
+    clips = [[idx + start for idx in eval_clip_indices(view.sampling, end - start, view.num_frames, stride, view.clips)]
+             for start, end in windows]
+    wanted = np.unique(np.concatenate([idx for window in clips for idx in window]))
+    frames = video.read(wanted)
     lookup = {int(f): k for k, f in enumerate(wanted)}
     out = []
-    for idx in clips:
-        clip = to_tensor_clip(frames[[lookup[int(f)] for f in idx]])
-        out += eval_crops(clip, short_side=view.short_side, crop=view.img_size, num_crops=view.crops)
-    return torch.stack(out)
+    for window in clips:
+        views = []
+        for idx in window:
+            clip = to_tensor_clip(frames[[lookup[int(f)] for f in idx]])
+            views += eval_crops(clip, short_side=view.short_side, crop=view.img_size, num_crops=view.crops)
+        out.append(torch.stack(views))
+    return out
 
 
 class MonitorClips(Dataset):
