@@ -88,6 +88,12 @@ def test_multilabel_store_records_label_sets(tmp_path):
     assert data_facts(load_config("demo/base", [f"data.root={tmp_path / 'store'}"])).multilabel
     with pytest.raises(ConfigError, match="data.multilabel=false but the store .* holds a set of labels per video"):
         data_facts(load_config("demo/base", [f"data.root={tmp_path / 'store'}", "data.multilabel=false"]))
+    # training straight from the video files reads the same label sets
+    from video_adapt.engine.data import open_source
+    files = load_config("demo/base", ["data.source=videos", f"data.root={tmp_path}", "data.multilabel=true",
+                                      f"data.train_list={tmp_path / 'train.csv'}"])
+    assert data_facts(files).multilabel
+    assert [t.tolist() for t in open_source(files, "train").labels] == [[1, 1, 0], [0, 0, 1], [0, 0, 0]]
     # single-label stores keep the meta.json they always had
     single = prepare_store(tmp_path / "single", ["a"], [SplitSpec("train", [VideoEntry("0", str(tmp_path / "v" / "0.mp4"), 0)])],
                            PrepOptions(), source="t", flip=True, progress=False)
@@ -234,3 +240,16 @@ def test_test_command_and_inference_of_a_multilabel_run(multilabel_run, tmp_path
                                                                      "sliding up"}
     with pytest.raises(ConfigError, match="multi-label run"):
         tsne_runs({"linear": run}, tmp_path / "tsne.png")
+
+
+@pytest.mark.slow
+def test_linear_probe_on_cached_features_trains_a_multilabel_task(multilabel_run, tmp_path):
+    from video_adapt.engine import train
+    data, _ = multilabel_run
+    summary = train(load_config("demo/base", [f"data.root={data / 'store'}", f"out_dir={tmp_path}",
+                                              "model.tuning=linear", "train.feature_cache=3", "train.epochs=6",
+                                              "train.warmup_epochs=1", "data.batch_size=8"]))
+    assert summary["feature_cache"]["views"] == 3 and summary["metric"] == "mAP"
+    sets = [line.split()[1:] for line in (data / "val.csv").read_text().splitlines()]
+    chance = 100 * np.mean([[str(c) in s for c in range(4)] for s in sets])
+    assert summary["final_map"] > chance + 20 and summary["monitor_map"] > chance + 20
