@@ -170,6 +170,8 @@ def test_resume_skips_done_videos_and_finishes_after_an_interruption(videos, bac
     assert extract_features(videos, out, backbone=backbone, workers=0, progress=False).written == 1
     with pytest.raises(ConfigError, match="other settings .*window '16f', now '8f'"):
         extract_features(videos, out, backbone=backbone, window=8, workers=0, progress=False)
+    with pytest.raises(ConfigError, match="3 frames at 32 px do not divide into the model's tubelets of 2 frames"):
+        extract_features(videos, tmp_path / "odd", backbone=backbone, num_frames=3, workers=0, progress=False)
 
 
 def test_a_corrupt_file_is_named_counted_and_skipped(videos, backbone, tmp_path, capsys):

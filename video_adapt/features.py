@@ -152,6 +152,10 @@ class FeatureExtractor:
         self.amp = autocast_dtype(self.device, amp)
         self.model = model.to(self.device).eval()
         self.view, self.batch_size = view, batch_size
+        tubelet, patch = model.patch_embed.tubelet_size, model.patch_embed.patch_size
+        if view.num_frames % tubelet or view.img_size % patch:
+            raise ConfigError(f"{view.num_frames} frames at {view.img_size} px do not divide into the model's tubelets "
+                              f"of {tubelet} frames x {patch} px")
         self.grid = model.patch_embed.grid(view.num_frames, view.img_size, view.img_size)
         dim = model.embed_dim
         self.shape = (*self.grid, dim) if self.pool == "tokens" else (dim,)
@@ -325,8 +329,8 @@ def _alive(pid: int) -> bool:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    except PermissionError:
-        return True
+    except PermissionError:  # another user's process
+        pass
     return True
 
 
