@@ -145,8 +145,8 @@ def test_mixup_mixes_multi_hot_targets_with_the_clips_weights():
 
 
 def test_multilabel_loss_is_binary_cross_entropy_per_class():
-    cfg = load_config("demo/base", ["train.label_smoothing=0.2"])
-    mixup, loss = build_loss(cfg, 3, multilabel=True)
+    cfg = load_config("demo/base", ["train.label_smoothing=0.2", "data.multilabel=true"])
+    mixup, loss = build_loss(cfg, 3)
     assert mixup is None and isinstance(loss, MultiLabelLoss)
     logits, targets = torch.tensor([[2.0, -1.0, 0.5]]), torch.tensor([[1.0, 0.0, 1.0]])
     expected = torch.nn.functional.binary_cross_entropy_with_logits(logits, targets * 0.8 + 0.1)

@@ -134,10 +134,11 @@ class MultiLabelLoss(nn.Module):
         return self.bce(logits, smooth_multilabel(targets.to(logits.dtype), self.label_smoothing))
 
 
-def build_loss(cfg: Config, num_classes: int, multilabel: bool = False) -> tuple[VideoMixup | None, Any]:
+def build_loss(cfg: Config, num_classes: int) -> tuple[VideoMixup | None, Any]:
     """(mixup or None, loss function): soft-target cross-entropy behind mixup/cutmix, else plain cross-entropy; for a
-    multi-label task binary cross-entropy per class (mixup mixing the multi-hot targets)."""
-    t = cfg.train
+    multi-label task (`data.multilabel`, resolved from the data) binary cross-entropy per class, mixup mixing the
+    multi-hot targets."""
+    t, multilabel = cfg.train, bool(cfg.data.multilabel)
     mixup = VideoMixup(t.mixup, t.cutmix, t.label_smoothing, num_classes, multilabel) \
         if t.mixup > 0 or t.cutmix > 0 else None
     if multilabel:

@@ -240,7 +240,7 @@ def start_run(cfg: Config, dist: DistState) -> TrainRun:
     lr = learning_rate(cfg, global_batch)
     schedule = build_schedule(cfg, lr, global_batch, len(data.loader) // cfg.train.accum_steps)
     updater = Updater(build_optimizer(model, cfg, lr), schedule, precision)
-    mixup, loss_fn = build_loss(cfg, num_classes, facts.multilabel)
+    mixup, loss_fn = build_loss(cfg, num_classes)
     out_dir = Path(cfg.out_dir)
     # counted on the run's own model before it trains (CPU only: a GPU reports its peak allocation)
     step_memory = counted_step_memory(model, cfg, precision.dtype) \
