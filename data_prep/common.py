@@ -66,14 +66,14 @@ def options_from_args(args: argparse.Namespace) -> PrepOptions:
 
 
 def run(args: argparse.Namespace, classes: list[str], splits: list[SplitSpec], source: str, flip: bool,
-        dataset: str = "other") -> int:
+        dataset: str = "other", multilabel: bool = False) -> int:
     """Prepare, print the summary and every output path; exit code 1 under --strict with failures."""
     from video_adapt.data.prepare import SplitSpec, prepare_store
     if args.limit is not None:
         splits = [SplitSpec(s.name, s.entries[:args.limit]) for s in splits]
     report = prepare_store(output_dir(args.out, args.shard), classes, splits, options_from_args(args), source=source,
                            flip=flip, workers=args.workers, overwrite=args.overwrite, dataset=dataset,
-                           shard=args.shard)
+                           shard=args.shard, multilabel=multilabel)
     print_report(report)
     if args.shard:
         print(f"part {args.shard[0]} of {args.shard[1]} done; once all are: video-adapt prep merge {args.out}")

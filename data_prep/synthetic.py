@@ -5,6 +5,10 @@ the class (see video_adapt.data.synthetic), with annotations, and optionally its
 writes data/synthetic/videos/{train,val}/<class>/<id>.mp4, train.csv and val.csv (`path label`, usable by
 `data_prep.folder --list`), classes.txt, and with --prep the store data/synthetic/store (with --shard I/N only part
 I of it, data/synthetic/store/part-I-of-N, to join with `video-adapt prep merge data/synthetic/store`).
+
+    video-adapt prep synthetic --out data/multi --classes 4 --max-actions 3 --prep
+makes a multi-label task instead: every video shows 1 to 3 different actions at once, each by its own actor, listed
+as `path l1 l2 ...` and prepared as a multi-label store (training: sigmoid + BCE, mAP).
 """
 from __future__ import annotations
 
@@ -28,6 +32,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--distractors", type=int, help="distractor shapes per video (default: the benchmark's)")
     parser.add_argument("--noise", type=float,
                         help="per-frame pixel noise, std in grey levels (default: the benchmark's)")
+    parser.add_argument("--max-actions", type=int, default=1,
+                        help="more than 1: a multi-label task with 1..N simultaneous actions per video")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--prep", action="store_true", help="also prepare the frame store OUT/store")
     parser.add_argument("--workers", type=int, default=1)
@@ -40,8 +46,11 @@ def main(argv: list[str] | None = None) -> int:
         raise ConfigError(f"--classes must be between 1 and {len(CLASSES)}")
     if args.shard and not args.prep:
         raise ConfigError("--shard splits the store's preparation; it needs --prep")
+    if not 1 <= args.max_actions <= args.classes:
+        raise ConfigError(f"--max-actions must be between 1 and the {args.classes} classes")
     given = {k: getattr(args, k) for k in ("distractors", "noise") if getattr(args, k) is not None}
-    spec = SyntheticSpec(size=args.size, frames=args.frames, num_classes=args.classes, **given)
+    spec = SyntheticSpec(size=args.size, frames=args.frames, num_classes=args.classes, max_actions=args.max_actions,
+                         **given)
     if args.prep:
         report = make_synthetic_store(args.out, spec, args.videos_per_class, args.val_per_class, args.seed,
                                       workers=args.workers, shard=args.shard)

@@ -140,7 +140,7 @@ def test_video_adapt_command_lists_and_dispatches():
     assert helped.returncode == 0 and helped.stdout.startswith("usage: video-adapt prep check")
     unknown = subprocess.run([sys.executable, "-m", "video_adapt", "trian"], cwd=ROOT, capture_output=True, text=True)
     assert unknown.returncode == 2 and unknown.stderr.strip() == ("error: unknown command 'trian'; one of: train, "
-                                                                  "test, infer, export, compare, ablate, tsne, "
+                                                                  "test, infer, features, export, compare, ablate, tsne, "
                                                                   "pretrain, demo, params, configs, app, prep")
 
 

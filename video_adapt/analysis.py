@@ -12,6 +12,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from video_adapt.errors import ConfigError
+
 
 @torch.inference_mode()
 def extract_features(model: nn.Module, loader: Iterable, device: torch.device) -> tuple[np.ndarray, np.ndarray]:
@@ -73,6 +75,8 @@ def tsne_runs(runs: dict[str, str | Path], out: Path, *, split: str | None = Non
     maps, numbers, classes = {}, {}, []
     for name, run in runs.items():
         model, cfg, info = load_run(run)
+        if cfg.data.multilabel:
+            raise ConfigError(f"{run}: a multi-label run; t-SNE maps colour each video by its one class")
         loader = eval_loader(cfg, split or cfg.data.test_split or cfg.data.val_split, device, crops=crops,
                              batch_size=32, workers=0)
         feats, labels = extract_features(model.to(device), loader, device)

@@ -294,6 +294,33 @@ def load_pretrained(model: nn.Module, path: str | os.PathLike) -> LoadReport:
     return report
 
 
+def architecture_of(path: str | os.PathLike) -> tuple[str, dict[str, Any]]:
+    """The preset and architecture overrides that rebuild the backbone in a weights file without build_args (an
+    official or Hugging Face checkpoint), read from its tensor shapes: width, patch and tubelet from the patch
+    embedding, depth from the blocks, MLP width, q/v biases, layer scale and cosine attention from what the blocks
+    hold. The head count is not in the weights: the preset of that width, depth and patch decides it."""
+    from video_adapt.models.presets import PRESETS, vit_config
+    state = to_videomae_keys(read_state_dict(path)[0])
+    proj = state.get("patch_embed.proj.weight")
+    if proj is None or proj.ndim != 5:
+        raise CheckpointError(f"{path}: no 3-D patch embedding (patch_embed.proj.weight); not a VideoMAE backbone")
+    dim, _, tubelet, patch = proj.shape[:4]
+    depth = len({m.group(1) for k in state if (m := re.match(r"blocks\.(\d+)\.", k))})
+    fc1 = state.get("blocks.0.mlp.fc1.weight")
+    arch = {"tubelet_size": int(tubelet), "qkv_bias": "blocks.0.attn.q_bias" in state,
+            "cos_attn": "blocks.0.attn.scale" in state}
+    if fc1 is not None:
+        arch["mlp_ratio"] = fc1.shape[0] / dim
+    if "blocks.0.gamma_1" in state:
+        arch["init_values"] = 0.1  # any non-zero value builds the layer scale; the file's values are loaded over it
+    for name in PRESETS:
+        cfg = vit_config(name)
+        if (cfg.embed_dim, cfg.depth, cfg.patch_size) == (dim, depth, patch):
+            return name, {k: v for k, v in arch.items() if getattr(cfg, k) != v}
+    raise CheckpointError(f"{path}: no model preset is {dim} wide with {depth} blocks and {patch} px patches; name "
+                          "the preset and its overrides yourself (create_model)")
+
+
 # ----------------------------------------------------------------------------------------------- our files
 def backbone_fingerprint(model: nn.Module) -> str:
     """sha256 of the backbone tensors the method leaves frozen (names in the plain backbone, shapes, float32 bytes).

@@ -75,6 +75,9 @@ class DataConfig:
     val_split: str | None = "val"  # monitored every eval_every epochs with one view (VAL-EPOCH); None = none
     test_split: str | None = None  # the split the final multi-view test reports (None = val_split)
     dataset: str | None = None  # ssv2 | hmdb51 | other ...: picks per-dataset protocol settings; None = the store's
+    # several labels per video: sigmoid + BCE, mAP. None = the store's; with source: videos, true reads label sets
+    # from the lists (`path l1 l2 ...`)
+    multilabel: bool | None = None
     protocol: str | None = option(None, choices=lambda: list(DATA_PROTOCOLS) + [None])  # None = the recipe's
     num_frames: int = option(8, ge=1)
     img_size: int = option(224, ge=1)

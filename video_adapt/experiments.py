@@ -123,7 +123,7 @@ class Cell:
     variant: str
     frames: int
     n: int
-    top1_mean: float
+    top1_mean: float  # the runs' reported number: top-1, or mAP for multi-label runs (`metric`)
     top1_std: float
     trainable: int
     trainable_ratio: float
@@ -131,6 +131,7 @@ class Cell:
     peak_mb: float  # the GPU's peak allocation, or the process's peak RSS on a CPU (framework included)
     protocol: dict[str, Any] = field(default_factory=dict)  # what the number depends on (summary.json "protocol")
     step_mb: float | None = None  # a training step's counted memory (engine.builders.counted_step_memory); CPU runs
+    metric: str = "top-1"  # top-1 | mAP
 
     @property
     def sem(self) -> float:
@@ -142,7 +143,23 @@ def _step_mb(runs: list[GridResult]) -> float | None:
     return max(counted) / 2**20 if counted else None
 
 
-def aggregate(results: list[GridResult], metric: str = "final_top1") -> list[Cell]:
+METRICS = {"top-1": "final_top1", "mAP": "final_map"}  # a summary's "metric" -> the key of its final number
+
+
+def run_metric(results: list[GridResult]) -> str:
+    """The number the runs report: top-1, or mAP when they are multi-label; one table never mixes the two."""
+    kinds = {r.summary.get("metric", "top-1") for r in results}
+    if len(kinds) > 1:
+        raise ConfigError(f"the runs report different metrics ({', '.join(sorted(kinds))}): compare multi-label "
+                          "and single-label runs in separate tables")
+    return kinds.pop() if kinds else "top-1"
+
+
+def aggregate(results: list[GridResult], metric: str | None = None) -> list[Cell]:
+    """Cells of (variant, frames): the mean and std over seeds of `metric` (a summary key; default the runs' own
+    final number, `run_metric`)."""
+    name = run_metric(results)
+    metric = metric or METRICS[name]
     groups: dict[tuple[str, int], list[GridResult]] = {}
     for r in results:
         groups.setdefault((r.variant, r.frames), []).append(r)
@@ -156,7 +173,7 @@ def aggregate(results: list[GridResult], metric: str = "final_top1") -> list[Cel
         cells.append(Cell(variant, frames, len(values), mean, std, first["trainable_params"], first["trainable_ratio"],
                           sum(r.summary["wall_time_s"] for r in runs) / len(runs),
                           max(r.summary.get("peak_memory_bytes", 0) for r in runs) / 2**20,
-                          protocol_fields(first.get("protocol") or {}), _step_mb(runs)))
+                          protocol_fields(first.get("protocol") or {}), _step_mb(runs), name))
     return cells
 
 
@@ -212,7 +229,8 @@ def markdown_table(cells: list[Cell]) -> str:
         row.append(f"{max(lookup[(v, t)].peak_mb for t in frames if (v, t) in lookup):.0f}")
         lines.append("| " + " | ".join(row) + " |")
     seeds = sorted({c.n for c in cells})
-    lines.append(f"\ntop-1 (%) of the final multi-view test, mean ± std over {', '.join(map(str, seeds))} seed(s)")
+    lines.append(f"\n{_metric(cells)} (%) of the final multi-view test, mean ± std over {', '.join(map(str, seeds))} "
+                 "seed(s)")
     if counted:
         lines.append("step MB, counted: what one training micro-batch holds at the start of its backward (weights, "
                      "gradients, optimizer moments, input, saved activations), kernel-independent, at the largest "
@@ -223,9 +241,15 @@ def markdown_table(cells: list[Cell]) -> str:
     return "\n".join(lines)
 
 
+def _metric(cells: list[Cell]) -> str:
+    return cells[0].metric if cells else "top-1"
+
+
 def write_csv(cells: list[Cell], path: Path) -> Path:
-    return write_csv_atomic(path, ["method", "frames", "seeds", "top1_mean", "top1_std", "top1_sem", "trainable_params",
-                                   "trainable_share", "train_time_s", "step_mb", "peak_mb", *PROTOCOL_COLUMNS],
+    key = "map" if _metric(cells) == "mAP" else "top1"
+    return write_csv_atomic(path, ["method", "frames", "seeds", f"{key}_mean", f"{key}_std", f"{key}_sem",
+                                   "trainable_params", "trainable_share", "train_time_s", "step_mb", "peak_mb",
+                                   *PROTOCOL_COLUMNS],
                             [[c.variant, c.frames, c.n, f"{c.top1_mean:.3f}", f"{c.top1_std:.3f}", f"{c.sem:.3f}",
                               c.trainable, f"{c.trainable_ratio:.6f}", f"{c.train_time_s:.2f}",
                               "" if c.step_mb is None else f"{c.step_mb:.2f}", f"{c.peak_mb:.1f}",
@@ -256,7 +280,7 @@ def plot_frames(cells: list[Cell], path: Path, title: str = "accuracy against fr
     ax.set_xscale("log", base=2)
     ax.set_xticks(frames, [str(t) for t in frames])
     ax.set_xlabel("frames")
-    ax.set_ylabel("top-1 (%)")
+    ax.set_ylabel(f"{_metric(cells)} (%)")
     ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
@@ -318,7 +342,7 @@ def plot_study(name: str, cells: list[Cell], path: Path) -> Path:
         ax.set_xticks(range(len(cells)), [c.variant for c in cells], rotation=30, ha="right", fontsize=8)
         low = min(c.top1_mean for c in cells)
         ax.set_ylim(max(0, low - 10), min(100, max(c.top1_mean for c in cells) + 5))
-    ax.set_ylabel("top-1 (%)")
+    ax.set_ylabel(f"{_metric(cells)} (%)")
     ax.set_title(f"{name} ({cells[0].frames} frames)")
     ax.grid(alpha=0.3)
     fig.tight_layout()

@@ -10,7 +10,10 @@ import csv
 import json
 import os
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Iterator, Sequence
+
+if TYPE_CHECKING:
+    import numpy as np
 
 
 @contextlib.contextmanager
@@ -21,13 +24,44 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     the process id keeps concurrent writers (DDP ranks, prep workers) apart.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.stem}.tmp{os.getpid()}{path.suffix}")
+    tmp = _temporary(path)
     try:
         yield tmp
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def _temporary(path: Path, hidden: bool = False) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path.with_name(f"{'.' if hidden else ''}{path.stem}.tmp{os.getpid()}{path.suffix}")
+
+
+class NpyWriter:
+    """An .npy file filled piece by piece that appears under its name only when complete.
+
+    The array is a memory map of a temporary sibling (so an output larger than memory, such as a long video's token
+    features, streams to disk); `commit()` flushes it and renames it to `path`, `discard()` deletes it. A killed
+    process leaves at worst a hidden `.<name>.tmp<pid>.npy` sibling (hidden: tools that read `*.npy` skip it),
+    never a short array under the real name.
+    """
+
+    def __init__(self, path: str | os.PathLike, shape: Sequence[int], dtype: Any):
+        import numpy as np
+        self.path = Path(path)
+        self._tmp = _temporary(self.path, hidden=True)
+        self.array: np.ndarray | None = np.lib.format.open_memmap(self._tmp, mode="w+", dtype=dtype,
+                                                                  shape=tuple(shape))
+
+    def commit(self) -> Path:
+        self.array.flush()
+        self.array = None  # unmapped before the rename
+        os.replace(self._tmp, self.path)
+        return self.path
+
+    def discard(self) -> None:
+        self.array = None
+        self._tmp.unlink(missing_ok=True)
 
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> Path:

@@ -5,7 +5,8 @@
 
 Frames are sampled by the test views of the data protocol stored with the trained model (T-DENSE or T-SSV2 clips x
 3 crops at the protocol's short side), and the views' scores are combined as that protocol does (mean logits for
-AdaptFormer's, mean probabilities for VideoMAE's).
+AdaptFormer's, mean probabilities for VideoMAE's); a multi-label model gives each class its own sigmoid probability
+and `labels` lists the classes at or above `Predictor.threshold`.
 A file that cannot be read gives a one-line error in its result; the other files still run.
 """
 from __future__ import annotations
@@ -41,10 +42,13 @@ class Prediction:
     top: list[tuple[str, float]] = field(default_factory=list)
     error: str | None = None
     windows: list[WindowPrediction] | None = None
+    labels: list[tuple[str, float]] | None = None  # multi-label models: the classes at or above the threshold
 
     def as_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"path": self.path, "error": self.error,
                                "top": [{"label": l, "prob": round(p, 6)} for l, p in self.top]}
+        if self.labels is not None:
+            out["labels"] = [{"label": l, "prob": round(p, 6)} for l, p in self.labels]
         if self.windows is not None:
             out["windows"] = [w.__dict__ for w in self.windows]
             out["segments"] = [s.__dict__ for s in segments(self.windows)]
@@ -84,6 +88,7 @@ class Predictor:
         self.protocol = protocol
         self.view = protocol.eval_view()
         self.amp = autocast_dtype(self.device, "auto")  # bf16 on GPUs that have it, fp32 on CPU
+        self.threshold = 0.5  # multi-label models: a class is predicted at or above this probability
 
     @classmethod
     def load(cls, checkpoint: str | None = None, backbone: str | None = None, adapters: str | None = None,
@@ -137,13 +142,20 @@ class Predictor:
             logits = self.model(x).float()
         out, at = [], 0
         for n in counts:
-            out.append(combine_views(logits[at:at + n].unsqueeze(0), self.protocol.view_average)[0].cpu().numpy())
+            out.append(combine_views(logits[at:at + n].unsqueeze(0), self.protocol.view_average,
+                                     self.protocol.multilabel)[0].cpu().numpy())
             at += n
         return out
 
     def _top(self, probs: np.ndarray, k: int) -> list[tuple[str, float]]:
         order = np.argsort(-probs)[:k]
         return [(self.class_names[i], float(probs[i])) for i in order]
+
+    def _above(self, probs: np.ndarray) -> list[tuple[str, float]] | None:
+        """A multi-label model's classes at or above the threshold, most probable first (None: single-label)."""
+        if not self.protocol.multilabel:
+            return None
+        return self._top(probs, len(probs))[:int((probs >= self.threshold).sum())]
 
     def predict(self, paths: Iterable[str], topk: int = 5, batch_videos: int = 8) -> list[Prediction]:
         results: list[Prediction] = []
@@ -155,6 +167,7 @@ class Predictor:
             probs = self._probs(torch.cat([v for _, v in pending]), [len(v) for _, v in pending])
             for (pred, _), p in zip(pending, probs):
                 pred.top = self._top(p, topk)
+                pred.labels = self._above(p)
             pending.clear()
 
         for path in paths:
@@ -178,7 +191,8 @@ class Predictor:
         except VideoDecodeError as err:
             pred.error = str(err)
             return pred, None
-        pred.top = self._top(self._probs(views, [len(views)])[0], topk)
+        probs = self._probs(views, [len(views)])[0]
+        pred.top, pred.labels = self._top(probs, topk), self._above(probs)
         return pred, views
 
     def timeline(self, path: str, window_s: float, stride_s: float, topk: int = 5) -> Prediction:
@@ -217,10 +231,12 @@ def expand_inputs(inputs: Sequence[str]) -> list[str]:
 def predict(inputs: Sequence[str] | str, *, checkpoint: str | None = None, backbone: str | None = None,
             adapters: str | None = None, topk: int = 5, device: str = "auto", crops: int | None = None,
             window: float | None = None, stride: float | None = None, runtime: str = "torch",
-            precision: str = "fp32") -> list[Prediction]:
-    """Classify video files (or folders of them); see `Predictor` for the protocol and the runtimes."""
+            precision: str = "fp32", threshold: float = 0.5) -> list[Prediction]:
+    """Classify video files (or folders of them); see `Predictor` for the protocol and the runtimes. `threshold`:
+    a multi-label model's `labels` are the classes at or above it."""
     predictor = Predictor.load(checkpoint, backbone, adapters, device=device, crops=crops, runtime=runtime,
                                precision=precision)
+    predictor.threshold = threshold
     paths = expand_inputs([inputs] if isinstance(inputs, str) else inputs)
     if window:
         return [predictor.timeline(p, window, stride or window, topk) for p in paths]

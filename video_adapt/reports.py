@@ -1,4 +1,5 @@
-"""Files people read after a run: per-class accuracy, confusion matrix (CSV and PNG), predictions."""
+"""Files people read after a run: per-class accuracy, confusion matrix (CSV and PNG), predictions; for a multi-label
+task mAP, per-class average precision and each video's label set against the classes predicted."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -49,7 +50,10 @@ def plot_confusion(confusion: np.ndarray, class_names: list[str], path: Path) ->
 
 def write_test_reports(result, class_names: list[str], video_ids: list[str] | None, out_dir: Path,
                        extra: dict[str, Any] | None = None) -> dict[str, Path]:
-    """metrics.json, per_class.csv, confusion.csv/.png and predictions.csv for one evaluation."""
+    """metrics.json, per_class.csv, confusion.csv/.png and predictions.csv for one evaluation (multi-label: no
+    confusion matrix; `write_multilabel_reports`)."""
+    if result.multilabel:
+        return write_multilabel_reports(result, class_names, video_ids, out_dir, extra)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths: dict[str, Path] = {}
     metrics = {"top1": result.top1, "top5": result.top5, "nll": result.loss, "videos": result.num_videos,
@@ -69,4 +73,29 @@ def write_test_reports(result, class_names: list[str], video_ids: list[str] | No
                      int(p["label"] == p["pred"])])
     paths["predictions"] = write_csv_atomic(out_dir / "predictions.csv", ["video", "label", "prediction", "score", "correct"],
                                      rows)
+    return paths
+
+
+def write_multilabel_reports(result, class_names: list[str], video_ids: list[str] | None, out_dir: Path,
+                             extra: dict[str, Any] | None = None) -> dict[str, Path]:
+    """metrics.json (mAP, mean binary cross-entropy), per_class.csv (positives and AP per class) and predictions.csv
+    (each video's classes, those predicted at probability >= 0.5, the top class and its probability)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    metrics = {"mAP": result.mean_ap, "bce": result.loss, "videos": result.num_videos, **(extra or {})}
+    paths = {"metrics": write_json_atomic(out_dir / "metrics.json", metrics)}
+    positives = np.zeros(len(class_names), dtype=np.int64)
+    for p in result.predictions:
+        positives[p["labels"]] += 1
+    paths["per_class"] = write_csv_atomic(out_dir / "per_class.csv", ["class", "positives", "ap"],
+                                          [[c, int(n), f"{ap:.2f}"] for c, n, ap in
+                                           zip(class_names, positives, result.per_class)])
+
+    def names(indices: list[int]) -> str:
+        return ";".join(class_names[i] for i in indices)
+
+    rows = [[video_ids[p["index"]] if video_ids is not None else p["index"], names(p["labels"]), names(p["pred"]),
+             class_names[p["top"]], f"{p['score']:.4f}", int(sorted(p["labels"]) == sorted(p["pred"]))]
+            for p in result.predictions]
+    paths["predictions"] = write_csv_atomic(out_dir / "predictions.csv",
+                                            ["video", "labels", "predicted", "top", "score", "exact"], rows)
     return paths

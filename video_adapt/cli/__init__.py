@@ -17,6 +17,7 @@ COMMANDS = {
     "train": ("video_adapt.cli.train", "fine-tune a model on a frame store or video files (AdaptFormer, VPT, LoRA, ...)"),
     "test": ("video_adapt.cli.test", "multi-view test of a trained run, with reports"),
     "infer": ("video_adapt.cli.infer", "classify your own video files"),
+    "features": ("video_adapt.cli.features", "window features of video files for localization and other tools"),
     "export": ("video_adapt.cli.export", "ONNX / OpenVINO / torch.export / Hugging Face files of a trained model"),
     "compare": ("video_adapt.cli.compare", "methods x frames x seeds: tables and a plot"),
     "ablate": ("video_adapt.cli.ablate", "the article's trade-off and ablation studies"),

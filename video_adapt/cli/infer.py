@@ -5,7 +5,9 @@
     video-adapt infer long.mp4 --checkpoint runs/x --window 2 --stride 1      # a timeline of actions
     video-adapt infer clip.mp4 --checkpoint exports/x --runtime onnx          # an export (video-adapt export)
 
-Class names come from the checkpoint. An unreadable file gets a one-line error; the others still run.
+Class names come from the checkpoint. A multi-label model (trained on label sets) gives each class its own
+probability and lists the classes at or above --threshold. An unreadable file gets a one-line error; the others
+still run.
 """
 from __future__ import annotations
 
@@ -26,6 +28,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--backbone", help="pretrained backbone the adapters were trained on")
     parser.add_argument("--adapters", help="adapter directory written by training (adapters/ or best/)")
     parser.add_argument("--topk", type=int, default=5)
+    parser.add_argument("--threshold", type=float, default=0.5,
+                        help="multi-label models: list the classes at or above this probability")
     parser.add_argument("--crops", type=int, default=None, help="spatial crops per clip (default: as trained)")
     parser.add_argument("--window", type=float, help="classify windows of this many seconds")
     parser.add_argument("--stride", type=float, help="seconds between windows (default: --window)")
@@ -45,6 +49,7 @@ def main(argv: list[str] | None = None) -> int:
         raise ConfigError(f"--runtime {args.runtime}: unknown runtime; one of {', '.join(RUNTIMES)}")
     predictor = Predictor.load(args.checkpoint, args.backbone, args.adapters, args.device, args.crops, args.force,
                                runtime=args.runtime, precision=args.precision)
+    predictor.threshold = args.threshold
     paths = expand_inputs(args.inputs)
     if not paths:
         raise ConfigError("no video files found in the inputs")
@@ -59,6 +64,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: {r.error}", file=sys.stderr)
             continue
         print(f"{r.path}: " + ", ".join(f"{label} {prob:.3f}" for label, prob in r.top))
+        if r.labels is not None:
+            print(f"  labels >= {args.threshold:g}: " + (", ".join(label for label, _ in r.labels) or "none"))
         if r.windows is not None:
             for s in segments(r.windows):
                 print(f"  {s.start_s:7.2f}-{s.end_s:7.2f} s  {s.label} ({s.prob:.2f})")

@@ -1,6 +1,6 @@
 """Multi-view test of a trained run with the test views of the data protocol it was trained with (temporal clips x
 spatial crops, scores averaged as that protocol does): top-1/top-5, per-class accuracy, confusion matrix (CSV +
-PNG) and a predictions file.
+PNG) and a predictions file; a multi-label run: mAP, per-class average precision and predictions.
 
     video-adapt test runs/ssv2_adaptformer_8f --split val --crops 3
 """
@@ -34,8 +34,8 @@ def main(argv: list[str] | None = None) -> int:
                         batch_size=args.batch_size, workers=args.workers, device=args.device,
                         overrides=args.overrides, out_dir=args.out, progress=True)
     r = test.result
-    print(f"{test.split}: top-1 {r.top1:.2f}  top-5 {r.top5:.2f}  ({r.num_videos} videos, "
-          f"{test.crops} crops, {test.average} averaging)")
+    numbers = f"mAP {r.mean_ap:.2f}" if r.multilabel else f"top-1 {r.top1:.2f}  top-5 {r.top5:.2f}"
+    print(f"{test.split}: {numbers}  ({r.num_videos} videos, {test.crops} crops, {test.average} averaging)")
     print_outputs(test.paths)
     return 0
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from video_adapt.data.store import FrameStore, StoreError
+from video_adapt.data.store import FrameStore, StoreError, label_indices
 
 
 def check_store(root: Path, progress: bool = True) -> list[str]:
@@ -31,8 +31,9 @@ def check_store(root: Path, progress: bool = True) -> list[str]:
             video = index.videos.get(row)
             if video is None:
                 problems.append(f"{root / split}: video row {row} missing from videos.csv")
-            elif not -1 <= int(video["label"]) < num_classes:
-                problems.append(f"{root / split}: video {video['id']} has label {video['label']} outside 0..{num_classes - 1}")
+            elif not _labels_fit(video["label"], num_classes, store.meta.multilabel):
+                problems.append(f"{root / split}: video {video['id']} has label {video['label']!r} outside "
+                                f"0..{num_classes - 1}" + (" (a set of class indices)" if store.meta.multilabel else ""))
         end = index.frame_offset + index.frame_length
         sizes = [p.stat().st_size if p.exists() else -1 for p in index.shard_paths]
         for k, size in enumerate(sizes):
@@ -58,3 +59,14 @@ def check_store(root: Path, progress: bool = True) -> list[str]:
             except Exception as err:
                 problems.append(f"{root / split}: video row {row} does not decode ({str(err).splitlines()[0][:120]})")
     return problems
+
+
+def _labels_fit(cell: str, num_classes: int, multilabel: bool) -> bool:
+    """A class index in range (or -1, unlabelled); in a multi-label store a set of distinct in-range indices."""
+    try:
+        indices = label_indices(cell)
+    except ValueError:
+        return False
+    if multilabel:
+        return len(set(indices)) == len(indices) and all(0 <= c < num_classes for c in indices)
+    return len(indices) == 1 and -1 <= indices[0] < num_classes

@@ -23,7 +23,7 @@ from torch.utils.data import Dataset
 from video_adapt.data.augment import ClipRandAugment, apply_erasing, erase_box, msc_box, rrc_box, eval_crops
 from video_adapt.data.decode import VideoDecodeError, open_video
 from video_adapt.data.sampling import TEST_RULES, TRAIN_RULES, eval_clip_indices, train_indices
-from video_adapt.data.store import FrameStore, StoreError
+from video_adapt.data.store import FrameStore, StoreError, class_counts, label_indices
 from video_adapt.data.transforms import crop_resize, normalize_clips, to_tensor_clip
 
 NO_BOX = (-1, -1, -1, -1)
@@ -50,12 +50,28 @@ class StoredVideo:
                 for p in self.store.payloads(self.split, self.index, positions)]
 
 
+def multi_hot(indices: Sequence[int], num_classes: int) -> np.ndarray:
+    """A multi-label video's target: float32 (C,), 1 at its classes."""
+    target = np.zeros(num_classes, np.float32)
+    target[list(indices)] = 1.0
+    return target
+
+
+def labels_tensor(labels: Sequence[Any]) -> torch.Tensor:
+    """A batch's labels as one tensor: class indices (B,), or multi-hot targets (B, C) of a multi-label task."""
+    if len(labels) and isinstance(labels[0], np.ndarray):
+        return torch.from_numpy(np.stack(labels))
+    return torch.as_tensor(labels)
+
+
 class VideoSource:
-    """A labelled list of videos the sampling rules can read: `video(i)` has `num_frames` and `read(positions)`."""
+    """A labelled list of videos the sampling rules can read: `video(i)` has `num_frames` and `read(positions)`.
+    Labels are class indices, or for a multi-label source float32 multi-hot targets (C,)."""
 
     classes: list[str]
-    labels: list[int]
+    labels: list[Any]
     ids: list[str]
+    multilabel: bool = False
     keep_every: int = 1  # the rules' stride is divided by this (a store may keep every k-th frame)
     codec: str = "video"
     flip_allowed: bool = True
@@ -79,7 +95,10 @@ class StoreSource(VideoSource):
         self.root, self.split = str(root), split
         index = self.store.split(split)
         self.classes = self.store.classes
-        self.labels = [int(index.videos[r]["label"]) for r in index.video_rows]
+        self.multilabel = self.store.meta.multilabel
+        cells = [index.videos[r]["label"] for r in index.video_rows]
+        self.labels = [multi_hot(label_indices(c), len(self.classes)) for c in cells] if self.multilabel \
+            else [int(c) for c in cells]
         self.ids = [index.videos[r]["id"] for r in index.video_rows]
         self.keep_every = self.store.meta.keep_every
         self.codec = self.store.codec
@@ -97,11 +116,14 @@ class StoreSource(VideoSource):
 class FileSource(VideoSource):
     """Video files decoded on the fly in the loader's workers (decord first, as the official loaders)."""
 
-    def __init__(self, paths: Sequence[str], labels: Sequence[int], classes: Sequence[str],
-                 ids: Sequence[str] | None = None, flip_allowed: bool = True, dataset: str = "other"):
+    def __init__(self, paths: Sequence[str], labels: Sequence[int | Sequence[int]], classes: Sequence[str],
+                 ids: Sequence[str] | None = None, flip_allowed: bool = True, dataset: str = "other",
+                 multilabel: bool = False):
         self.paths = [str(p) for p in paths]
-        self.labels = [int(label) for label in labels]
         self.classes = list(classes)
+        self.multilabel = multilabel
+        self.labels = [multi_hot(label, len(self.classes)) for label in labels] if multilabel \
+            else [int(label) for label in labels]
         self.ids = list(ids) if ids is not None else [Path(p).stem for p in self.paths]
         self.flip_allowed = flip_allowed
         self.dataset = dataset
@@ -265,7 +287,7 @@ class TrainClips(Dataset):
 
 def collate_encoded(batch: list[tuple[EncodedClip, int]]) -> tuple[list[EncodedClip], torch.Tensor]:
     """DataLoader collate for decode='batch': clips stay encoded, labels become a tensor."""
-    return [clip for clip, _ in batch], torch.tensor([label for _, label in batch])
+    return [clip for clip, _ in batch], labels_tensor([label for _, label in batch])
 
 
 def decode_batch(clips: list[EncodedClip], device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
@@ -326,16 +348,25 @@ class EvalClips(Dataset):
 
 def views_of(video: Any, view: EvalView, stride: int, start: int = 0, end: int | None = None) -> torch.Tensor:
     """uint8 (V, 3, T, S, S): the test views of frames [start, end) of an opened video (store or file)."""
-    end = video.num_frames if end is None else end
-    clips = eval_clip_indices(view.sampling, end - start, view.num_frames, stride, view.clips)
-    wanted = np.unique(np.concatenate(clips))
-    frames = video.read(wanted + start)
+    return views_of_windows(video, view, stride, [(start, video.num_frames if end is None else end)])[0]
+
+
+def views_of_windows(video: Any, view: EvalView, stride: int, windows: Sequence[tuple[int, int]]) -> list[torch.Tensor]:
+    """The test views of each window [start, end) of an opened video, uint8 (V, 3, T, S, S) each. The frames of all
+    windows are read in one call: a decoder without random access decodes the video once per call, not per window."""
+    clips = [[idx + start for idx in eval_clip_indices(view.sampling, end - start, view.num_frames, stride, view.clips)]
+             for start, end in windows]
+    wanted = np.unique(np.concatenate([idx for window in clips for idx in window]))
+    frames = video.read(wanted)
     lookup = {int(f): k for k, f in enumerate(wanted)}
     out = []
-    for idx in clips:
-        clip = to_tensor_clip(frames[[lookup[int(f)] for f in idx]])
-        out += eval_crops(clip, short_side=view.short_side, crop=view.img_size, num_crops=view.crops)
-    return torch.stack(out)
+    for window in clips:
+        views = []
+        for idx in window:
+            clip = to_tensor_clip(frames[[lookup[int(f)] for f in idx]])
+            views += eval_crops(clip, short_side=view.short_side, crop=view.img_size, num_crops=view.crops)
+        out.append(torch.stack(views))
+    return out
 
 
 class MonitorClips(Dataset):
@@ -368,7 +399,7 @@ def split_statistics(store: FrameStore) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for split in store.meta.splits:
         s = store.split(split)
-        counts = np.bincount([int(s.videos[r]["label"]) for r in s.video_rows], minlength=len(store.classes))
+        counts = class_counts([s.videos[r]["label"] for r in s.video_rows], len(store.classes))
         out[split] = {"videos": len(s.video_rows), "frames": int(len(s.frame_offset)),
-                      "bytes": int(s.frame_length.sum()), "per_class": counts.tolist(), "failed": len(s.failed)}
+                      "bytes": int(s.frame_length.sum()), "per_class": counts, "failed": len(s.failed)}
     return out

@@ -5,6 +5,8 @@ Shared by `data_prep.folder` (which prepares a frame store from them) and traini
 (`data.source: videos`). List files: one video per line, `path label` separated by a space, tab or comma
 (VideoMAE's train.csv / val.csv work as they are); the label is a class index or a class name; paths are relative
 to a root and may not escape it (such lines are kept with an error, so one bad line never stops a job).
+Multi-label lists (`multilabel=True`): everything after the path is the video's set of labels, `path l1 l2 l3` or
+`path,l1,l2` (indices or names, any of the same separators; a path alone: none of the classes).
 """
 from __future__ import annotations
 
@@ -44,50 +46,63 @@ def scan_class_folders(root: Path, classes: list[str] | None = None) -> tuple[li
     return classes, entries
 
 
-def read_list(path: Path, root: Path, classes: list[str] | None) -> tuple[list[str], list[VideoEntry]]:
-    """`path label` lines; labels are indices or class names. Paths escaping `root` are refused per line."""
+def read_list(path: Path, root: Path, classes: list[str] | None,
+              multilabel: bool = False) -> tuple[list[str], list[VideoEntry]]:
+    """`path label` lines; labels are indices or class names. Paths escaping `root` are refused per line.
+    `multilabel`: `path label label ...`, the labels after the path a set (a tuple of class indices per entry)."""
     if not path.is_file():
         raise PrepError(f"{path}: no such list file")
-    pairs = []
+    lines = []
     for n, line in enumerate(path.read_text().splitlines(), 1):
         line = line.strip()
         if not line or line.startswith("#"):
             continue
         parts = re.split(r"[,\t ]+", line)
+        if multilabel:
+            lines.append((parts[0], parts[1:], n))
+            continue
         if len(parts) < 2:
             raise PrepError(f"{path}:{n}: expected 'path label', got {line!r}")
-        pairs.append((parts[0], parts[-1] if len(parts) == 2 else parts[1], n))
-    names_are_ints = all(re.fullmatch(r"-?\d+", label) for _, label, _ in pairs)
+        lines.append((parts[0], [parts[-1] if len(parts) == 2 else parts[1]], n))
+    labels = [label for _, names, _ in lines for label in names]
+    names_are_ints = all(re.fullmatch(r"-?\d+", label) for label in labels)
     if classes is None:
         if names_are_ints:
-            classes = [str(i) for i in range(max((int(l) for _, l, _ in pairs), default=-1) + 1)]
+            classes = [str(i) for i in range(max((int(l) for l in labels), default=-1) + 1)]
         else:
-            classes = sorted({label for _, label, _ in pairs})
+            classes = sorted(set(labels))
     root_resolved = root.resolve()
     entries = []
-    for rel, label, n in pairs:
-        if names_are_ints:
-            index = int(label)
-            if not 0 <= index < len(classes):
-                raise PrepError(f"{path}:{n}: label {index} out of range 0..{len(classes) - 1}")
-        elif label in classes:
-            index = classes.index(label)
-        else:
-            raise PrepError(f"{path}:{n}: unknown class {label!r}")
+    for rel, names, n in lines:
+        indices = []
+        for label in names:
+            if names_are_ints:
+                index = int(label)
+                if not 0 <= index < len(classes):
+                    raise PrepError(f"{path}:{n}: label {index} out of range 0..{len(classes) - 1}")
+            elif label in classes:
+                index = classes.index(label)
+            else:
+                raise PrepError(f"{path}:{n}: unknown class {label!r}")
+            indices.append(index)
         full = (root / rel).resolve()
         error = None
         if root_resolved not in full.parents and full != root_resolved:
             error = f"{rel}: path escapes --root {root}; refused"
-        entries.append(VideoEntry(os.path.splitext(rel)[0], str(full), index, error))
+        label = tuple(sorted(set(indices))) if multilabel else indices[0]
+        entries.append(VideoEntry(os.path.splitext(rel)[0], str(full), label, error))
     return classes, entries
 
 
 def holdout(entries: list[VideoEntry], fraction: float, seed: int) -> tuple[list[VideoEntry], list[VideoEntry]]:
-    """Every class keeps at least one training video; about `fraction` of each class goes to validation."""
+    """Every class keeps at least one training video; about `fraction` of each class goes to validation. Multi-label
+    videos have no one class: about `fraction` of all of them, at random (at least one stays for training)."""
     rng = np.random.default_rng(seed)
+    multilabel = any(isinstance(e.label, tuple) for e in entries)
+    groups = [entries] if multilabel else [[e for e in entries if e.label == label]
+                                           for label in sorted({e.label for e in entries})]
     train, val = [], []
-    for label in sorted({e.label for e in entries}):
-        items = [e for e in entries if e.label == label]
+    for items in groups:
         order = rng.permutation(len(items))
         k = min(int(round(fraction * len(items))), len(items) - 1)
         val += [items[i] for i in sorted(order[:k])]

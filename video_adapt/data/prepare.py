@@ -32,7 +32,9 @@ from video_adapt.data.store import (
     ShardWriter,
     SplitCounts,
     StoreMeta,
+    class_counts,
     encode_frames,
+    label_text,
     read_shard_index,
     resize_short_side,
     shard_done,
@@ -51,7 +53,7 @@ class PrepError(VideoAdaptError):
 class VideoEntry:
     id: str
     path: str
-    label: int
+    label: int | tuple[int, ...]  # a class index (-1: unlabelled), or a multi-label video's class indices
     error: str | None = None  # a problem found while listing (e.g. a path escaping the root)
 
 
@@ -189,11 +191,12 @@ def _prepare_out_dir(out: Path, options: dict[str, Any], overwrite: bool) -> Non
 
 def prepare_store(out: str | Path, classes: list[str], splits: list[SplitSpec], opts: PrepOptions, *,
                   source: str, flip: bool, workers: int = 1, overwrite: bool = False, progress: bool = True,
-                  dataset: str = "other", shard: tuple[int, int] | None = None) -> PrepReport:
+                  dataset: str = "other", shard: tuple[int, int] | None = None, multilabel: bool = False) -> PrepReport:
     """Write (or finish) the store at `out`; returns counts and failures.
 
     `flip` records whether horizontal flips keep the labels (False for SSv2-like data); `dataset` (ssv2, hmdb51,
-    synthetic, other) lets the data protocols pick their per-dataset settings. With `shard=(i, n)`, `out`
+    synthetic, other) lets the data protocols pick their per-dataset settings; `multilabel`: the entries' labels are
+    sets of class indices (tuples), and the store says so. With `shard=(i, n)`, `out`
     becomes part i of n: only its rows (`shard_plan`), with global row numbers, its own failed.csv and a meta.json
     that marks it as a part (a FrameStore refuses it until `merge_parts` has joined all n).
     """
@@ -203,6 +206,11 @@ def prepare_store(out: str | Path, classes: list[str], splits: list[SplitSpec], 
     if not 0 <= part < parts:
         raise PrepError(f"shard {part}/{parts}: the index must be in 0..{parts - 1}")
     options = job_options(classes, splits, opts, source)
+    if multilabel:
+        bad = next((e for s in splits for e in s.entries if not isinstance(e.label, tuple)), None)
+        if bad is not None:
+            raise PrepError(f"{bad.path}: a multi-label store needs a set of labels per video, got {bad.label!r}")
+        options["multilabel"] = True
     if shard is not None:
         options["shard"] = [part, parts]
     _prepare_out_dir(out, options, overwrite)
@@ -239,12 +247,12 @@ def prepare_store(out: str | Path, classes: list[str], splits: list[SplitSpec], 
         if pool is not None:
             pool.terminate()
     return _finish(out, classes, splits, owned, opts=opts, source=source, flip=flip, start=start, dataset=dataset,
-                   part=(part, parts) if shard is not None else None)
+                   part=(part, parts) if shard is not None else None, multilabel=multilabel)
 
 
 def _finish(out: Path, classes: list[str], splits: list[SplitSpec], owned: dict[str, list[int]], *,
             opts: PrepOptions, source: str, flip: bool, start: float, dataset: str,
-            part: tuple[int, int] | None) -> PrepReport:
+            part: tuple[int, int] | None, multilabel: bool = False) -> PrepReport:
     """Write videos.csv per split, failed.csv and, last, meta.json (its presence means: complete), for the rows
     this job owns (all of them, or a part's share)."""
     failures: list[tuple[str, str, str, str]] = []
@@ -267,17 +275,18 @@ def _finish(out: Path, classes: list[str], splits: list[SplitSpec], owned: dict[
             e = spec.entries[r]
             if r in info:
                 n, stored, fps, h, w = info[r]
-                rows.append([r, e.id, e.label, e.path, n, stored, f"{fps:.3f}", h, w])
+                rows.append([r, e.id, label_text(e.label), e.path, n, stored, f"{fps:.3f}", h, w])
             elif r in failed:
                 failures.append((spec.name, e.id, e.path, failed[r]))
         columns = ["row", "id", "label", "source", "num_frames", "stored_frames", "fps", "height", "width"]
         write_csv_atomic(directory / "videos.csv", columns, rows)
         videos += len(owned[spec.name])
-        counts = np.bincount([int(r[2]) for r in rows if int(r[2]) >= 0], minlength=len(classes))
         split_meta[spec.name] = SplitCounts(videos=len(rows), failed=len(owned[spec.name]) - len(rows),
-                                            frames=int(sum(int(r[5]) for r in rows)), per_class=counts.tolist())
+                                            frames=int(sum(int(r[5]) for r in rows)),
+                                            per_class=class_counts([r[2] for r in rows], len(classes)))
     write_csv_atomic(out / "failed.csv", ["split", "id", "source", "reason"], failures)
     meta = StoreMeta(classes=list(classes), keep_every=opts.keep_every, short_side=opts.short_side, codec=opts.codec,
-                     quality=opts.quality, flip=flip, source=source, splits=split_meta, dataset=dataset, part=part)
+                     quality=opts.quality, flip=flip, source=source, splits=split_meta, dataset=dataset, part=part,
+                     multilabel=multilabel)
     write_json_atomic(out / "meta.json", meta.as_dict())
     return PrepReport(out, videos, len(failures), time.perf_counter() - start, total_bytes, failures)

@@ -2,7 +2,8 @@
 gets, and how their scores combine into one prediction. One frozen `DataProtocol` is built from the resolved run
 config (`from_config`) or read back from what a trained model records (`from_record`), and training, testing,
 inference, t-SNE and the web page all take their views and their averaging from it; `combine_views` is the one
-place where the views of a video become its class probabilities.
+place where the views of a video become its class probabilities (softmax over the classes, or for a multi-label task
+an independent sigmoid per class).
 
 The named protocols and their per-dataset values are video_adapt/recipes.py `DATA_PROTOCOLS`.
 """
@@ -16,7 +17,8 @@ if TYPE_CHECKING:
 
     from video_adapt.data.datasets import EvalView, TrainView
 
-VIEW_AVERAGES = ("logits", "softmax")  # mean logits then softmax (AdaptFormer) | mean of softmax (VideoMAE)
+# mean logits then softmax (AdaptFormer) | mean of softmax (VideoMAE); multi-label: sigmoid in place of softmax
+VIEW_AVERAGES = ("logits", "softmax")
 
 
 @dataclass(frozen=True)
@@ -41,8 +43,10 @@ class DataProtocol:
     num_sample: int | None = None
     name: str | None = None  # adaptformer | videomae (recipes.DATA_PROTOCOLS)
     dataset: str | None = None  # the dataset kind the per-dataset values were taken for
+    multilabel: bool = False  # a set of classes per video: a sigmoid per class instead of a softmax over them
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "multilabel", bool(self.multilabel))  # configs resolved before it existed say None
         if self.view_average not in VIEW_AVERAGES:
             raise ValueError(f"view_average must be one of {', '.join(VIEW_AVERAGES)}, not {self.view_average!r}")
         if self.test_short_side is None:
@@ -110,17 +114,24 @@ class DataProtocol:
 
         def n(count: int, what: str) -> str:
             return f"{count} {what}" + ("" if count == 1 else "s")
+        probabilities = "sigmoid probabilities" if self.multilabel else "probabilities"
         return (f"{n(self.test_clips, 'clip')} x {n(self.test_crops, 'crop')} = {n(self.views, 'view')} of "
                 f"{self.num_frames} frames at {self.img_size} px ({rule}), "
-                f"{'logits' if self.view_average == 'logits' else 'probabilities'} averaged")
+                f"{'logits' if self.view_average == 'logits' else probabilities} averaged")
 
 
-def combine_views(logits: "torch.Tensor", average: str) -> "torch.Tensor":
+def combine_views(logits: "torch.Tensor", average: str, multilabel: bool = False) -> "torch.Tensor":
     """Class probabilities (B, C) of videos from the logits of their views (B, V, C), as the protocol combines
     them: `logits` = softmax of the mean logits (AF:engine_finetune.py:190-239), `softmax` = mean of the views'
-    softmax (VM:engine_for_finetuning.py:233-282). Top-k of either is the top-k of what the official code ranks."""
+    softmax (VM:engine_for_finetuning.py:233-282). Top-k of either is the top-k of what the official code ranks.
+    `multilabel`: each class its own sigmoid instead of one softmax over the classes (sigmoid of the mean logits, or
+    the mean of the views' sigmoids)."""
+    def squash(x: "torch.Tensor") -> "torch.Tensor":
+        return x.sigmoid() if multilabel else x.softmax(-1)
+
     if average == "logits":
-        return logits.float().mean(1).softmax(-1)
+        return squash(logits.float().mean(1))
     if average == "softmax":
-        return logits.float().softmax(-1).mean(1)
+        return squash(logits.float()).mean(1)
     raise ValueError(f"view_average must be one of {', '.join(VIEW_AVERAGES)}, not {average!r}")
+

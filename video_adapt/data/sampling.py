@@ -14,6 +14,8 @@ Training (one clip per call, drawn afresh from the whole video):
 Testing (every view of a video):
 - `dense_test_clips`  T-DENSE: S evenly spaced windows of T consecutive frames of the stride-r subsequence;
 - `ssv2_test_clips`   T-SSV2: segment starts and segment centres (VideoMAE's 2 test clips for SSv2).
+Sliding windows (features for temporal localization, timelines):
+- `window_starts`  the first frame of every window of W frames, one every S frames.
 """
 from __future__ import annotations
 
@@ -137,3 +139,12 @@ def eval_clip_indices(rule: str, num_frames: int, t: int, stride: int, num_clips
         return ssv2_test_clips(num_frames, t, num_clips)
     raise ValueError(f"unknown test sampling rule {rule!r}; use one of {', '.join(TEST_RULES)}")
 
+
+
+def window_starts(num_frames: int, window: int, stride: int) -> np.ndarray:
+    """First frames of the sliding windows of `window` frames, one every `stride` frames: 0, S, 2S, ... while the
+    window fits in the video, so the tail after the last whole window is not covered (the layout temporal action
+    localization features use: window i spans frames [i*S, i*S + W)). A video shorter than one window has one
+    window, frames [0, N)."""
+    _check(num_frames, window, stride)
+    return np.arange(0, max(num_frames - window, 0) + 1, stride, dtype=np.int64)

@@ -7,14 +7,17 @@ implementation of each rule, and nothing about a clip is fixed at preparation ti
 
 Layout of a store directory (format `video_adapt.frames`, version 2):
 
-    meta.json                 classes, keep_every, short side, codec, flip default, dataset kind, per-split counts;
-                              written last: its presence means the preparation finished
+    meta.json                 classes, keep_every, short side, codec, flip default, dataset kind, per-split counts,
+                              `"multilabel": true` for label sets; written last: its presence means the preparation
+                              finished
     prep.json                 the preparation options (a rerun with other options needs --overwrite)
     failed.csv                videos that could not be prepared: split, id, source, reason
     <split>/videos.csv        row, id, label, source, num_frames, stored_frames, fps, height, width
     <split>/shard-00000.bin   frame payloads back to back (JPEG files, or raw uint8 H x W x 3)
     <split>/shard-00000.npz   the shard's index (plain numpy arrays, no pickle), columns named in INDEX_COLUMNS
 
+A label is a class index (-1: unlabelled); in a multi-label store (`multilabel` in meta.json) it is the video's set of
+class indices separated by spaces (`label_text`, `label_indices`), empty for a video with none of the classes.
 `num_frames` is the decoded length N of the source; `stored_frames` is ceil(N / keep_every); height and width are
 the stored size. A shard is complete once its `.npz` exists: both files are written under temporary names and
 renamed, payload first, so a killed job leaves no half shard and a rerun redoes only the missing shards. Video rows
@@ -72,6 +75,7 @@ class StoreMeta:
     splits: dict[str, SplitCounts]
     dataset: str = "other"  # the dataset kind the data protocols look up (ssv2, hmdb51, ...)
     part: tuple[int, int] | None = None
+    multilabel: bool = False  # each video has a set of classes (videos.csv: indices separated by spaces)
     format: str = FORMAT
     version: int = VERSION
 
@@ -90,7 +94,7 @@ class StoreMeta:
                        quality=int(values["quality"]), flip=bool(values["flip"]), source=str(values["source"]),
                        splits=splits, dataset=str(values.get("dataset", "other")),
                        part=(int(part[0]), int(part[1])) if part is not None else None,
-                       version=int(values.get("version", VERSION)))
+                       multilabel=bool(values.get("multilabel", False)), version=int(values.get("version", VERSION)))
         except (KeyError, TypeError, ValueError, IndexError) as err:
             raise StoreError(f"{where}: damaged meta.json ({type(err).__name__}: {err}); prepare the store "
                              "again") from None
@@ -113,7 +117,26 @@ class StoreMeta:
                                "splits": {k: asdict(v) for k, v in self.splits.items()}, "dataset": self.dataset}
         if self.part is not None:
             out["part"] = list(self.part)
+        if self.multilabel:  # single-label stores keep the file they always had
+            out["multilabel"] = True
         return out
+
+
+def label_text(label: int | Sequence[int]) -> str:
+    """videos.csv's label cell: a class index, or a multi-label video's class indices separated by spaces."""
+    return str(label) if isinstance(label, (int, np.integer)) else " ".join(str(int(c)) for c in label)
+
+
+def label_indices(text: str) -> list[int]:
+    """The class indices of a videos.csv label cell (`label_text` read back); a single label gives one."""
+    return [int(c) for c in str(text).split()]
+
+
+def class_counts(cells: Sequence[str], num_classes: int) -> list[int]:
+    """Videos per class of a split's label cells (a multi-label video counts in each of its classes); unlabelled
+    (-1) videos count nowhere."""
+    indices = [c for cell in cells for c in label_indices(cell) if c >= 0]
+    return np.bincount(np.asarray(indices, dtype=np.int64), minlength=num_classes).tolist()
 
 
 def encode_frames(frames: np.ndarray, codec: str, quality: int = 90) -> list[bytes]:

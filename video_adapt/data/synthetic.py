@@ -12,14 +12,16 @@ from __future__ import annotations
 import math
 import os
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Sequence
 
 import cv2
 import numpy as np
 from tqdm import tqdm
 
 from video_adapt.data.prepare import PrepReport, VideoEntry
+from video_adapt.data.store import label_text
 
 CLASSES = (
     "sliding right", "sliding left", "sliding down", "sliding up",
@@ -38,6 +40,17 @@ class SyntheticSpec:
     distractors: int = 1
     noise: float = 2.0  # per-frame pixel noise (std, grey levels); the background itself is static
     texture: float = 12.0  # background texture contrast
+    # > 1: a multi-label task, 1..max_actions simultaneous actions per video (out of the repr, so the benchmark's
+    # recorded source string stays what it was)
+    max_actions: int = field(default=1, repr=False)
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.max_actions <= self.num_classes:
+            raise ValueError(f"max_actions must be between 1 and the {self.num_classes} classes, not {self.max_actions}")
+
+    @property
+    def multilabel(self) -> bool:
+        return self.max_actions > 1
 
 
 def _smooth_texture(rng: np.random.Generator, size: int, contrast: float) -> np.ndarray:
@@ -95,15 +108,33 @@ def _actor_track(label: int, rng: np.random.Generator, size: int, t: np.ndarray)
 
 def generate_clip(label: int, rng: np.random.Generator, spec: SyntheticSpec = SyntheticSpec()) -> np.ndarray:
     """One clip of class `label` as uint8 (T, H, W, 3) RGB, fully determined by `rng`."""
-    if not 0 <= label < len(CLASSES):
-        raise ValueError(f"label {label} out of range 0..{len(CLASSES) - 1}")
+    return _render([label], rng, spec)
+
+
+def generate_multilabel_clip(labels: Sequence[int], rng: np.random.Generator,
+                             spec: SyntheticSpec = SyntheticSpec()) -> np.ndarray:
+    """One clip in which every class of `labels` happens at once, each done by its own actor (its own shape, colour
+    and track), as uint8 (T, H, W, 3) RGB, fully determined by `rng`: a multi-label video."""
+    if len(set(labels)) != len(labels) or not labels:
+        raise ValueError(f"labels must be one or more distinct classes, got {list(labels)}")
+    return _render(list(labels), rng, spec)
+
+
+def _render(labels: list[int], rng: np.random.Generator, spec: SyntheticSpec) -> np.ndarray:
+    """The actors of `labels` over a textured background among drifting distractors. One label draws from `rng` in
+    the order the benchmark's clips always did, so its videos do not change."""
+    for label in labels:
+        if not 0 <= label < len(CLASSES):
+            raise ValueError(f"label {label} out of range 0..{len(CLASSES) - 1}")
     size, frames = spec.size, spec.frames
     t = np.linspace(0, 1, frames)
     background = _smooth_texture(rng, size, spec.texture)
-    actor = _polygon(rng)
-    actor_colour = rng.uniform(0, 255, 3)
-    actor_colour[rng.integers(0, 3)] = rng.choice([20.0, 235.0])  # saturated, stands out of the background
-    ax, ay, ar, aa, av = _actor_track(label, rng, size, t)
+    actors = []
+    for label in labels:
+        shape = _polygon(rng)
+        colour = rng.uniform(0, 255, 3)
+        colour[rng.integers(0, 3)] = rng.choice([20.0, 235.0])  # saturated, stands out of the background
+        actors.append((shape, colour, _actor_track(label, rng, size, t)))
     distractors = []
     for _ in range(spec.distractors):
         start = rng.uniform(0, size, 2)
@@ -116,8 +147,9 @@ def generate_clip(label: int, rng: np.random.Generator, spec: SyntheticSpec = Sy
         for shape, start, velocity, radius, angle, spin, colour in distractors:
             centre = (start + velocity * t[i]) % size
             _draw(canvas, shape, tuple(centre), radius, angle + spin * t[i], colour)
-        if av[i]:
-            _draw(canvas, actor, (ax[i], ay[i]), ar[i], aa[i], actor_colour)
+        for shape, colour, (ax, ay, ar, aa, av) in actors:
+            if av[i]:
+                _draw(canvas, shape, (ax[i], ay[i]), ar[i], aa[i], colour)
         if spec.noise > 0:
             canvas = canvas + rng.normal(0, spec.noise, canvas.shape)
         video[i] = np.clip(canvas, 0, 255).astype(np.uint8)
@@ -154,7 +186,9 @@ def write_video(path: str, frames: np.ndarray, fps: int = 12, codec: str = "libx
 
 def write_dataset(out: Path, spec: SyntheticSpec, train_per_class: int, val_per_class: int, seed: int,
                   progress: bool = True) -> dict[str, list[VideoEntry]]:
-    """Write (or complete) the videos and list files; an existing video is kept, so reruns resume."""
+    """Write (or complete) the videos and list files; an existing video is kept, so reruns resume. A multi-label
+    task (`spec.max_actions` > 1) has the same number of videos, `videos/<split>/<id>.mp4`, listed with their label
+    sets (`path l1 l2 ...`)."""
     classes = list(CLASSES[:spec.num_classes])
     splits = {"train": train_per_class, "val": val_per_class}
     lists: dict[str, list[VideoEntry]] = {}
@@ -162,25 +196,42 @@ def write_dataset(out: Path, spec: SyntheticSpec, train_per_class: int, val_per_
     bar = tqdm(total=total, desc="generating", unit="video", disable=not progress, file=sys.stderr)
     for s, (split, per_class) in enumerate(splits.items()):
         entries = []
-        for label, name in enumerate(classes):
-            folder = out / "videos" / split / name.replace(" ", "_")
-            folder.mkdir(parents=True, exist_ok=True)
-            for i in range(per_class):
-                vid = f"{split}_{label:02d}_{i:05d}"
-                path = folder / f"{vid}.mp4"
-                if not path.exists():
-                    rng = np.random.default_rng((seed, s, label, i))
-                    tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp.mp4")  # shard jobs may race here
-                    write_video(str(tmp), generate_clip(label, rng, spec))
-                    tmp.replace(path)
-                entries.append(VideoEntry(vid, str(path), label))
-                bar.update(1)
+        for vid, path, label, draw in _split_videos(out / "videos" / split, split, s, per_class, spec, seed):
+            if not path.exists():
+                path.parent.mkdir(parents=True, exist_ok=True)
+                tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp.mp4")  # shard jobs may race here
+                write_video(str(tmp), draw())
+                tmp.replace(path)
+            entries.append(VideoEntry(vid, str(path), label))
+            bar.update(1)
         lists[split] = entries
-        lines = [f"{Path(e.path).relative_to(out / 'videos')} {e.label}" for e in entries]
+        lines = [f"{Path(e.path).relative_to(out / 'videos')} {label_text(e.label)}".rstrip() for e in entries]
         (out / f"{split}.csv").write_text("\n".join(lines) + "\n")
     bar.close()
     (out / "classes.txt").write_text("\n".join(classes) + "\n")
     return lists
+
+
+def _split_videos(folder: Path, split: str, s: int, per_class: int, spec: SyntheticSpec, seed: int):
+    """(id, path, label, draw) of every video of a split: class folders of one action each, or for a multi-label task
+    one folder of videos with 1..max_actions actions each (sets drawn in order from their own generator)."""
+    if not spec.multilabel:
+        for label, name in enumerate(CLASSES[:spec.num_classes]):
+            for i in range(per_class):
+                vid = f"{split}_{label:02d}_{i:05d}"
+                yield (vid, folder / name.replace(" ", "_") / f"{vid}.mp4", label,
+                       lambda label=label, i=i: generate_clip(label, np.random.default_rng((seed, s, label, i)), spec))
+        return
+    sets = np.random.default_rng((seed, s, MULTILABEL_STREAM))
+    for i in range(per_class * spec.num_classes):
+        k = int(sets.integers(1, spec.max_actions + 1))
+        labels = tuple(sorted(int(c) for c in sets.choice(spec.num_classes, k, replace=False)))
+        vid = f"{split}_{i:05d}"
+        yield (vid, folder / f"{vid}.mp4", labels, lambda labels=labels, i=i: generate_multilabel_clip(
+            labels, np.random.default_rng((seed, s, MULTILABEL_STREAM, i)), spec))
+
+
+MULTILABEL_STREAM = 99  # seeds the multi-label task's draws apart from the single-label clips'
 
 
 def make_synthetic_store(out: Path, spec: SyntheticSpec, train_per_class: int, val_per_class: int, seed: int = 0, *,
@@ -193,6 +244,8 @@ def make_synthetic_store(out: Path, spec: SyntheticSpec, train_per_class: int, v
     store = out / "store" / part_name(*shard) if shard else out / "store"
     return prepare_store(store, list(CLASSES[:spec.num_classes]),
                          [SplitSpec("train", lists["train"]), SplitSpec("val", lists["val"])],
-                         PrepOptions(short_side=0, shard_size=shard_size), source=source or f"synthetic {spec}",
+                         PrepOptions(short_side=0, shard_size=shard_size),
+                         source=source or f"synthetic {spec}" + (f" max_actions={spec.max_actions}" if spec.multilabel
+                                                                  else ""),
                          flip=False, workers=workers, progress=progress, dataset="synthetic",
-                         shard=shard)
+                         shard=shard, multilabel=spec.multilabel)

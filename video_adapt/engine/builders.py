@@ -94,23 +94,56 @@ def build_schedule(cfg: Config, peak: float, global_batch: int, steps_per_epoch:
 
 
 class VideoMixup:
-    """timm's Mixup/CutMix on clips: frames are folded into channels so the CutMix box spans all frames."""
+    """timm's Mixup/CutMix on clips: frames are folded into channels so the CutMix box spans all frames.
 
-    def __init__(self, mixup: float, cutmix: float, label_smoothing: float, num_classes: int):
+    Multi-label targets (B, C) are mixed with the weights the clips were mixed with: timm is handed the batch's own
+    positions as labels, and its mixed one-hot targets of them, (B, B), are exactly those weights. Label smoothing
+    there is per class, toward 1/2 (the binary analogue of timm's smoothing toward 1/C)."""
+
+    def __init__(self, mixup: float, cutmix: float, label_smoothing: float, num_classes: int, multilabel: bool = False):
         from timm.data import Mixup
-        self.mixup = Mixup(mixup_alpha=mixup, cutmix_alpha=cutmix, label_smoothing=label_smoothing,
+        self.multilabel, self.label_smoothing = multilabel, label_smoothing
+        self.mixup = Mixup(mixup_alpha=mixup, cutmix_alpha=cutmix, label_smoothing=0.0 if multilabel else label_smoothing,
                            num_classes=num_classes)
 
     def __call__(self, clips: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         b, c, t, h, w = clips.shape
-        mixed, targets = self.mixup(clips.reshape(b, c * t, h, w), labels)
-        return mixed.reshape(b, c, t, h, w), targets
+        if not self.multilabel:
+            mixed, targets = self.mixup(clips.reshape(b, c * t, h, w), labels)
+            return mixed.reshape(b, c, t, h, w), targets
+        self.mixup.num_classes = b
+        mixed, weights = self.mixup(clips.reshape(b, c * t, h, w), torch.arange(b, device=clips.device))
+        return mixed.reshape(b, c, t, h, w), smooth_multilabel(weights @ labels.float(), self.label_smoothing)
+
+
+def smooth_multilabel(targets: torch.Tensor, smoothing: float) -> torch.Tensor:
+    """Multi-hot targets smoothed per class toward 1/2: 1 -> 1 - s/2, 0 -> s/2."""
+    return targets * (1 - smoothing) + smoothing / 2 if smoothing else targets
+
+
+class MultiLabelLoss(nn.Module):
+    """Binary cross-entropy of each class's sigmoid (BCEWithLogits, mean over videos and classes), label smoothing as
+    `smooth_multilabel`. Targets already smoothed by mixup pass through (`smoothed=True`)."""
+
+    def __init__(self, label_smoothing: float = 0.0, smoothed: bool = False):
+        super().__init__()
+        self.label_smoothing = 0.0 if smoothed else label_smoothing
+        self.bce = nn.BCEWithLogitsLoss()
+
+    def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        return self.bce(logits, smooth_multilabel(targets.to(logits.dtype), self.label_smoothing))
 
 
 def build_loss(cfg: Config, num_classes: int) -> tuple[VideoMixup | None, Any]:
-    """(mixup or None, loss function): soft-target cross-entropy behind mixup/cutmix, else plain cross-entropy."""
-    t = cfg.train
-    if t.mixup > 0 or t.cutmix > 0:
+    """(mixup or None, loss function): soft-target cross-entropy behind mixup/cutmix, else plain cross-entropy; for a
+    multi-label task (`data.multilabel`, resolved from the data) binary cross-entropy per class, mixup mixing the
+    multi-hot targets."""
+    t, multilabel = cfg.train, bool(cfg.data.multilabel)
+    mixup = VideoMixup(t.mixup, t.cutmix, t.label_smoothing, num_classes, multilabel) \
+        if t.mixup > 0 or t.cutmix > 0 else None
+    if multilabel:
+        return mixup, MultiLabelLoss(t.label_smoothing, smoothed=mixup is not None)
+    if mixup is not None:
         from timm.loss import SoftTargetCrossEntropy
-        return VideoMixup(t.mixup, t.cutmix, t.label_smoothing, num_classes), SoftTargetCrossEntropy()
+        return mixup, SoftTargetCrossEntropy()
     return None, nn.CrossEntropyLoss(label_smoothing=t.label_smoothing)

@@ -22,11 +22,13 @@ from video_adapt.errors import ConfigError
 
 @dataclass
 class DataFacts:
-    """What the data says about itself: class names, the dataset kind, whether flips keep the labels."""
+    """What the data says about itself: class names, the dataset kind, whether flips keep the labels, whether a video
+    has a set of labels."""
 
     classes: list[str]
     dataset: str
     flip_allowed: bool
+    multilabel: bool = False
 
 
 def _store_root(d: DataConfig) -> str:
@@ -47,8 +49,11 @@ def _video_list(d: DataConfig, which: str, classes: list[str] | None):
         raise ConfigError(f"data.source=videos needs data.{which}_list (a 'path label' list file or class folders)")
     try:
         if Path(path).is_dir():
+            if d.multilabel:
+                raise ConfigError(f"data.{which}_list={path}: class folders give each video one label; "
+                                  "data.multilabel=true needs list files (path l1 l2 ...)")
             return scan_class_folders(Path(path), classes)
-        return read_list(Path(path), Path(d.root or "."), classes)
+        return read_list(Path(path), Path(d.root or "."), classes, bool(d.multilabel))
     except PrepError as err:
         raise ConfigError(f"data.{which}_list: {err}") from None
 
@@ -64,7 +69,7 @@ def open_source(cfg: Config, split: str, which: str = "train"):
     _, entries = _video_list(d, which, classes)
     entries = [e for e in entries if not e.error]
     return FileSource([e.path for e in entries], [e.label for e in entries], classes, [e.id for e in entries],
-                      flip_allowed=d.flip is not False, dataset=d.dataset or "other")
+                      flip_allowed=d.flip is not False, dataset=d.dataset or "other", multilabel=bool(d.multilabel))
 
 
 def data_facts(cfg: Config) -> DataFacts:
@@ -73,9 +78,13 @@ def data_facts(cfg: Config) -> DataFacts:
     d = cfg.data
     if d.source == "store":
         store = FrameStore(_store_root(d))
-        return DataFacts(store.classes, d.dataset or store.meta.dataset, store.meta.flip)
+        if d.multilabel is not None and d.multilabel != store.meta.multilabel:
+            kind = "holds a set of labels per video" if store.meta.multilabel else "holds one label per video"
+            raise ConfigError(f"data.multilabel={str(d.multilabel).lower()} but the store {d.root} {kind}; leave "
+                              "data.multilabel unset to take the store's")
+        return DataFacts(store.classes, d.dataset or store.meta.dataset, store.meta.flip, store.meta.multilabel)
     classes, _ = _video_list(d, "train", None)
-    return DataFacts(classes, d.dataset or "other", True)
+    return DataFacts(classes, d.dataset or "other", True, bool(d.multilabel))
 
 
 def resolve_data(cfg: Config, facts: DataFacts) -> Config:
@@ -83,7 +92,8 @@ def resolve_data(cfg: Config, facts: DataFacts) -> Config:
     recipe values the config did not pick (recipes.check_recipe_dataset)."""
     from video_adapt.recipes import apply_data_protocol, check_recipe_dataset
     check_recipe_dataset(cfg.train.recipe, cfg.data.dataset, facts.dataset)
-    return replace(cfg, data=apply_data_protocol(cfg.data, facts.dataset, facts.flip_allowed))
+    data = apply_data_protocol(cfg.data, facts.dataset, facts.flip_allowed)
+    return replace(cfg, data=replace(data, multilabel=facts.multilabel))
 
 
 def eval_dataset(cfg: Config, split: str, crops: int | None = None) -> Dataset:
@@ -185,7 +195,8 @@ def build_loaders(cfg: Config, dist_state: DistState) -> TrainData:
 
 
 def batch_to_device(batch: tuple, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """A training batch -> (normalised clips (B*S, 3, T, H, W) with random erasing applied, labels (B*S,)).
+    """A training batch -> (normalised clips (B*S, 3, T, H, W) with random erasing applied, labels (B*S,) or
+    multi-hot targets (B*S, C)).
 
     The S augmented copies of each video (repeated augmentation) become neighbours in the batch, as VideoMAE's
     collate flattens them (VM:run_class_finetuning.py:258-270)."""
@@ -197,7 +208,7 @@ def batch_to_device(batch: tuple, device: torch.device) -> tuple[torch.Tensor, t
         clips, labels, boxes = batch
     copies = clips.shape[1]
     x = normalize_and_erase(clips.flatten(0, 1), boxes.flatten(0, 1), device)
-    y = labels.repeat_interleave(copies).to(device, non_blocking=True)
+    y = labels.repeat_interleave(copies, dim=0).to(device, non_blocking=True)  # (B*S,) or multi-hot (B*S, C)
     return x, y
 
 

@@ -39,6 +39,7 @@ from tqdm import tqdm
 
 from video_adapt.checkpoint import backbone_fingerprint
 from video_adapt.config import Config
+from video_adapt.data.datasets import labels_tensor
 from video_adapt.distributed import DistState, any_rank
 from video_adapt.engine.data import TrainData, batch_to_device, eval_sampler, make_loader, to_model_input
 from video_adapt.engine.precision import autocast_context
@@ -114,7 +115,7 @@ class FeatureBatches:
         for indices in self.batches:
             idx = torch.as_tensor(indices, device=d.features.device)
             x = d.features[d.view, idx]
-            yield x.flatten(0, 1), d.labels[idx].repeat_interleave(x.shape[1])
+            yield x.flatten(0, 1), d.labels[idx].repeat_interleave(x.shape[1], dim=0)
 
 
 class FeatureViews:
@@ -265,14 +266,14 @@ def cache_features(model: nn.Module, data: TrainData, cfg: Config, dist: DistSta
     train, monitor = features["train"], features["monitor"]
     if not torch.isfinite(train).all():
         raise TrainingError(f"non-finite backbone features in the cache ({path}); check model.pretrained")
-    labels = torch.as_tensor(data.train_set.labels, device=dist.device)
+    labels = labels_tensor(data.train_set.labels).to(dist.device)
     train_set = CachedTrainSet(train, labels)
     loader = FeatureBatches(train_set, data.sampler, cfg.data.batch_size)
     val_loader = None
     if monitor is not None:
         val_set = data.val_loader.dataset
         indices = list(eval_sampler(val_set, dist) or range(len(val_set)))
-        val_loader = FeatureViews(monitor, torch.as_tensor(val_set.labels), indices, cfg.data.batch_size)
+        val_loader = FeatureViews(monitor, labels_tensor(val_set.labels), indices, cfg.data.batch_size)
     size = sum(t.numel() * t.element_size() for t in (train, monitor) if t is not None)
     report = CacheReport(views=train.shape[0], videos=counts[0], monitored=counts[1],
                          dtype=str(train.dtype).removeprefix("torch."), bytes=size,

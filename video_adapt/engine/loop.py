@@ -286,18 +286,21 @@ def _print_header(run: TrainRun, facts: DataFacts, load_report: Any, resume_path
 
 def monitor(run: TrainRun, epoch: int) -> dict[str, float]:
     """The per-epoch single-view monitoring of the validation split; keeps `best_<split>/` when it improves (never
-    on the reported split). Returns the row's columns."""
+    on the reported split). Returns the row's columns (top-1/top-5, or mAP for a multi-label task, and the loss)."""
     run.monitored = result = evaluate(run.scorer, run.data.val_loader, run.dist.device, run.updater.precision.dtype,
-                                      run.model.num_classes, average=run.cfg.data.view_average, dist_state=run.dist,
+                                      run.model.num_classes, average=run.cfg.data.view_average,
+                                      multilabel=bool(run.cfg.data.multilabel), dist_state=run.dist,
                                       inputs=features_to_device if run.cached else to_model_input)
-    if run.keeps_best and result.top1 > run.best:
-        run.best = result.top1
+    if run.keeps_best and result.score > run.best:
+        run.best = result.score
         gathered = _gathered(run, optimizer=False)
         if run.dist.is_main:
             split = run.cfg.data.val_split
             save_adapters(run.model, run.out_dir / f"best_{split}", run.class_names,
                           extra={"data": run.record, "epoch": epoch, "chosen_on": split},
                           weights=gathered and gathered["weights"])
+    if result.multilabel:
+        return {"val_map": result.mean_ap, "val_loss": result.loss}
     return {"val_top1": result.top1, "val_top5": result.top5, "val_loss": result.loss}
 
 
@@ -336,7 +339,8 @@ def finish_run(run: TrainRun) -> dict[str, Any]:
             summary["outputs"]["test"] = str(reports["metrics"])
         write_json_atomic(out_dir / "summary.json", summary)
         r = run.record
-        print(f"[video_adapt] done: final top-1 {summary['final_top1']} on {split} ({r['test_clips']} x "
+        final = summary["final_map"] if summary["metric"] == "mAP" else summary["final_top1"]
+        print(f"[video_adapt] done: final {summary['metric']} {final} on {split} ({r['test_clips']} x "
               f"{r['test_crops']} views, {r['view_average']} averaged), {summary['wall_time_s']:.1f} s")
         for name, path in summary["outputs"].items():
             print(f"[video_adapt] {name}: {path}")
@@ -383,9 +387,15 @@ def _summary(run: TrainRun, result: EvalResult | None) -> dict[str, Any]:
     return {
         "model": cfg.model.name, "tuning": cfg.model.tuning, "pretrained": cfg.model.pretrained,
         "num_frames": cfg.data.num_frames, "epochs": cfg.train.epochs, "seed": cfg.train.seed,
-        "final_top1": result.top1 if result else None, "final_top5": result.top5 if result else None,
+        # multi-label tasks report mAP (final_map, monitor_map) in place of top-1/top-5
+        "metric": "mAP" if cfg.data.multilabel else "top-1",
+        "final_top1": result.top1 if result and not result.multilabel else None,
+        "final_top5": result.top5 if result and not result.multilabel else None,
+        "final_map": result.mean_ap if result and result.multilabel else None,
         "test_videos": result.num_videos if result else 0,
-        "monitor_top1": monitored.top1 if monitored else None,  # the last epoch's single-view monitoring
+        # the last epoch's single-view monitoring
+        "monitor_top1": monitored.top1 if monitored and not monitored.multilabel else None,
+        "monitor_map": monitored.mean_ap if monitored and monitored.multilabel else None,
         "trainable_params": params["trainable"], "total_params": params["total"],
         "trainable_ratio": params["trainable_ratio"],
         "wall_time_s": time.perf_counter() - run.wall_start,
@@ -395,6 +405,6 @@ def _summary(run: TrainRun, result: EvalResult | None) -> dict[str, Any]:
         "step_memory_bytes": run.step_memory,
         "protocol": {**run.record, "test_split": run.test_split},
         "feature_cache": asdict(run.cache) if run.cache else None,
-        "best": {"top1": run.best, "split": cfg.data.val_split, "dir": str(run.out_dir / f"best_{cfg.data.val_split}")}
-        if run.best >= 0 else None,
+        "best": {"top1" if not cfg.data.multilabel else "map": run.best, "split": cfg.data.val_split,
+                 "dir": str(run.out_dir / f"best_{cfg.data.val_split}")} if run.best >= 0 else None,
     }

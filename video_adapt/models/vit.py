@@ -262,10 +262,14 @@ class VisionTransformer(nn.Module):
         tokens = self.patch_embed(x)
         return tokens + self.position_table(tokens.shape[1], tokens.device, tokens.dtype)
 
-    def forward_tokens(self, tokens: torch.Tensor, grid: tuple[int, int, int] | None = None) -> torch.Tensor:
-        """Run the blocks (with prompt tokens when a prompt method is attached); `grid` = (t, h, w) tokens."""
+    def forward_tokens(self, tokens: torch.Tensor, grid: tuple[int, int, int] | None = None,
+                       blocks: int | None = None) -> torch.Tensor:
+        """Run the blocks (with prompt tokens when a prompt method is attached); `grid` = (t, h, w) tokens.
+        `blocks` = n runs only the first n: the output of block n-1 (prompts removed), the final norm only after the
+        last block."""
         prompts = self.token_prompts
-        for i, block in enumerate(self.blocks):
+        depth = len(self.blocks) if blocks is None else blocks
+        for i, block in enumerate(self.blocks[:depth]):
             if prompts is not None:
                 tokens = prompts.before_block(tokens, i)
             if self.cfg.use_checkpoint and self.training and torch.is_grad_enabled():
@@ -274,14 +278,26 @@ class VisionTransformer(nn.Module):
                 tokens = block(tokens, grid)
             if prompts is not None:
                 tokens = prompts.after_block(tokens, i)
-        return self.norm(tokens)
+        return self.norm(tokens) if depth == len(self.blocks) else tokens
+
+    def forward_layer(self, x: torch.Tensor, layer: int = -1) -> torch.Tensor:
+        """Tokens (B, N, D) after block `layer` (negative counts from the end; -1 = the last block, then the final
+        norm, what `forward_pooled` pools): intermediate features without a forward hook. Tokens are t-major over
+        the grid `patch_embed.grid(T, H, W)`."""
+        depth = len(self.blocks)
+        if not -depth <= layer < depth:
+            raise ValueError(f"layer {layer} is not a block of this {depth}-block model (0..{depth - 1}, or -1..-{depth})")
+        return self.forward_tokens(self.embed(x), self.patch_embed.grid(*x.shape[2:]), blocks=layer % depth + 1)
+
+    def pool_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
+        """(B, N, D) -> (B, D): the mean token (or the first one, for models without mean pooling)."""
+        return tokens.mean(1) if self.fc_norm is not None else tokens[:, 0]
 
     def forward_pooled(self, x: torch.Tensor) -> torch.Tensor:
         """The backbone's pooled clip feature (B, D) before `fc_norm`: the mean token (or the first one). `fc_norm`
         trains in every method, so this is the last thing a frozen backbone fixes (what `train.feature_cache`
         stores)."""
-        tokens = self.forward_tokens(self.embed(x), self.patch_embed.grid(*x.shape[2:]))
-        return tokens.mean(1) if self.fc_norm is not None else tokens[:, 0]
+        return self.pool_tokens(self.forward_layer(x))
 
     def norm_pooled(self, pooled: torch.Tensor) -> torch.Tensor:
         return self.fc_norm(pooled) if self.fc_norm is not None else pooled
