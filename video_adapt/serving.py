@@ -46,23 +46,28 @@ class MultiPrediction:
                           for name, p in self.tasks.items()}}
 
 
-def parse_tasks(items: Sequence[str]) -> dict[str, str] | None:
-    """`--adapters NAME=DIR ...` as {name: directory}; None for one plain directory (a single task, as before)."""
-    named = [item for item in items if "=" in item]
-    if len(items) == 1 and not named:
-        return None
-    if len(named) != len(items):
-        plain = next(item for item in items if "=" not in item)
-        raise ConfigError(f"--adapters {plain}: with several adapter directories name each one, as TASK=DIR")
+def parse_tasks(items: Sequence[str]) -> tuple[dict[str, str] | None, list[str]]:
+    """`--adapters` values as ({task: directory} or None, the values after them). One plain directory is a single
+    task (None), as before; TASK=DIR values are tasks. Values after the directory or the tasks are the command's
+    video inputs, which argparse hands to --adapters when they follow it (`--adapters DIR clip.mp4`)."""
+    if not items:
+        return None, []
+    if "=" not in items[0]:
+        return None, list(items[1:])
+    count = next((i for i, item in enumerate(items) if "=" not in item), len(items))
+    rest = list(items[count:])
+    late = next((item for item in rest if "=" in item), None)
+    if late is not None:
+        raise ConfigError(f"--adapters {late}: give the tasks together, before the video inputs")
     tasks: dict[str, str] = {}
-    for item in items:
+    for item in items[:count]:
         name, _, directory = item.partition("=")
         if not name or not directory:
             raise ConfigError(f"--adapters {item}: expected TASK=DIR")
         if name in tasks:
             raise ConfigError(f"--adapters: task name {name!r} given twice")
         tasks[name] = directory
-    return tasks
+    return tasks, rest
 
 
 def _view_differences(a: DataProtocol, b: DataProtocol) -> list[str]:
@@ -137,7 +142,9 @@ class MultiTaskPredictor:
             try:
                 load_adapters(model, adapters, force=force)
             except CheckpointError as err:
-                raise CheckpointError(f"task {name}: {err}") from None
+                text = str(err)
+                raise CheckpointError(f"task {name}=" + (text if text.startswith(adapters) else f"{adapters}: {text}")) \
+                    from None
             models[name] = model
         multi = MultiTaskModel(shared, models).to(resolve_device(device)).eval()
         for name, (adapters, _, info) in located.items():

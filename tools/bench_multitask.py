@@ -1,0 +1,48 @@
+"""N tasks on one backbone: one process serving them all against N separate processes, on the same video files
+(peak RSS and videos/s).
+
+    python tools/bench_multitask.py                                  # ViT-B 8x224: linear and adaptformer, N = 1 2 4
+    python tools/bench_multitask.py --families mixed --counts 4
+    python tools/bench_multitask.py --smoke --json out.json          # tiny sizes, seconds (used by the tests)
+
+How the processes are started, released together and measured: video_adapt/benchmarks/multitask.py; results in
+BENCHMARKS.md ("Several tasks on one backbone").
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+from pathlib import Path
+
+from video_adapt.console import command
+
+
+@command
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--families", nargs="+", default=["linear", "adaptformer"],
+                        choices=["linear", "adaptformer", "lora", "st_adapter", "vpt", "bitfit", "mixed"],
+                        help="the tasks' method ('mixed': linear, adaptformer, lora, st_adapter in turn)")
+    parser.add_argument("--counts", nargs="+", type=int, default=[1, 2, 4], help="numbers of tasks")
+    parser.add_argument("--videos", type=int, default=8, help="video files, classified once each")
+    parser.add_argument("--batch", type=int, default=8, help="videos per forward (as video-adapt infer --batch)")
+    parser.add_argument("--out", help="where the backbone, adapters and videos are made (kept; reused next time)")
+    parser.add_argument("--smoke", action="store_true", help="tiny sizes, seconds (used by the tests)")
+    parser.add_argument("--json", help="write the figures here")
+    args = parser.parse_args(argv)
+    from video_adapt.benchmarks.multitask import report, rows_json, run
+    from video_adapt.files import write_json_atomic
+    out = Path(args.out or tempfile.mkdtemp(prefix="bench_multitask_"))
+    sizes = dict(model_name="vit_nano_patch8_32", num_frames=4, img_size=32, videos=min(args.videos, 3),
+                 video_frames=12, video_size=(32, 40)) if args.smoke else dict(videos=args.videos)
+    rows = run(out, args.families, args.counts, batch=args.batch, **sizes)
+    print("\n" + report(rows))
+    if args.json:
+        write_json_atomic(args.json, {"rows": rows_json(rows), "args": vars(args)})
+        print(f"figures: {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
