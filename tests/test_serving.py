@@ -202,3 +202,29 @@ def test_infer_serves_two_trained_runs_on_their_configured_backbone(synthetic_st
         single = Predictor.load(str(run), device="cpu").timeline(files[2], 1.0, 0.5)
         assert row["tasks"][method]["top"][0]["label"] == single.top[0][0]
         assert [w["label"] for w in row["tasks"][method]["windows"]] == [w.label for w in single.windows]
+
+
+def test_page_shows_every_tasks_top5_side_by_side_and_a_timeline_panel_each(multi, singles, tmp_path):
+    from video_adapt.app import build_app, classify_file
+    spec = SyntheticSpec(size=32, frames=16)
+    long = write(tmp_path / "long.mp4", np.concatenate([generate_clip(c, np.random.default_rng(c), spec)
+                                                         for c in (0, 1, 2)]), fps=8)  # 6 s
+    result = classify_file(multi, str(long), 2.0, 1.0, 10**7)
+    assert result.ok and list(result.tasks) == list(METHODS)
+    for name, single in singles.items():
+        want = single.predict([str(long)])[0].top
+        assert list(result.tasks[name]) == [label for label, _ in want]
+        assert f"{name}: top class **{want[0][0]}**" in result.message
+    axes = result.timeline.axes
+    assert [ax.get_title(loc="left") for ax in axes] == list(METHODS)
+    assert all(len(ax.patches) == 5 for ax in axes)  # windows at 0, 1, 2, 3, 4 s in every panel
+    page = build_app(multi)
+    ids = {getattr(b, "elem_id", None) for b in page.blocks.values()}
+    assert {f"top5-{name}" for name in METHODS} <= ids and "top5" not in ids
+
+
+def test_app_command_refuses_several_tasks_with_an_export_runtime(tasks, backbone, capsys):
+    from video_adapt.cli.app import main
+    assert main(["--backbone", str(backbone), "--adapters", f"a={tasks['linear']}", f"b={tasks['lora']}",
+                 "--runtime", "onnx"]) == 2
+    assert "several tasks run on the torch runtime" in capsys.readouterr().err

@@ -27,6 +27,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--counts", nargs="+", type=int, default=[1, 2, 4], help="numbers of tasks")
     parser.add_argument("--videos", type=int, default=8, help="video files, classified once each")
     parser.add_argument("--batch", type=int, default=8, help="videos per forward (as video-adapt infer --batch)")
+    parser.add_argument("--rounds", type=int, default=3, help="timed rounds per side, alternating (the median counts)")
     parser.add_argument("--out", help="where the backbone, adapters and videos are made (kept; reused next time)")
     parser.add_argument("--smoke", action="store_true", help="tiny sizes, seconds (used by the tests)")
     parser.add_argument("--json", help="write the figures here")
@@ -36,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out or tempfile.mkdtemp(prefix="bench_multitask_"))
     sizes = dict(model_name="vit_nano_patch8_32", num_frames=4, img_size=32, videos=min(args.videos, 3),
                  video_frames=12, video_size=(32, 40)) if args.smoke else dict(videos=args.videos)
-    rows = run(out, args.families, args.counts, batch=args.batch, **sizes)
+    rows = run(out, args.families, args.counts, batch=args.batch, rounds=1 if args.smoke else args.rounds, **sizes)
     print("\n" + report(rows))
     if args.json:
         write_json_atomic(args.json, {"rows": rows_json(rows), "args": vars(args)})

@@ -70,6 +70,18 @@ def parse_tasks(items: Sequence[str]) -> tuple[dict[str, str] | None, list[str]]
     return tasks, rest
 
 
+def load_tasks(tasks: dict[str, str], *, checkpoint: str | None, backbone: str | None, device: str,
+               crops: int | None, runtime: str, precision: str, force: bool = False) -> "MultiTaskPredictor":
+    """What `--adapters TASK=DIR ...` loads in the commands (infer, app); one line for what only a single model does."""
+    if checkpoint:
+        raise ConfigError(f"--checkpoint {checkpoint} with several --adapters: name the run as one of them "
+                          "(TASK=RUN_DIR)")
+    if runtime != "torch" or precision != "fp32":
+        raise ConfigError(f"--runtime {runtime} --precision {precision}: several tasks run on the torch runtime in "
+                          "fp32 (an export holds one task)")
+    return MultiTaskPredictor.load(tasks, backbone, device, crops, force)
+
+
 def _view_differences(a: DataProtocol, b: DataProtocol) -> list[str]:
     va, vb = a.eval_view(), b.eval_view()
     return [f"{f.name} {getattr(va, f.name)} vs {getattr(vb, f.name)}" for f in fields(va)
@@ -88,6 +100,7 @@ class MultiTaskPredictor:
         self.model = model
         first = next(iter(tasks.values()))
         self.device, self.amp, self.view, self.protocol = first.device, first.amp, first.view, first.protocol
+        self.runtime = first.runtime
 
     @classmethod
     def single(cls, predictor: Predictor, name: str = "") -> "MultiTaskPredictor":

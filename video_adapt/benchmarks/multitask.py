@@ -2,10 +2,12 @@
 (one `Predictor` each, as N copies of `video-adapt infer` would run), on the same video files.
 
 Each configuration runs in fresh processes (`python -m video_adapt.benchmarks.multitask worker ...`): a worker
-loads its tasks, classifies one video to warm up, says it is ready and waits; once every worker of the
-configuration is ready the parent says go to all at once and times from go to the last worker's end. Throughput is
-videos classified for all N tasks per second (each video is one clip: one view); memory is each worker's peak RSS
-(VmHWM, loading included), summed over the separate processes. Separate workers split the machine's cores between
+loads its tasks, classifies one batch to warm up, says it is ready and waits. The one-process server and the N
+separate processes are started together and timed in alternating rounds (one, separate, separate, one, ...), so a
+busy shared host slows both alike: in a round the parent says go to every worker of one side at once and times from
+go to the last worker's end; the median round counts. Throughput is videos classified for all N tasks per second
+(each video is one clip: one view); memory is each worker's peak RSS (VmHWM, loading included), summed over the
+separate processes. Separate workers split the machine's cores between
 them (torch threads = cores // N, at least 1), so N processes do not oversubscribe the CPU.
 
 Inputs are made here: a randomly initialised backbone file (`vit_base_patch16_224` at 8 frames by default), task
@@ -17,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import time
@@ -89,8 +92,8 @@ def make_setup(out: Path, methods: Sequence[str], model_name: str = "vit_base_pa
 
 
 def worker(argv: list[str] | None = None) -> int:
-    """One serving process: load, warm up on one batch, print `ready`, wait for a line on stdin, classify every video, print the
-    figures as one JSON line."""
+    """One serving process: load, warm up on one batch, print its load time; then, for every `go` line on stdin,
+    classify every video and print the figures as one JSON line."""
     parser = argparse.ArgumentParser()
     parser.add_argument("--backbone", required=True)
     parser.add_argument("--tasks", nargs="+", required=True, help="TASK=DIR; one task runs a plain Predictor")
@@ -110,37 +113,46 @@ def worker(argv: list[str] | None = None) -> int:
         (directory,) = tasks.values()
         predictor = Predictor.load(backbone=args.backbone, adapters=directory, device="cpu")
     predictor.predict(args.videos[:args.batch], batch_videos=args.batch)  # the timed batches' shapes, once
-    load_s = time.perf_counter() - start
-    print("ready", flush=True)
-    sys.stdin.readline()
-    start = time.perf_counter()
-    results = predictor.predict(args.videos, batch_videos=args.batch)
-    elapsed = time.perf_counter() - start
-    failed = sum(r.error is not None for r in results)
-    print(json.dumps({"load_s": load_s, "predict_s": elapsed, "peak_rss": peak_rss(), "failed": failed}), flush=True)
+    print(json.dumps({"load_s": time.perf_counter() - start}), flush=True)
+    while sys.stdin.readline().strip() == "go":
+        start = time.perf_counter()
+        results = predictor.predict(args.videos, batch_videos=args.batch)
+        elapsed = time.perf_counter() - start
+        failed = sum(r.error is not None for r in results)
+        print(json.dumps({"predict_s": elapsed, "peak_rss": peak_rss(), "failed": failed}), flush=True)
     return 0
 
 
-def _run_workers(commands: list[list[str]]) -> tuple[float, list[dict[str, Any]]]:
-    """Start every worker, wait until all are ready, release them at once; (wall seconds from go, their figures)."""
-    procs = [subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True) for cmd in commands]
-    try:
-        for p in procs:
-            line = p.stdout.readline()
-            if line.strip() != "ready":
-                raise RuntimeError(f"a worker did not start: {line.strip() or 'no output'} (exit {p.poll()})")
+class _Side:
+    """The worker processes of one way of serving, started together and released together."""
+
+    def __init__(self, commands: list[list[str]]):
+        self.procs = [subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+                      for cmd in commands]
+        self.load_s = max(self._reply(p)["load_s"] for p in self.procs)
+        self.last: list[dict[str, Any]] = []
+
+    @staticmethod
+    def _reply(proc: subprocess.Popen) -> dict[str, Any]:
+        line = proc.stdout.readline()
+        if not line.startswith("{"):
+            raise RuntimeError(f"a benchmark worker failed: {line.strip() or 'no output'} (exit {proc.poll()})")
+        return json.loads(line)
+
+    def round(self) -> float:
+        """Release every worker at once; seconds until the last one is done."""
         start = time.perf_counter()
-        for p in procs:
+        for p in self.procs:
             p.stdin.write("go\n")
             p.stdin.flush()
-        figures = [json.loads(p.stdout.readline()) for p in procs]
-        wall = time.perf_counter() - start
-    finally:
-        for p in procs:
+        self.last = [self._reply(p) for p in self.procs]
+        return time.perf_counter() - start
+
+    def stop(self) -> None:
+        for p in self.procs:
             if p.poll() is None:
                 p.stdin.close()
-            p.wait(timeout=60)
-    return wall, figures
+            p.wait(timeout=120)
 
 
 def _worker_command(setup: Setup, tasks: dict[str, str], threads: int, shared: bool, batch: int) -> list[str]:
@@ -158,31 +170,41 @@ class Row:
     threads: int  # torch threads per process
     peak_rss_mb: float  # summed over processes
     load_s: float  # the slowest process's load and warm-up
-    wall_s: float
-    videos_per_s: float  # videos answered for every task per second
+    wall_s: float  # the median round
+    videos_per_s: float  # videos answered for every task per second (median round)
     failed: int
+    rounds_s: list[float]  # every round's wall time
 
 
-def measure(setup: Setup, family: str, tasks: dict[str, str], cores: int, batch: int) -> list[Row]:
-    """One process with every task, then one process per task, on the same videos."""
-    rows = []
+def measure(setup: Setup, family: str, tasks: dict[str, str], cores: int, batch: int, rounds: int) -> list[Row]:
+    """One process with every task against one process per task, on the same videos, in alternating rounds."""
     n = len(tasks)
-    plans = [("one process", [_worker_command(setup, tasks, cores, True, batch)], cores)]
     threads = max(1, cores // n)
-    plans.append(("separate processes", [_worker_command(setup, {k: v}, threads, False, batch)
-                                         for k, v in tasks.items()], threads))
-    for serving, commands, per_process in plans:
-        wall, figures = _run_workers(commands)
-        rows.append(Row(family, n, serving, len(commands), per_process,
-                        round(sum(f["peak_rss"] for f in figures) / 2**20, 1),
-                        round(max(f["load_s"] for f in figures), 2), round(wall, 2),
-                        round(len(setup.videos) / wall, 3), sum(f["failed"] for f in figures)))
+    sides = {"one process": (_Side([_worker_command(setup, tasks, cores, True, batch)]), cores)}
+    sides["separate processes"] = (_Side([_worker_command(setup, {k: v}, threads, False, batch)
+                                          for k, v in tasks.items()]), threads)
+    walls: dict[str, list[float]] = {name: [] for name in sides}
+    try:
+        for r in range(rounds):
+            for name in (list(sides) if r % 2 == 0 else list(sides)[::-1]):
+                walls[name].append(sides[name][0].round())
+    finally:
+        for side, _ in sides.values():
+            side.stop()
+    rows = []
+    for name, (side, per_process) in sides.items():
+        wall = statistics.median(walls[name])
+        rows.append(Row(family, n, name, len(side.procs), per_process,
+                        round(sum(f["peak_rss"] for f in side.last) / 2**20, 1), round(side.load_s, 2), round(wall, 2),
+                        round(len(setup.videos) / wall, 3), sum(f["failed"] for f in side.last),
+                        [round(w, 2) for w in walls[name]]))
     return rows
 
 
 def run(out: Path, families: Sequence[str], counts: Sequence[int], *, model_name: str = "vit_base_patch16_224",
         num_frames: int = 8, img_size: int = 224, videos: int = 8, video_frames: int = 48,
-        video_size: tuple[int, int] = (240, 320), batch: int = 8, cores: int | None = None) -> list[Row]:
+        video_size: tuple[int, int] = (240, 320), batch: int = 8, rounds: int = 3,
+        cores: int | None = None) -> list[Row]:
     """Every family (a method, or 'mixed' for linear, adaptformer, lora, st_adapter in turn) at every task count."""
     cores = cores or len(os.sched_getaffinity(0))
     mixed = ["linear", "adaptformer", "lora", "st_adapter"]
@@ -191,7 +213,7 @@ def run(out: Path, families: Sequence[str], counts: Sequence[int], *, model_name
         methods = [mixed[i % len(mixed)] if family == "mixed" else family for i in range(max(counts))]
         setup = make_setup(out / family, methods, model_name, num_frames, img_size, videos, video_frames, video_size)
         for n in counts:
-            rows += measure(setup, family, dict(list(setup.tasks.items())[:n]), cores, batch)
+            rows += measure(setup, family, dict(list(setup.tasks.items())[:n]), cores, batch, rounds)
             print(report(rows[-2:]), flush=True)
     return rows
 

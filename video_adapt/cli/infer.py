@@ -7,6 +7,10 @@
     video-adapt infer videos/ --backbone videomae_b.pth --adapters actions=runs/a/adapters scenes=runs/b
                                                         # several tasks on one backbone, loaded once
 
+    video-adapt infer --stream 0 --checkpoint runs/x                           # a webcam, live (docs/SERVING.md)
+    video-adapt infer --stream rtsp://cam/live --checkpoint runs/x --window 2 --stride 0.5 --jsonl labels.jsonl
+    ffmpeg -i clip.mp4 -f matroska - | video-adapt infer --stream - --checkpoint runs/x
+
 Class names come from the checkpoint. An unreadable file gets a one-line error; the others still run.
 With several tasks (TASK=DIR, adapter or training run directories trained on the same backbone and test views)
 every file gets every task's result; linear probing tasks share one backbone forward per clip, adapter tasks run as
@@ -42,8 +46,20 @@ def main(argv: list[str] | None = None) -> int:
                              "backbone as TASK=DIR TASK=DIR (adapter or run directories)")
     parser.add_argument("--topk", type=int, default=5)
     parser.add_argument("--crops", type=int, default=None, help="spatial crops per clip (default: as trained)")
-    parser.add_argument("--window", type=span, help="classify windows of this many seconds (2, 0.5s) or frames (16f)")
+    parser.add_argument("--window", type=span, help="classify windows of this many seconds (2, 0.5s) or frames (16f)"
+                                                   "; with --stream 2 s unless given")
     parser.add_argument("--stride", type=span, help="seconds or frames between windows (default: --window)")
+    live = parser.add_argument_group("a live stream (instead of files)")
+    live.add_argument("--stream", metavar="SOURCE",
+                      help="a webcam index (0), an rtsp:// or http:// URL, a file that may still be growing "
+                           "(followed until --idle-timeout), or - for stdin (an encoded stream: matroska, mpegts, "
+                           "nut, y4m ...; or bare frames with --raw)")
+    live.add_argument("--raw", metavar="WxH[:FMT]", help="bare frames of this size, rgb24 (default), bgr24 or gray")
+    live.add_argument("--fps", type=float, help="the stream's frame rate (needed with --raw; overrides the stated one)")
+    live.add_argument("--format", help="the container when probing cannot tell (e.g. mpegts)")
+    live.add_argument("--jsonl", help="append one JSON line per window to this file (flushed per line)")
+    live.add_argument("--idle-timeout", type=float, default=10.0,
+                      help="end a followed file or URL after this many seconds without new data (default 10)")
     parser.add_argument("--batch", type=int, default=8, help="videos per forward pass")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     parser.add_argument("--json", help="write all results to this JSON file")
@@ -56,19 +72,27 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     from video_adapt.files import write_json_atomic
     from video_adapt.inference import Predictor, expand_inputs, segments
-    from video_adapt.serving import parse_tasks
+    from video_adapt.serving import load_tasks, parse_tasks
     if args.runtime not in RUNTIMES:
         raise ConfigError(f"--runtime {args.runtime}: unknown runtime; one of {', '.join(RUNTIMES)}")
     tasks, more_inputs = parse_tasks(args.adapters or [])
     args.inputs += more_inputs
-    if not args.inputs:
-        raise ConfigError("give video files or folders to classify")
+    if args.stream is not None and args.inputs:
+        raise ConfigError(f"--stream {args.stream} classifies a stream; give it or video files ({args.inputs[0]}), "
+                          "not both")
+    if args.stream is None and not args.inputs:
+        raise ConfigError("give video files or folders to classify, or --stream SOURCE")
+    if args.stream is None and (args.raw or args.jsonl):
+        raise ConfigError(f"{'--raw' if args.raw else '--jsonl'} is for --stream")
     if tasks:
-        predictor = _multi_task(args, tasks)
+        predictor = load_tasks(tasks, checkpoint=args.checkpoint, backbone=args.backbone, device=args.device,
+                               crops=args.crops, runtime=args.runtime, precision=args.precision, force=args.force)
     else:
         predictor = Predictor.load(args.checkpoint, args.backbone, args.adapters[0] if args.adapters else None,
                                    args.device, args.crops, args.force, runtime=args.runtime,
                                    precision=args.precision)
+    if args.stream is not None:
+        return _stream(args, predictor)
     paths = expand_inputs(args.inputs)
     if not paths:
         raise ConfigError("no video files found in the inputs")
@@ -100,15 +124,32 @@ def main(argv: list[str] | None = None) -> int:
     return 1 if failed == len(results) else 0
 
 
-def _multi_task(args: argparse.Namespace, tasks: dict[str, str]):
-    """Several tasks on one backbone: refuse what only a single model can do, then load them together."""
+def _stream(args: argparse.Namespace, predictor) -> int:
+    """Classify the live source window by window, a line per window, the summary at the end (also after Ctrl-C)."""
+    from video_adapt.files import write_json_atomic
     from video_adapt.serving import MultiTaskPredictor
-    if args.checkpoint:
-        raise ConfigError("--checkpoint with several --adapters: name the run as one of them (TASK=RUN_DIR)")
-    if args.runtime != "torch" or args.precision != "fp32":
-        raise ConfigError(f"--runtime {args.runtime} --precision {args.precision}: several tasks run on the torch "
-                          "runtime in fp32 (an export holds one task)")
-    return MultiTaskPredictor.load(tasks, args.backbone, args.device, args.crops, args.force)
+    from video_adapt.data.sampling import span_text
+    from video_adapt.stream import open_stream, run_stream
+    tasks = predictor if isinstance(predictor, MultiTaskPredictor) else MultiTaskPredictor.single(predictor)
+    window = args.window or 2.0
+    name = "stdin" if args.stream == "-" else args.stream
+    print(f"waiting for {name}: windows of {span_text(window)} every {span_text(args.stride or window)} (Ctrl-C ends)",
+          file=sys.stderr, flush=True)
+    source = open_stream(args.stream, raw=args.raw, fps=args.fps, fmt=args.format, idle_timeout=args.idle_timeout)
+    windows = []
+
+    def show(result) -> None:
+        windows.append(result.as_dict())
+        print(result.line(), flush=True)
+    summary = run_stream(tasks, source, window, args.stride or window, topk=args.topk, on_window=show,
+                         jsonl=args.jsonl)
+    print(summary.text(), flush=True)
+    if args.jsonl:
+        print(f"windows: {args.jsonl}")
+    if args.json:
+        write_json_atomic(args.json, {"summary": summary.as_dict(), "windows": windows})
+        print(f"results: {args.json}")
+    return 0
 
 
 if __name__ == "__main__":

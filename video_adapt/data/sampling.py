@@ -161,6 +161,12 @@ def parse_span(text: str) -> float | str:
     return value if value.endswith("f") else float(value.removesuffix("s"))
 
 
+def span_text(span: float | str) -> str:
+    """A --window / --stride value for people: '2 s' or '16 frames'."""
+    text = str(span)
+    return f"{text[:-1]} frames" if text.endswith("f") else f"{float(text):g} s"
+
+
 def window_starts(num_frames: int, fps: float, window: float | str, stride: float | str) -> tuple[int, list[int]]:
     """(window length in frames, the first frame of every window): windows every `stride` that fit in the video; a
     video shorter than one window is one window."""
