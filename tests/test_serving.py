@@ -204,6 +204,7 @@ def test_infer_serves_two_trained_runs_on_their_configured_backbone(synthetic_st
         assert [w["label"] for w in row["tasks"][method]["windows"]] == [w.label for w in single.windows]
 
 
+@pytest.mark.slow
 def test_page_shows_every_tasks_top5_side_by_side_and_a_timeline_panel_each(multi, singles, tmp_path):
     from video_adapt.app import build_app, classify_file
     spec = SyntheticSpec(size=32, frames=16)

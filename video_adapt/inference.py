@@ -142,29 +142,8 @@ class Predictor:
         return [(self.class_names[i], float(probs[i])) for i in order]
 
     def predict(self, paths: Iterable[str], topk: int = 5, batch_videos: int = 8) -> list[Prediction]:
-        results: list[Prediction] = []
-        pending: list[tuple[Prediction, torch.Tensor]] = []
-
-        def flush() -> None:
-            if not pending:
-                return
-            probs = self._probs(torch.cat([v for _, v in pending]), [len(v) for _, v in pending])
-            for (pred, _), p in zip(pending, probs):
-                pred.top = self._top(p, topk)
-            pending.clear()
-
-        for path in paths:
-            pred = Prediction(str(path))
-            results.append(pred)
-            try:
-                pending.append((pred, self._views_of(open_video(path))))
-            except VideoDecodeError as err:
-                pred.error = str(err)
-                continue
-            if len(pending) >= batch_videos:
-                flush()
-        flush()
-        return results
+        return [Prediction(path, self._top(scores, topk) if error is None else [], error) for path, scores, error in
+                score_files(paths, self._views_of, self._probs, batch_videos)]
 
     def predict_views(self, path: str, topk: int = 5) -> tuple[Prediction, torch.Tensor | None]:
         """One file's prediction and the uint8 views (V, 3, T, S, S) it averaged over: exactly what the model saw."""
@@ -185,6 +164,34 @@ class Predictor:
         pred.windows = [WindowPrediction(start, end, *self._top(probs, 1)[0]) for start, end, probs in
                         sliding_windows(open_video(path), window_s, stride_s, self._views_of, self._probs)]
         return pred
+
+
+def score_files(paths: Iterable[str], views_of: Callable[[Any], torch.Tensor],
+                probs: Callable[[torch.Tensor, list[int]], list[Any]], batch_videos: int) -> list[tuple[str, Any, str | None]]:
+    """(path, scores, error) of every file in order: each file's test views by `views_of(reader)`, scored
+    `batch_videos` files at a time by `probs(views, counts)` (a Predictor's or a MultiTaskPredictor's); a file that
+    cannot be decoded gets its one-line error and no scores, and the others still run."""
+    results: list[tuple[str, Any, str | None]] = []
+    pending: list[tuple[int, torch.Tensor]] = []
+
+    def flush() -> None:
+        if pending:
+            scores = probs(torch.cat([v for _, v in pending]), [len(v) for _, v in pending])
+            for (at, _), score in zip(pending, scores):
+                results[at] = (results[at][0], score, None)
+            pending.clear()
+
+    for path in paths:
+        results.append((str(path), None, None))
+        try:
+            pending.append((len(results) - 1, views_of(open_video(path))))
+        except VideoDecodeError as err:
+            results[-1] = (str(path), None, str(err))
+            continue
+        if len(pending) >= batch_videos:
+            flush()
+    flush()
+    return results
 
 
 def sliding_windows(reader: Any, window: float | str, stride: float | str,

@@ -25,7 +25,8 @@ from video_adapt.data.decode import VideoDecodeError, open_video
 from video_adapt.data.protocol import DataProtocol
 from video_adapt.data.transforms import normalize_clips
 from video_adapt.errors import CheckpointError, ConfigError
-from video_adapt.inference import Prediction, Predictor, WindowPrediction, locate_model, sliding_windows
+from video_adapt.inference import (Prediction, Predictor, WindowPrediction, locate_model, score_files,
+                                  sliding_windows)
 from video_adapt.models.factory import TUNING_KEYS, model_from_build_args
 from video_adapt.models.methods import method_spec
 from video_adapt.models.tuning import tuned_state_dict
@@ -189,27 +190,8 @@ class MultiTaskPredictor:
 
     def predict(self, paths: Iterable[str], topk: int = 5, batch_videos: int = 8) -> list[MultiPrediction]:
         """Every task's top-k for each file; an unreadable file gets its one-line error, the others still run."""
-        results: list[MultiPrediction] = []
-        pending: list[tuple[int, torch.Tensor]] = []
-
-        def flush() -> None:
-            if pending:
-                probs = self._probs(torch.cat([v for _, v in pending]), [len(v) for _, v in pending])
-                for (at, _), p in zip(pending, probs):
-                    results[at] = self._result(results[at].path, p, topk)
-                pending.clear()
-
-        for path in paths:
-            results.append(MultiPrediction(str(path)))
-            try:
-                pending.append((len(results) - 1, self._views_of(open_video(path))))
-            except VideoDecodeError as err:
-                results[-1].error = str(err)
-                continue
-            if len(pending) >= batch_videos:
-                flush()
-        flush()
-        return results
+        return [self._result(path, scores, topk) if error is None else MultiPrediction(path, error=error)
+                for path, scores, error in score_files(paths, self._views_of, self._probs, batch_videos)]
 
     def predict_views(self, path: str, topk: int = 5) -> tuple[MultiPrediction, torch.Tensor | None]:
         """One file's result and the uint8 views (V, 3, T, S, S) every task saw."""
