@@ -155,8 +155,10 @@ def test_tasks_that_cannot_share_the_backbone_are_refused_in_one_line(tasks, bac
         MultiTaskPredictor.load({"a": tasks["linear"]}, None)
 
 
-def test_adapters_values_name_tasks_or_one_directory():
+def test_adapters_values_name_tasks_or_one_directory(tmp_path):
     assert parse_tasks(["runs/a"]) == (None, [])
+    (tmp_path / "lr=0.1").mkdir()
+    assert parse_tasks([str(tmp_path / "lr=0.1")]) == (None, [])  # an existing directory, not a task
     assert parse_tasks(["runs/a", "clip.mp4"]) == (None, ["clip.mp4"])  # a file after --adapters DIR is an input
     assert parse_tasks(["x=runs/a", "y=runs/b", "clip.mp4"]) == ({"x": "runs/a", "y": "runs/b"}, ["clip.mp4"])
     for bad, message in ((["x=a", "x=b"], "given twice"), (["=a"], "expected TASK=DIR"),

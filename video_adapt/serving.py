@@ -15,6 +15,7 @@ per-task scores are `Predictor`'s (video_adapt/inference.py), so each task's res
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
+from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 import numpy as np
@@ -53,7 +54,7 @@ def parse_tasks(items: Sequence[str]) -> tuple[dict[str, str] | None, list[str]]
     video inputs, which argparse hands to --adapters when they follow it (`--adapters DIR clip.mp4`)."""
     if not items:
         return None, []
-    if "=" not in items[0]:
+    if "=" not in items[0] or Path(items[0]).exists():  # a directory whose path holds '=' is still a directory
         return None, list(items[1:])
     count = next((i for i, item in enumerate(items) if "=" not in item), len(items))
     rest = list(items[count:])

@@ -195,8 +195,8 @@ def measure(setup: Setup, family: str, tasks: dict[str, str], cores: int, batch:
     for name, (side, per_process) in sides.items():
         wall = statistics.median(walls[name])
         rows.append(Row(family, n, name, len(side.procs), per_process,
-                        round(sum(f["peak_rss"] for f in side.last) / 2**20, 1), round(side.load_s, 2), round(wall, 2),
-                        round(len(setup.videos) / wall, 3), sum(f["failed"] for f in side.last),
+                        round(sum(f["peak_rss"] for f in side.last) / 2**20, 1), round(side.load_s, 2), round(wall, 4),
+                        round(len(setup.videos) / wall, 4), sum(f["failed"] for f in side.last),
                         [round(w, 2) for w in walls[name]]))
     return rows
 
