@@ -201,21 +201,58 @@ def measure(setup: Setup, family: str, tasks: dict[str, str], cores: int, batch:
     return rows
 
 
+MIXED = ("linear", "adaptformer", "lora", "st_adapter")
+
+
+def family_methods(family: str, count: int) -> list[str]:
+    """The methods of `count` tasks of a family: one method, or 'mixed' (linear, adaptformer, lora, st_adapter in
+    turn)."""
+    return [MIXED[i % len(MIXED)] if family == "mixed" else family for i in range(count)]
+
+
 def run(out: Path, families: Sequence[str], counts: Sequence[int], *, model_name: str = "vit_base_patch16_224",
         num_frames: int = 8, img_size: int = 224, videos: int = 8, video_frames: int = 48,
         video_size: tuple[int, int] = (240, 320), batch: int = 8, rounds: int = 3,
         cores: int | None = None) -> list[Row]:
     """Every family (a method, or 'mixed' for linear, adaptformer, lora, st_adapter in turn) at every task count."""
     cores = cores or len(os.sched_getaffinity(0))
-    mixed = ["linear", "adaptformer", "lora", "st_adapter"]
     rows = []
     for family in families:
-        methods = [mixed[i % len(mixed)] if family == "mixed" else family for i in range(max(counts))]
-        setup = make_setup(out / family, methods, model_name, num_frames, img_size, videos, video_frames, video_size)
+        setup = make_setup(out / family, family_methods(family, max(counts)), model_name, num_frames, img_size, videos, video_frames, video_size)
         for n in counts:
             rows += measure(setup, family, dict(list(setup.tasks.items())[:n]), cores, batch, rounds)
             print(report(rows[-2:]), flush=True)
     return rows
+
+
+def forward_rounds(setup: Setup, tasks: dict[str, str], clips: int = 2, rounds: int = 3) -> dict[str, list[float]]:
+    """The model alone, in one process, interleaved rounds: every task on `clips` clips as one mixed forward
+    (`every_task`: the clips once for all linear probes, once per other task), as many rows through the first task's
+    own model in one forward (the cost of a batch that large without routers), and `clips` rows through each task's
+    own model in turn (what separate processes do)."""
+    from video_adapt.inference import Predictor
+    from video_adapt.serving import MultiTaskPredictor
+    multi = MultiTaskPredictor.load(tasks, setup.backbone, device="cpu")
+    first = Predictor.load(backbone=setup.backbone, adapters=next(iter(tasks.values())), device="cpu")
+    singles = [Predictor.load(backbone=setup.backbone, adapters=d, device="cpu").model for d in tasks.values()]
+    protocol = first.protocol
+    x = torch.randn(clips, 3, protocol.num_frames, protocol.img_size, protocol.img_size,
+                    generator=torch.Generator().manual_seed(0))
+    model = multi.model
+    n = len(model.mixed) + len(model.grouped) + (1 if model.plain else 0)  # copies of the clips every_task runs
+    runs = {f"every task, one mixed forward of {n * clips} rows": lambda: model.every_task(x),
+            f"the first task's model, one forward of {n * clips} rows": lambda: first.model(x.repeat(n, 1, 1, 1, 1)),
+            f"each task's own model, {clips} rows each": lambda: [model(x) for model in singles]}
+    times: dict[str, list[float]] = {name: [] for name in runs}
+    with torch.inference_mode():
+        for run_once in runs.values():
+            run_once()  # warm-up
+        for _ in range(rounds):
+            for name, run_once in runs.items():
+                start = time.perf_counter()
+                run_once()
+                times[name].append(round(time.perf_counter() - start, 3))
+    return times
 
 
 def report(rows: list[Row]) -> str:

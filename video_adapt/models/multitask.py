@@ -9,8 +9,9 @@ exactly its single-task logits. `MultiTaskModel` runs them together:
 - AdaptFormer, ST-Adapter and unmerged LoRA (`MethodSpec.mixes`): one forward serves a batch whose rows belong to
   different tasks. The shared backbone's slots hold routers (`RoutedMLPAdapter`, `RoutedPreAdapter`,
   `RoutedLoRALinear`): attention, the MLPs and the patch embedding run once over the whole mixed batch, and inside
-  each router the rows of a task go through that task's adapter (rows grouped per task with index_select /
-  index_copy; the adapters are small next to the layers they sit beside);
+  each router the rows of a task go through that task's adapter. The batch is put in task order once (a
+  permutation of the clips, undone on the pooled features), so a task's rows are one contiguous slice: routers take
+  views and concatenate the results, no gathers;
 - VPT (prompt tokens change the sequence length) and BitFit (every bias of every layer differs): their rows cannot
   share the backbone's layers, so they run grouped by task within the call, on their task model (shared weights,
   own prompts or biases).
@@ -79,15 +80,20 @@ def materialize(model: nn.Module) -> list[str]:
 
 @dataclass
 class Routing:
-    """Which rows of the batch now running belong to which task (set by `MultiTaskModel` around a forward)."""
+    """Which rows of the batch now running belong to which task (set by `MultiTaskModel` around a forward). The
+    batch is ordered by task, so each task's rows are one contiguous span: routers slice (views), never gather."""
 
-    groups: list[tuple[int, torch.Tensor]] = field(default_factory=list)  # (task index or PLAIN, row indices)
-    rows: int = 0
+    spans: list[tuple[int, int, int]] = field(default_factory=list)  # (task index or PLAIN, first row, end row)
 
-    def set(self, route: Sequence[int], device: torch.device) -> None:
-        index = torch.as_tensor(list(route), dtype=torch.long)
-        self.rows = len(index)
-        self.groups = [(int(t), (index == t).nonzero().flatten().to(device)) for t in sorted(set(route))]
+    def set(self, route: Sequence[int]) -> None:
+        self.spans = []
+        for row, task in enumerate(route):
+            if self.spans and self.spans[-1][0] == task:
+                self.spans[-1] = (task, self.spans[-1][1], row + 1)
+            else:
+                self.spans.append((task, row, row + 1))
+        if len({t for t, _, _ in self.spans}) != len(self.spans):
+            raise ValueError("a routed batch must hold each task's rows together")
 
 
 class _Router(nn.Module):
@@ -98,61 +104,52 @@ class _Router(nn.Module):
         object.__setattr__(self, "routing", routing)  # shared state, not a submodule
         self.by_task = nn.ModuleDict({str(t): m for t, m in modules.items()})
 
-    def routed(self):
-        """(module, rows, every row?) for each task of the running batch that has a module in this slot."""
-        for task, rows in self.routing.groups:
-            module = self.by_task[str(task)] if str(task) in self.by_task else None
-            if module is not None:
-                yield module, rows, len(rows) == self.routing.rows
+    def spans(self) -> list[tuple[nn.Module | None, int, int]]:
+        """(the task's module in this slot or None, first row, end row) for every span of the running batch."""
+        return [(self.by_task[str(t)] if str(t) in self.by_task else None, a, b) for t, a, b in self.routing.spans]
 
 
 class RoutedMLPAdapter(_Router):
     """`Block.mlp_adapter` for many tasks (AdaptFormer): each row's MLP output gets its own task's branch."""
 
     def forward(self, residual: torch.Tensor, normed: torch.Tensor, mlp_out: torch.Tensor) -> torch.Tensor:
-        out = mlp_out
-        for module, rows, every in self.routed():
-            if every:
-                return module(residual, normed, mlp_out)
-            if out is mlp_out:
-                out = mlp_out.clone()
-            out[rows] = module(residual[rows], normed[rows], mlp_out[rows])
-        return out
+        spans = self.spans()
+        if all(m is None for m, _, _ in spans):
+            return mlp_out
+        return torch.cat([m(residual[a:b], normed[a:b], mlp_out[a:b]) if m is not None else mlp_out[a:b]
+                          for m, a, b in spans])
 
 
 class RoutedPreAdapter(_Router):
     """`Block.pre_attn_adapter` / `pre_mlp_adapter` for many tasks (ST-Adapter); rows without one pass unchanged."""
 
     def forward(self, x: torch.Tensor, grid: tuple[int, int, int] | None) -> torch.Tensor:
-        out = x
-        for module, rows, every in self.routed():
-            if every:
-                return module(x, grid)
-            if out is x:
-                out = x.clone()
-            out[rows] = module(x[rows], grid)
-        return out
+        spans = self.spans()
+        if all(m is None for m, _, _ in spans):
+            return x
+        return torch.cat([m(x[a:b], grid) if m is not None else x[a:b] for m, a, b in spans])
 
 
 class RoutedLoRALinear(_Router):
     """A shared Linear of the backbone plus each task's unmerged LoRA update on its own rows:
-    y = x W^T + b, then y[rows of t] += scaling_t * B_t A_t x[rows of t]."""
+    y = x W^T + b, and rows of task t get + scaling_t * B_t A_t x."""
 
     def __init__(self, routing: Routing, base: nn.Linear, modules: dict[int, nn.Module]):
         super().__init__(routing, modules)
         self.base = base
 
+    @staticmethod
+    def _delta(layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        return sum(layer.lora_B[n](layer.lora_A[n](x)) * layer.scaling[n] for n in layer.active_adapters
+                   if n in layer.lora_A)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.base(x)
-        for layer, rows, every in self.routed():
-            part = x if every else x[rows]
-            delta = sum(layer.lora_B[n](layer.lora_A[n](part)) * layer.scaling[n] for n in layer.active_adapters
-                        if n in layer.lora_A)
-            if every:
-                y = y + delta
-            else:
-                y = y.index_add(0, rows, delta.to(y.dtype))
-        return y
+        spans = self.spans()
+        if all(m is None for m, _, _ in spans):
+            return y
+        return torch.cat([y[a:b] + self._delta(m, x[a:b]).to(y.dtype) if m is not None else y[a:b]
+                          for m, a, b in spans])
 
 
 class MultiTaskModel(nn.Module):
@@ -202,32 +199,33 @@ class MultiTaskModel(nn.Module):
             setattr(owner, child, RoutedLoRALinear(self.routing, getattr(owner, child), layers))
 
     def _pooled(self, x: torch.Tensor, route: Sequence[int]) -> torch.Tensor:
-        """Pooled features (B, D) of rows routed to a task index or PLAIN: the routed rows in one backbone forward,
-        the grouped tasks' rows on their own task models."""
+        """Pooled features (B, D) of rows routed to a task index or PLAIN: the rows are put in task order (a no-op
+        for `every_task`'s batches), the mixing tasks' rows run in one backbone forward, the grouped tasks' rows on
+        their own task models, and the features go back to the rows' order."""
+        order = sorted(range(len(route)), key=lambda r: self._rank(route[r]))  # stable: rows keep their order
+        if order != list(range(len(route))):
+            index = torch.as_tensor(order, device=x.device)
+            pooled = self._pooled(x[index], [route[r] for r in order])
+            return pooled[torch.argsort(index)]
         route = list(route)
-        together = [r for r, t in enumerate(route) if t not in self.grouped]
-        pooled: torch.Tensor | None = None
+        together = sum(1 for t in route if t not in self.grouped)  # PLAIN and the mixing tasks sort first
+        parts = []
         if together:
-            rows = torch.as_tensor(together, device=x.device)
             with self._lock:
-                self.routing.set([route[r] for r in together], x.device)
+                self.routing.set(route[:together])
                 try:
-                    part = self.backbone.forward_pooled(x if len(together) == len(route) else x[rows])
+                    parts.append(self.backbone.forward_pooled(x[:together]))
                 finally:
-                    self.routing.set([], x.device)
-            if len(together) == len(route):
-                return part
-            pooled = part.new_empty((len(route), part.shape[1]))
-            pooled[rows] = part
+                    self.routing.set([])
         for task in self.grouped:
             rows = [r for r, t in enumerate(route) if t == task]
             if rows:
-                index = torch.as_tensor(rows, device=x.device)
-                part = self.tasks[self.names[task]].forward_pooled(x[index])
-                if pooled is None:
-                    pooled = part.new_empty((len(route), part.shape[1]))
-                pooled[index] = part
-        return pooled
+                parts.append(self.tasks[self.names[task]].forward_pooled(x[rows[0]:rows[-1] + 1]))
+        return parts[0] if len(parts) == 1 else torch.cat([p.to(parts[0].dtype) for p in parts])
+
+    def _rank(self, task: int) -> tuple[bool, int]:
+        """Batch order: PLAIN, the mixing tasks, then the grouped ones, each by index."""
+        return task in self.grouped, task
 
     def _head(self, task: int, pooled: torch.Tensor) -> torch.Tensor:
         model = self.tasks[self.names[task]]
@@ -255,7 +253,7 @@ class MultiTaskModel(nn.Module):
         mixed forward for the adapter tasks (the batch repeated once per task), the others task by task."""
         wanted = [self.names.index(t) for t in (tasks or self.names)]
         b = x.shape[0]
-        blocks = ([PLAIN] if any(t in self.plain for t in wanted) else []) + [t for t in wanted if t not in self.plain]
+        blocks = sorted({PLAIN if t in self.plain else t for t in wanted}, key=self._rank)
         clips = x.repeat(len(blocks), 1, 1, 1, 1) if len(blocks) > 1 else x
         pooled = self._pooled(clips, [t for t in blocks for _ in range(b)])
         out = {}
