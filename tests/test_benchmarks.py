@@ -317,3 +317,13 @@ def test_bench_multitask_smoke(tmp_path):
     assert separate["peak_rss_mb"] > 1.5 * one["peak_rss_mb"]  # two interpreters and two copies of torch
     assert sorted(p.name for p in (tmp_path / "data" / "mixed").iterdir()) == ["t0_linear", "t1_adaptformer",
                                                                               "videos", "vit_nano_patch8_32_4f.safetensors"]
+    out = subprocess.run([sys.executable, "tools/bench_multitask.py", "--smoke", "--forward", "--families", "mixed",
+                          "--counts", "2", "--rounds", "2", "--out", str(tmp_path / "data"),
+                          "--json", str(tmp_path / "f.json")], cwd=ROOT, capture_output=True, text=True, env=env,
+                         timeout=600)
+    assert out.returncode == 0, out.stderr[-1500:]
+    forward = json.loads((tmp_path / "f.json").read_text())["forward"]["2 x mixed"]
+    # a linear probe and an AdaptFormer: the clips once for the probe, once for the AdaptFormer
+    assert list(forward) == ["every task, one mixed forward of 4 rows", "the first task's model, one forward of 4 rows",
+                             "each task's own model, 2 rows each"]
+    assert all(len(rounds) == 2 for rounds in forward.values())
