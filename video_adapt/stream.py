@@ -30,6 +30,7 @@ from typing import IO, Any, Callable, Iterator
 
 import numpy as np
 
+from video_adapt.console import one_line
 from video_adapt.data.sampling import span_frames
 from video_adapt.errors import ConfigError
 from video_adapt.serving import MultiTaskPredictor
@@ -138,7 +139,7 @@ def _pyav_source(name: str, target: Any, fmt: str | None, options: dict[str, str
     try:
         container = av.open(target, "r", format=fmt, options=options, timeout=timeout)
     except Exception as err:  # FFmpeg raises many types; the user needs the source and the reason
-        raise StreamError(f"{name}: cannot open the stream ({_first_line(err)})") from None
+        raise StreamError(f"{name}: cannot open the stream ({one_line(err)[:200]})") from None
     if not container.streams.video:
         container.close()
         raise StreamError(f"{name}: no video stream")
@@ -150,7 +151,7 @@ def _pyav_source(name: str, target: Any, fmt: str | None, options: dict[str, str
             for frame in container.decode(stream):
                 yield frame.to_ndarray(format="rgb24")  # as video_adapt.data.decode reads files
         except av.error.FFmpegError as err:  # a cut stream ends it; what was decoded counts
-            print(f"warning: {name}: the stream ended with an error ({_first_line(err)})", file=sys.stderr)
+            print(f"warning: {name}: the stream ended with an error ({one_line(err)[:200]})", file=sys.stderr)
     return FrameSource(name, fps, frames(), container.close)
 
 
@@ -168,11 +169,6 @@ def _webcam_source(index: int) -> FrameSource:
                 return
             yield cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
     return FrameSource(f"webcam {index}", fps, frames(), capture.release)
-
-
-def _first_line(err: BaseException) -> str:
-    text = str(err).strip().splitlines()
-    return (text[0] if text else type(err).__name__)[:200]
 
 
 def open_stream(source: str, *, raw: str | None = None, fps: float | None = None, fmt: str | None = None,
