@@ -75,6 +75,9 @@ def test_one_mixed_batch_gives_each_row_its_tasks_logits(multi, singles):
             expected = singles[name].model(x[i:i + 1])[0]
             assert rows[i].shape == expected.shape
             assert torch.allclose(rows[i], expected, atol=1e-5), name
+        for name in ("adaptformer", "lora", "st_adapter"):  # a batch of one task: its modules on every row
+            alone = multi.model.every_task(x[:3], [name])[name]
+            assert torch.allclose(alone, singles[name].model(x[:3]), atol=1e-5), name
 
 
 def test_tasks_differ_from_each_other_and_from_the_plain_backbone(multi):

@@ -116,6 +116,8 @@ class RoutedMLPAdapter(_Router):
         spans = self.spans()
         if all(m is None for m, _, _ in spans):
             return mlp_out
+        if len(spans) == 1:
+            return spans[0][0](residual, normed, mlp_out)
         return torch.cat([m(residual[a:b], normed[a:b], mlp_out[a:b]) if m is not None else mlp_out[a:b]
                           for m, a, b in spans])
 
@@ -127,6 +129,8 @@ class RoutedPreAdapter(_Router):
         spans = self.spans()
         if all(m is None for m, _, _ in spans):
             return x
+        if len(spans) == 1:
+            return spans[0][0](x, grid)
         return torch.cat([m(x[a:b], grid) if m is not None else x[a:b] for m, a, b in spans])
 
 
@@ -148,6 +152,8 @@ class RoutedLoRALinear(_Router):
         spans = self.spans()
         if all(m is None for m, _, _ in spans):
             return y
+        if len(spans) == 1:
+            return y + self._delta(spans[0][0], x).to(y.dtype)
         return torch.cat([y[a:b] + self._delta(m, x[a:b]).to(y.dtype) if m is not None else y[a:b]
                           for m, a, b in spans])
 
