@@ -21,7 +21,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 import torch
 
-from video_adapt.checkpoint import load_adapters, load_pretrained
+from video_adapt.checkpoint import backbone_fingerprint, load_adapters, load_pretrained
 from video_adapt.data.decode import VideoDecodeError, open_video
 from video_adapt.data.protocol import DataProtocol
 from video_adapt.data.transforms import normalize_clips
@@ -143,7 +143,7 @@ class MultiTaskPredictor:
         shared = model_from_build_args({**{k: v for k, v in build.items() if k not in TUNING_KEYS},
                                         "tuning": "linear", "num_classes": 0})
         load_pretrained(shared, backbone)
-        models, predictors = {}, {}
+        models, predictors, fingerprints = {}, {}, {}
         for name, (adapters, _, info) in located.items():
             model = model_from_build_args(info["build_args"], backbone_device="meta")
             different = backbone_differences(shared, model)
@@ -154,8 +154,16 @@ class MultiTaskPredictor:
             unloaded = set(materialize(model)) - set(tuned_state_dict(model))
             if unloaded:  # load_adapters fills every tuned tensor; anything else would stay uninitialised memory
                 raise ValueError(f"task {name}: {sorted(unloaded)[0]} is neither shared nor in the adapter file")
+            method = model.tuning.method
+            if method not in fingerprints:  # tasks of one method share the very tensors it hashes: hash them once
+                fingerprints[method] = backbone_fingerprint(model)
+            expected = info.get("backbone_fingerprint")
+            if expected and expected != fingerprints[method] and not force:
+                raise CheckpointError(f"task {name}={adapters}: adapters were trained on another backbone than "
+                                      f"{backbone} (fingerprint {expected} vs {fingerprints[method]}); every task "
+                                      "must share it (--force loads anyway)")
             try:
-                load_adapters(model, adapters, force=force)
+                load_adapters(model, adapters, force=True)  # the fingerprint is checked above
             except CheckpointError as err:
                 text = str(err)
                 raise CheckpointError(f"task {name}=" + (text if text.startswith(adapters) else f"{adapters}: {text}")) \
