@@ -295,3 +295,33 @@ def test_bench_export_smoke(tmp_path):
     assert ours["hf pipeline / ours, 1 video per forward"] == pytest.approx(
         hf["total, 1 video per forward"] / ours["total, 1 video per forward"])
     assert "| onnxruntime int8 |" in out.stdout and "| preprocess (decode + image processor) |" in out.stdout
+
+
+@pytest.mark.slow
+def test_bench_multitask_smoke(tmp_path):
+    """One process with two tasks against two processes with one each, on the same videos: a row per side, the
+    separate side's memory summed over its two processes (timings not asserted)."""
+    import os
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    out = subprocess.run([sys.executable, "tools/bench_multitask.py", "--smoke", "--families", "mixed", "--counts", "2",
+                          "--out", str(tmp_path / "data"), "--json", str(tmp_path / "m.json")],
+                         cwd=ROOT, capture_output=True, text=True, env=env, timeout=600)
+    assert out.returncode == 0, out.stderr[-1500:]
+    rows = json.loads((tmp_path / "m.json").read_text())["rows"]
+    assert [(r["serving"], r["processes"], r["tasks"], r["failed"]) for r in rows] == [
+        ("one process", 1, 2, 0), ("separate processes", 2, 2, 0)]
+    assert all(len(r["rounds_s"]) == 1 and r["videos_per_s"] == pytest.approx(3 / r["wall_s"], rel=0.01) for r in rows)
+    one, separate = rows
+    assert separate["peak_rss_mb"] > 1.5 * one["peak_rss_mb"]  # two interpreters and two copies of torch
+    assert sorted(p.name for p in (tmp_path / "data" / "mixed").iterdir()) == ["t0_linear", "t1_adaptformer",
+                                                                              "videos", "vit_nano_patch8_32_4f.safetensors"]
+    out = subprocess.run([sys.executable, "tools/bench_multitask.py", "--smoke", "--forward", "--families", "mixed",
+                          "--counts", "2", "--rounds", "2", "--out", str(tmp_path / "data"),
+                          "--json", str(tmp_path / "f.json")], cwd=ROOT, capture_output=True, text=True, env=env,
+                         timeout=600)
+    assert out.returncode == 0, out.stderr[-1500:]
+    forward = json.loads((tmp_path / "f.json").read_text())["forward"]["2 x mixed"]
+    # a linear probe and an AdaptFormer: the clips once for the probe, once for the AdaptFormer
+    assert list(forward) == ["every task, one mixed forward of 4 rows", "the first task's model, one forward of 4 rows",
+                             "each task's own model, 2 rows each"]
+    assert all(len(rounds) == 2 for rounds in forward.values())

@@ -16,7 +16,7 @@ from video_adapt.data.protocol import DataProtocol
 from video_adapt.data.sampling import window_starts
 from video_adapt.data.transforms import normalize_clips, to_tensor_clip
 from video_adapt.errors import ConfigError
-from video_adapt.features import Span, extract_features, load_feature_model, read_features, video_ids
+from video_adapt.features import extract_features, load_feature_model, read_features, video_ids
 from video_adapt.files import NpyWriter
 from video_adapt.models.factory import create_model
 
@@ -51,13 +51,10 @@ def test_window_starts_keep_whole_windows_and_one_for_a_short_video():
     assert window_starts(10, 16, 4).tolist() == [0]
 
 
-def test_span_reads_frames_or_seconds():
-    assert Span.parse("32") == Span(32, "frames") == Span.parse("32f")
-    assert Span.parse("1.5s").frames(10) == 15 and Span.parse("0.04s").frames(10) == 1
-    assert str(Span.parse("16")) == "16f" and str(Span.parse("2s")) == "2s"
-    for bad in ("2.5", "0", "-3", "ten"):
-        with pytest.raises(ConfigError, match="--window"):
-            Span.parse(bad)
+def test_a_bad_window_or_stride_is_one_line_naming_the_option(videos, backbone, tmp_path):
+    for option, bad in (("window", "2.5f"), ("window", "0"), ("stride", "-3"), ("stride", "ten")):
+        with pytest.raises(ConfigError, match=f"--{option} '{bad}'"):
+            extract_features(videos, tmp_path, backbone=backbone, workers=0, progress=False, **{option: bad})
 
 
 def test_views_of_windows_equals_views_of_each_window(videos):
@@ -71,7 +68,7 @@ def test_views_of_windows_equals_views_of_each_window(videos):
 
 
 def test_window_count_and_start_times_follow_fps_and_length(videos, backbone, tmp_path):
-    report = extract_features(videos, tmp_path / "f", backbone=backbone, window="16", stride="8", workers=0,
+    report = extract_features(videos, tmp_path / "f", backbone=backbone, window="16f", stride="8f", workers=0,
                               progress=False)
     assert (report.written, report.skipped, report.failures) == (3, 0, [])
     rows = {r["id"]: r for r in json.loads((tmp_path / "f" / "index.json").read_text())["videos"]}
@@ -96,7 +93,7 @@ def test_window_count_and_start_times_follow_fps_and_length(videos, backbone, tm
 
 def test_pooled_feature_of_a_window_equals_the_models_feature_of_that_clip(videos, backbone, tmp_path):
     """Window 1 of a.mp4 (window 16, stride 8) starts at frame 8; 4 frames at stride 4 are frames 8, 12, 16, 20."""
-    extract_features([videos / "a.mp4"], tmp_path, backbone=backbone, window=16, stride=8, workers=0, progress=False)
+    extract_features([videos / "a.mp4"], tmp_path, backbone=backbone, window="16f", stride="8f", workers=0, progress=False)
     features, row = read_features(tmp_path, "a")
     model = backbone_model(backbone)
     with torch.no_grad():
@@ -169,7 +166,7 @@ def test_resume_skips_done_videos_and_finishes_after_an_interruption(videos, bac
     (out / "index.json").write_text(json.dumps(index))
     assert extract_features(videos, out, backbone=backbone, workers=0, progress=False).written == 1
     with pytest.raises(ConfigError, match="other settings .*window '16f', now '8f'"):
-        extract_features(videos, out, backbone=backbone, window=8, workers=0, progress=False)
+        extract_features(videos, out, backbone=backbone, window="8f", workers=0, progress=False)
     with pytest.raises(ConfigError, match="3 frames at 32 px do not divide into the model's tubelets of 2 frames"):
         extract_features(videos, tmp_path / "odd", backbone=backbone, num_frames=3, workers=0, progress=False)
 

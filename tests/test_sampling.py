@@ -207,3 +207,17 @@ def test_rule_names_and_errors():
         ssv2_test_clips(16, 4, 3)
     with pytest.raises(ValueError, match="at least 1"):
         tsn_indices(0, 8, 4, rng)
+
+
+def test_window_spans_are_seconds_or_frames():
+    from video_adapt.data.sampling import parse_span, span_frames, span_text, window_starts
+    assert [parse_span(t) for t in ("2", "0.5s", "16f", " 3F ")] == [2.0, 0.5, "16f", "3f"]
+    for bad in ("0", "-1", "1.5f", "two", "0f"):
+        with pytest.raises(ValueError):
+            parse_span(bad)
+    assert [span_frames(s, 8) for s in (2.0, "0.5s", "16f", 0.01)] == [16, 4, 16, 1]
+    assert (span_text(2.0), span_text("16f")) == ("2 s", "16 frames")
+    # the offline timeline's rule: windows that fit, every stride; a shorter video is one window
+    assert window_starts(48, span_frames(2.0, 8), span_frames(1.0, 8)).tolist() == [0, 8, 16, 24, 32]
+    assert window_starts(32, span_frames(1.0, 16), span_frames("4f", 16)).tolist() == [0, 4, 8, 12, 16]
+    assert window_starts(10, span_frames(1.0, 16), span_frames(0.25, 16)).tolist() == [0]

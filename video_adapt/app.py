@@ -8,6 +8,10 @@ for a long video, a timeline of the top class per window.
 Everything the page shows comes from `video_adapt.inference.Predictor` (no second inference path): the top-5 and the
 frame strip from `Predictor.predict_views`, the timeline from `Predictor.timeline`. A bad upload (not a video,
 empty, corrupt, too large) gets a one-line message on the page; the server keeps serving.
+
+Several tasks on one backbone (`video_adapt.serving.MultiTaskPredictor`) get their top-5 side by side and a timeline
+row per task. The webcam tab streams the camera's frames into the ring-buffer classifier of `video-adapt infer
+--stream` (video_adapt/stream.py `StreamClassifier`): a label per task every stride, with its latency.
 """
 from __future__ import annotations
 
@@ -24,6 +28,7 @@ from matplotlib.figure import Figure
 
 from video_adapt.data.decode import open_video
 from video_adapt.inference import Predictor, WindowPrediction
+from video_adapt.serving import MultiTaskPredictor
 
 UPLOAD_SUFFIXES = (".mp4", ".webm", ".avi", ".mkv")
 EXAMPLES_DIR = Path(tempfile.gettempdir()) / "video_adapt_app_examples"
@@ -37,10 +42,11 @@ class PageResult:
     """What one classification puts on the page; when it failed, `ok` is False and only `message` is set."""
 
     message: str
-    top: dict[str, float] = field(default_factory=dict)
+    top: dict[str, float] = field(default_factory=dict)  # the (first) task's top-5
     strip: np.ndarray | None = None
     timeline: Figure | None = None
     ok: bool = True
+    tasks: dict[str, dict[str, float]] = field(default_factory=dict)  # every task's top-5, by task name
 
 
 def check_upload(path: str | None, max_bytes: int) -> str | None:
@@ -84,50 +90,64 @@ def frame_strip(views: torch.Tensor, crops: int) -> np.ndarray:
     return out
 
 
-def timeline_figure(windows: list[WindowPrediction], class_names: list[str], window_s: float,
+def timeline_figure(windows: dict[str, list[WindowPrediction]], class_names: dict[str, list[str]], window_s: float,
                     stride_s: float) -> Figure:
-    """A row per predicted class; each window owns the time until the next window starts, shaded by probability."""
-    rows = list(dict.fromkeys(w.label for w in windows))  # in order of first appearance
-    fig = Figure(figsize=(8, 1.2 + 0.45 * len(rows)), layout="constrained")
-    ax = fig.add_subplot()
-    for i, w in enumerate(windows):
-        end = windows[i + 1].start_s if i + 1 < len(windows) else w.end_s
-        colour = f"C{class_names.index(w.label) % 10}" if w.label in class_names else "C0"
-        ax.barh(rows.index(w.label), end - w.start_s, left=w.start_s, height=0.6, color=colour,
-                alpha=0.35 + 0.65 * w.prob)
-    ax.set_yticks(range(len(rows)), rows)
-    ax.invert_yaxis()
-    ax.set_xlim(0, windows[-1].end_s)
-    ax.set_xlabel("time (s)")
-    ax.set_title(f"top class per {window_s:g} s window, every {stride_s:g} s (darker = more probable)", fontsize=10)
-    ax.grid(axis="x", alpha=0.3)
+    """A panel per task (titled by its name when there are several), a row per predicted class; each window owns the
+    time until the next window starts, shaded by probability."""
+    rows = {name: list(dict.fromkeys(w.label for w in ws)) for name, ws in windows.items()}  # first appearance
+    fig = Figure(figsize=(8, 0.9 * len(rows) + 0.3 + 0.45 * sum(len(r) for r in rows.values())), layout="constrained")
+    axes = fig.subplots(len(rows), 1, squeeze=False, height_ratios=[len(r) + 1 for r in rows.values()])[:, 0]
+    for ax, (name, ws) in zip(axes, windows.items()):
+        labels = rows[name]
+        for i, w in enumerate(ws):
+            end = ws[i + 1].start_s if i + 1 < len(ws) else w.end_s
+            colour = f"C{class_names[name].index(w.label) % 10}" if w.label in class_names[name] else "C0"
+            ax.barh(labels.index(w.label), end - w.start_s, left=w.start_s, height=0.6, color=colour,
+                    alpha=0.35 + 0.65 * w.prob)
+        ax.set_yticks(range(len(labels)), labels)
+        ax.invert_yaxis()
+        ax.set_xlim(0, ws[-1].end_s)
+        ax.grid(axis="x", alpha=0.3)
+        if name:
+            ax.set_title(name, fontsize=10, loc="left")
+    axes[-1].set_xlabel("time (s)")
+    fig.suptitle(f"top class per {window_s:g} s window, every {stride_s:g} s (darker = more probable)", fontsize=10)
     return fig
 
 
-def classify_file(predictor: Predictor, path: str | None, window_s: float, stride_s: float,
+def as_tasks(predictor: Predictor | MultiTaskPredictor) -> MultiTaskPredictor:
+    """The page serves one model or several tasks alike."""
+    return predictor if isinstance(predictor, MultiTaskPredictor) else MultiTaskPredictor.single(predictor)
+
+
+def classify_file(predictor: Predictor | MultiTaskPredictor, path: str | None, window_s: float, stride_s: float,
                   max_bytes: int) -> PageResult:
     """Everything the page shows for one file; never raises (a bad file or a model error becomes the message)."""
     refused = check_upload(path, max_bytes)
     if refused:
         return PageResult(f"**Could not classify** {refused}", ok=False)
     name = Path(path).name
+    tasks = as_tasks(predictor)
     try:
-        pred, views = predictor.predict_views(path)
-        if pred.error:
-            print(f"error: {pred.error}", file=sys.stderr)  # the decoders' reasons, for whoever runs the server
-            return PageResult(f"**Could not classify** {_for_people(pred.error, path)}", ok=False)
-        best, prob = pred.top[0]
+        result, views = tasks.predict_views(path)
+        if result.error:
+            print(f"error: {result.error}", file=sys.stderr)  # the decoders' reasons, for whoever runs the server
+            return PageResult(f"**Could not classify** {_for_people(result.error, path)}", ok=False)
         reader = open_video(path)
         duration = reader.num_frames / (reader.fps if reader.fps > 0 else 25.0)
-        message = f"**{name}**: top class **{best}** ({prob:.0%}); {duration:.1f} s, {reader.num_frames} frames."
+        best = "; ".join(f"{task + ': ' if task else ''}top class **{p.top[0][0]}** ({p.top[0][1]:.0%})"
+                         for task, p in result.tasks.items())
+        message = f"**{name}**: {best}; {duration:.1f} s, {reader.num_frames} frames."
         figure = None
         if window_s > 0 and stride_s > 0 and duration >= window_s + stride_s:
-            windows = predictor.timeline(path, window_s, stride_s).windows or []
-            if len(windows) >= 2:
-                figure = timeline_figure(windows, predictor.class_names, window_s, stride_s)
+            windows = {task: p.windows or [] for task, p in tasks.timeline(path, window_s, stride_s).tasks.items()}
+            if all(len(ws) >= 2 for ws in windows.values()):
+                figure = timeline_figure(windows, {t: tasks.tasks[t].class_names for t in windows}, window_s,
+                                               stride_s)
         else:
             message += f" Timeline: needs at least {window_s + stride_s:g} s (window + stride)."
-        return PageResult(message, dict(pred.top), frame_strip(views, predictor.view.crops), figure)
+        tops = {task: dict(p.top) for task, p in result.tasks.items()}
+        return PageResult(message, next(iter(tops.values())), frame_strip(views, tasks.view.crops), figure, tasks=tops)
     except Exception as err:  # a server keeps serving: the person sees one line, the console the traceback
         traceback.print_exc(file=sys.stderr)
         first = _for_people((str(err).splitlines() or [type(err).__name__])[0], path)
@@ -171,51 +191,114 @@ def _write_atomic(path: Path, frames: np.ndarray, write_video) -> None:
     os.replace(tmp, path)
 
 
-def build_app(predictor: Predictor, title: str = "video_adapt", max_mb: float = 200, window_s: float = 2.0,
-              stride_s: float = 1.0, examples_dir: str | Path = EXAMPLES_DIR):
-    """The Gradio Blocks page around `predictor`; serve it with `launch`.
+class WebcamSession:
+    """One browser's webcam stream: frames into the stream classifier of `video-adapt infer --stream`, and what the
+    webcam tab shows after each frame (a line and every task's top-5 of the latest window)."""
+
+    def __init__(self, predictor: Predictor | MultiTaskPredictor, fps: float, window: float | str,
+                 stride: float | str):
+        from video_adapt.stream import StreamClassifier
+        self.classifier = StreamClassifier(as_tasks(predictor), fps, window, stride, topk=5)
+        self.message = "waiting for the camera"
+        self.tops: dict[str, dict[str, float] | None] = {name: None for name in self.classifier.predictor.names}
+
+    def step(self, frame: np.ndarray | None) -> tuple[str, dict[str, dict[str, float] | None]]:
+        if frame is None:
+            return self.message, self.tops
+        if self.classifier.ring.num_frames == 0:
+            self.classifier.warm_up(*frame.shape[:2])  # the first window's latency is then the model's, not set-up's
+        result = self.classifier.push(np.ascontiguousarray(frame[..., :3]))
+        if result is not None:
+            self.message = f"`{result.line()}`"
+            self.tops = {name: dict(top) for name, top in result.tasks.items()}
+        elif not self.classifier.results:
+            self.message = (f"collecting the first window: {self.classifier.ring.num_frames} of "
+                            f"{self.classifier.window} frames")
+        return self.message, self.tops
+
+
+def build_app(predictor: Predictor | MultiTaskPredictor, title: str = "video_adapt", max_mb: float = 200,
+              window_s: float = 2.0, stride_s: float = 1.0, examples_dir: str | Path = EXAMPLES_DIR,
+              webcam_every_s: float = 0.1):
+    """The Gradio Blocks page around `predictor` (one model, or several tasks on one backbone); serve it with
+    `launch`.
 
     Example videos are written under `examples_dir` (Gradio serves files from the temp dir and the working directory)
-    when the model's classes are the synthetic task's."""
+    when the model's classes are the synthetic task's. The webcam tab takes a frame every `webcam_every_s` seconds,
+    so its windows count frames at 1 / webcam_every_s fps."""
     import gradio as gr
+    tasks = as_tasks(predictor)
+    names = tasks.names
+    several = len(names) > 1
+    first = tasks.tasks[names[0]]
     max_bytes = int(max_mb * 2**20)
-    examples = synthetic_examples(Path(examples_dir), predictor.class_names, predictor.view.img_size)
+    examples = [] if several else synthetic_examples(Path(examples_dir), first.class_names, tasks.view.img_size)
     idle = "Drop a video file on the box (or click an example) to classify it."
+
+    def labels(prefix: str, what: str) -> list:
+        if not several:
+            return [gr.Label(num_top_classes=5, label=f"{what}top-5 classes", elem_id=prefix)]
+        with gr.Row():
+            return [gr.Label(num_top_classes=5, label=f"{what}{name}: top-5", elem_id=f"{prefix}-{name}")
+                    for name in names]
 
     def run(path: str | None, window: float | None, stride: float | None):
         if path is None:  # the file was cleared: back to an empty page
-            return idle, None, None, gr.Plot(value=None, visible=False)
-        result = classify_file(predictor, path, float(window or 0), float(stride or 0), max_bytes)
-        return result.message, result.top or None, result.strip, gr.Plot(value=result.timeline,
-                                                                         visible=result.timeline is not None)
+            return idle, None, gr.Plot(value=None, visible=False), *[None] * len(names)
+        result = classify_file(tasks, path, float(window or 0), float(stride or 0), max_bytes)
+        return (result.message, result.strip, gr.Plot(value=result.timeline, visible=result.timeline is not None),
+                *[result.tasks.get(name) or None for name in names])
 
+    def webcam_frame(frame: np.ndarray | None, session: WebcamSession | None):
+        session = session or WebcamSession(tasks, 1 / webcam_every_s, window_s, stride_s)
+        message, tops = session.step(frame)
+        return session, message, *[tops[name] for name in names]
+
+    if several:
+        about = " · ".join(f"{name}: {len(tasks.tasks[name].class_names)} classes" for name in names)
+        about = f"{len(names)} tasks on one backbone ({about})"
+    else:
+        about = f"{len(first.class_names)} classes"
     with gr.Blocks(title=f"{title}: try the model", analytics_enabled=False) as page:
-        gr.Markdown(f"## {title}\n{len(predictor.class_names)} classes · test views: "
-                    f"{predictor.protocol.views_text()} · device: {predictor.device} · runtime: {predictor.runtime}",
-                    elem_id="about")
-        with gr.Row():
-            with gr.Column(scale=2):
-                video = gr.File(label="video file", type="filepath", elem_id="video")
-                gr.Markdown(f"mp4, webm, avi or mkv, at most {max_mb:g} MB. A video of at least window + stride "
-                            "seconds also gets a timeline.")
-                truth = gr.Textbox(label="true class (examples only)", interactive=False, elem_id="truth")
-                with gr.Accordion("timeline settings", open=False):
-                    window = gr.Number(window_s, label="window (s)", minimum=0.1, elem_id="window")
-                    stride = gr.Number(stride_s, label="stride (s)", minimum=0.1, elem_id="stride")
-                    button = gr.Button("classify again with these settings", size="sm", elem_id="classify")
-                if examples:
-                    gr.Examples(examples, [video, truth], label="examples from the synthetic task (click one)")
-            with gr.Column(scale=3):
-                status = gr.Markdown(idle, elem_id="status")
-                top = gr.Label(num_top_classes=5, label="top-5 classes", elem_id="top5")
-                strip = gr.Image(label="what the model looked at: a row per test view, its frames in order",
-                                 type="numpy", format="png", interactive=False, buttons=["download", "fullscreen"],
-                                 elem_id="frames")  # png: the page shows the model's pixels, not a lossy copy
-                plot = gr.Plot(label="timeline: top class per window", visible=False, elem_id="timeline")
-        outputs = [status, top, strip, plot]
+        gr.Markdown(f"## {title}\n{about} · test views: {tasks.protocol.views_text()} · device: {tasks.device} · "
+                    f"runtime: {first.runtime}", elem_id="about")
+        with gr.Tab("video file", elem_id="file-tab"):
+            with gr.Row():
+                with gr.Column(scale=2):
+                    video = gr.File(label="video file", type="filepath", elem_id="video")
+                    gr.Markdown(f"mp4, webm, avi or mkv, at most {max_mb:g} MB. A video of at least window + stride "
+                                "seconds also gets a timeline.")
+                    truth = gr.Textbox(label="true class (examples only)", interactive=False, elem_id="truth")
+                    with gr.Accordion("timeline settings", open=False):
+                        window = gr.Number(window_s, label="window (s)", minimum=0.1, elem_id="window")
+                        stride = gr.Number(stride_s, label="stride (s)", minimum=0.1, elem_id="stride")
+                        button = gr.Button("classify again with these settings", size="sm", elem_id="classify")
+                    if examples:
+                        gr.Examples(examples, [video, truth], label="examples from the synthetic task (click one)")
+                with gr.Column(scale=3):
+                    status = gr.Markdown(idle, elem_id="status")
+                    tops = labels("top5", "")
+                    strip = gr.Image(label="what the model looked at: a row per test view, its frames in order",
+                                     type="numpy", format="png", interactive=False, buttons=["download", "fullscreen"],
+                                     elem_id="frames")  # png: the page shows the model's pixels, not a lossy copy
+                    plot = gr.Plot(label="timeline: top class per window", visible=False, elem_id="timeline")
+        with gr.Tab("webcam", elem_id="webcam-tab"):
+            gr.Markdown(f"Live: the last {window_s:g} s of the camera (a frame every {webcam_every_s:g} s) is "
+                        f"classified every {stride_s:g} s, as `video-adapt infer --stream 0` does.")
+            with gr.Row():
+                with gr.Column(scale=2):
+                    camera = gr.Image(sources=["webcam"], streaming=True, type="numpy", label="webcam",
+                                      elem_id="webcam")
+                with gr.Column(scale=3):
+                    webcam_status = gr.Markdown("Start the camera to classify what it sees.", elem_id="webcam-status")
+                    webcam_tops = labels("webcam-top5", "webcam ")
+            session = gr.State(None)
         video.upload(lambda: "", outputs=truth)  # a person's own file has no known class
         for event in (video.change, button.click):
-            event(run, [video, window, stride], outputs, concurrency_id="model")
+            event(run, [video, window, stride], [status, strip, plot, *tops], concurrency_id="model")
+        camera.stream(webcam_frame, [camera, session], [session, webcam_status, *webcam_tops],
+                      stream_every=webcam_every_s, concurrency_id="model", show_progress="hidden")
+        camera.clear(lambda: None, outputs=session)  # a new stream starts a new ring buffer
     return page
 
 

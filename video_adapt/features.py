@@ -2,7 +2,7 @@
 it), sliding windows over each video, one array per video, the layout temporal action localization tools read.
 
     from video_adapt.features import extract_features
-    report = extract_features(["videos/"], "features/", backbone="videomae_b.pth", window="32", stride="16")
+    report = extract_features(["videos/"], "features/", backbone="videomae_b.pth", window="32f", stride="16f")
 
 Per video, windows of W frames every S frames (`data.sampling.window_starts`: window i spans frames [i*S, i*S + W),
 the tail after the last whole window is not covered, a video shorter than W has one window). From each window the
@@ -40,7 +40,7 @@ from tqdm import tqdm
 from video_adapt.data.datasets import EvalView, views_of_windows
 from video_adapt.data.decode import VideoDecodeError, open_video
 from video_adapt.data.protocol import DataProtocol
-from video_adapt.data.sampling import window_starts
+from video_adapt.data.sampling import parse_span, span_frames, window_starts
 from video_adapt.data.transforms import normalize_clips
 from video_adapt.errors import CheckpointError, ConfigError
 from video_adapt.files import NpyWriter, write_csv_atomic, write_text_atomic
@@ -57,29 +57,17 @@ INDEX_COLUMNS = ("id", "path", "status", "file", "fps", "frames", "windows", "wi
 
 
 # ----------------------------------------------------------------------------------------------- settings
-@dataclass(frozen=True)
-class Span:
-    """A window length or stride: whole frames (`32`, `32f`) or seconds (`1.5s`), turned into frames per video."""
+def _span(text: str | int | float, what: str) -> float | str:
+    """A --window / --stride value (`data.sampling.parse_span`: seconds '2' / '1.5s', or frames '32f')."""
+    try:
+        return parse_span(str(text))
+    except ValueError as err:
+        raise ConfigError(f"{what} {err}") from None
 
-    value: float
-    unit: str  # frames | seconds
 
-    @classmethod
-    def parse(cls, text: str | int | float, what: str = "--window") -> "Span":
-        raw = str(text).strip().lower()
-        match = re.fullmatch(r"(\d+(?:\.\d*)?|\.\d+)\s*(s|f)?", raw)
-        if not match:
-            raise ConfigError(f"{what} {text!r}: give frames (32 or 32f) or seconds (1.5s)")
-        value, unit = float(match.group(1)), "seconds" if match.group(2) == "s" else "frames"
-        if value <= 0 or (unit == "frames" and value != int(value)):
-            raise ConfigError(f"{what} {text!r}: must be a positive whole number of frames, or seconds")
-        return cls(value, unit)
-
-    def frames(self, fps: float) -> int:
-        return int(self.value) if self.unit == "frames" else max(1, int(round(self.value * fps)))
-
-    def __str__(self) -> str:
-        return f"{int(self.value)}f" if self.unit == "frames" else f"{self.value:g}s"
+def _span_key(span: float | str) -> str:
+    """How index.json records a span: '32f' or '1.5s'."""
+    return span if isinstance(span, str) else f"{span:g}s"
 
 
 @dataclass(frozen=True)
@@ -212,7 +200,7 @@ class WindowViews(IterableDataset):
     """The test views of every window of the given videos, in chunks; DataLoader workers share the videos out (each
     video's items stay in order within its worker). A file that cannot be read yields its error, never raises."""
 
-    def __init__(self, paths: Sequence[str], todo: Sequence[int], view: EvalView, window: Span, stride: Span,
+    def __init__(self, paths: Sequence[str], todo: Sequence[int], view: EvalView, window: float | str, stride: float | str,
                  windows_per_item: int):
         self.paths, self.todo, self.view = list(paths), list(todo), view
         self.window, self.stride = window, stride
@@ -229,7 +217,7 @@ class WindowViews(IterableDataset):
         try:
             reader = open_video(path)
             fps = reader.fps if reader.fps > 0 else DEFAULT_FPS
-            win, step = self.window.frames(fps), self.stride.frames(fps)
+            win, step = span_frames(self.window, fps), span_frames(self.stride, fps)
             windows = VideoWindows(fps, reader.num_frames, win, step, window_starts(reader.num_frames, win, step))
             yield _Item(i, windows=windows)
             for at in range(0, len(windows.starts), self.chunk):
@@ -381,7 +369,7 @@ def extract_features(inputs: Sequence[str | os.PathLike] | str, out: str | os.Pa
                      progress: bool = True) -> FeatureReport:
     """Write the window features of video files (or folders of them) to `out` (see the module docstring).
 
-    `window` / `stride`: frames (`32`, `"32f"`) or seconds (`"1.5s"`); default window T x r frames (one clip's
+    `window` / `stride`: seconds (`2`, `"1.5s"`) or frames (`"32f"`), as everywhere; default window T x r frames (one clip's
     span), default stride the window. `num_frames`, `img_size`, `frame_stride` (r) default to the model's data
     protocol (a bare backbone: its preset's frames and size, r = 4). `pool`: fc_norm | mean | tokens (default fc_norm
     at the last block, mean before it). `batch_size`: windows per forward pass, across videos. `workers`: decoding
@@ -402,11 +390,11 @@ def extract_features(inputs: Sequence[str | os.PathLike] | str, out: str | os.Pa
                     sampling=base.test_sampling, stride=frame_stride or base.stride, clips=1, crops=crops,
                     short_side=img_size or base.test_short_side)
     extractor = FeatureExtractor(model, view, layer=layer, pool=pool, device=device, amp=amp, batch_size=batch_size)
-    window_span = Span.parse(window if window is not None else view.num_frames * view.stride, "--window")
-    stride_span = Span.parse(stride, "--stride") if stride is not None else window_span
+    window_span = _span(window if window is not None else f"{view.num_frames * view.stride}f", "--window")
+    stride_span = _span(stride, "--stride") if stride is not None else window_span
     settings = FeatureSettings(model=dict(getattr(model, "build_args", None) or {}), backbone=_weights_path(backbone),
                                adapters=_weights_path(adapters), layer=extractor.layer, pool=extractor.pool,
-                               window=str(window_span), stride=str(stride_span), num_frames=view.num_frames,
+                               window=_span_key(window_span), stride=_span_key(stride_span), num_frames=view.num_frames,
                                img_size=view.img_size, sampling=view.sampling, frame_stride=view.stride,
                                short_side=view.short_side, crops=crops, dtype=dtype,
                                feature_shape=list(extractor.shape))

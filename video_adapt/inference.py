@@ -23,8 +23,10 @@ from video_adapt.checkpoint import CheckpointError, load_adapters, load_pretrain
 from video_adapt.data.decode import VIDEO_EXTENSIONS, VideoDecodeError, open_video
 from video_adapt.data.datasets import views_of
 from video_adapt.data.protocol import DataProtocol, combine_views
+from video_adapt.data.sampling import span_frames, window_starts
 from video_adapt.data.transforms import normalize_clips
 from video_adapt.models.factory import model_from_build_args
+from video_adapt.models.methods import method_spec
 from video_adapt.models.tuning import merge_tuning
 
 
@@ -104,20 +106,9 @@ class Predictor:
         if runtime != "torch" or precision != "fp32":
             raise CheckpointError(f"{checkpoint or adapters}: --runtime {runtime} --precision {precision} runs an "
                                   "export directory; write one with video-adapt export RUN --format onnx --out DIR")
-        if checkpoint and (Path(checkpoint) / "config.yaml").exists():
-            adapters = str(Path(checkpoint) / "adapters")
-        elif checkpoint:
-            adapters = checkpoint
-        if not adapters:
-            raise CheckpointError("give --checkpoint (a run directory or adapter directory) or --backbone and --adapters")
-        info = read_adapter_config(adapters)
-        if not info.get("build_args"):
-            raise CheckpointError(f"{adapters}: adapter config lacks build_args; cannot rebuild the model")
+        adapters, backbone, info = locate_model(checkpoint, backbone, adapters)
         model = model_from_build_args(info["build_args"])
         if model.tuning.spec.frozen_backbone:
-            if checkpoint and (Path(checkpoint) / "config.yaml").exists() and backbone is None:
-                from video_adapt.config import load_config
-                backbone = load_config(Path(checkpoint) / "config.yaml").model.pretrained
             if backbone:
                 load_pretrained(model, backbone)
             elif info.get("backbone_fingerprint"):
@@ -135,11 +126,16 @@ class Predictor:
 
     @torch.inference_mode()
     def _probs(self, views: torch.Tensor, counts: list[int]) -> list[np.ndarray]:
-        """Per video: the class probabilities of its views, combined as the protocol does (`combine_views`)."""
+        """Per video: the class probabilities of its views, combined as the protocol does (`_combine`)."""
         from video_adapt.engine.precision import autocast_context
         x = normalize_clips(views.to(self.device))
         with autocast_context(self.device, self.amp):
             logits = self.model(x).float()
+        return self._combine(logits, counts)
+
+    def _combine(self, logits: torch.Tensor, counts: list[int]) -> list[np.ndarray]:
+        """The logits of consecutive videos' views (`counts` views each) -> each video's class probabilities: the one
+        place a score is made from logits, also for the tasks of a `video_adapt.serving.MultiTaskPredictor`."""
         out, at = [], 0
         for n in counts:
             out.append(combine_views(logits[at:at + n].unsqueeze(0), self.protocol.view_average,
@@ -157,31 +153,16 @@ class Predictor:
             return None
         return self._top(probs, len(probs))[:int((probs >= self.threshold).sum())]
 
+    def prediction(self, path: str, probs: np.ndarray | None, topk: int, error: str | None = None) -> Prediction:
+        """A file's result from its combined class probabilities: the top-k and, for a multi-label model, the
+        classes at or above the threshold (the one place a Prediction is made from scores)."""
+        if error is not None:
+            return Prediction(str(path), error=error)
+        return Prediction(str(path), self._top(probs, topk), labels=self._above(probs))
+
     def predict(self, paths: Iterable[str], topk: int = 5, batch_videos: int = 8) -> list[Prediction]:
-        results: list[Prediction] = []
-        pending: list[tuple[Prediction, torch.Tensor]] = []
-
-        def flush() -> None:
-            if not pending:
-                return
-            probs = self._probs(torch.cat([v for _, v in pending]), [len(v) for _, v in pending])
-            for (pred, _), p in zip(pending, probs):
-                pred.top = self._top(p, topk)
-                pred.labels = self._above(p)
-            pending.clear()
-
-        for path in paths:
-            pred = Prediction(str(path))
-            results.append(pred)
-            try:
-                pending.append((pred, self._views_of(open_video(path))))
-            except VideoDecodeError as err:
-                pred.error = str(err)
-                continue
-            if len(pending) >= batch_videos:
-                flush()
-        flush()
-        return results
+        return [self.prediction(path, scores, topk, error) for path, scores, error in
+                score_files(paths, self._views_of, self._probs, batch_videos)]
 
     def predict_views(self, path: str, topk: int = 5) -> tuple[Prediction, torch.Tensor | None]:
         """One file's prediction and the uint8 views (V, 3, T, S, S) it averaged over: exactly what the model saw."""
@@ -191,29 +172,75 @@ class Predictor:
         except VideoDecodeError as err:
             pred.error = str(err)
             return pred, None
-        probs = self._probs(views, [len(views)])[0]
-        pred.top, pred.labels = self._top(probs, topk), self._above(probs)
-        return pred, views
+        return self.prediction(path, self._probs(views, [len(views)])[0], topk), views
 
-    def timeline(self, path: str, window_s: float, stride_s: float, topk: int = 5) -> Prediction:
-        """Top-1 per window of `window_s` seconds every `stride_s` seconds, plus the whole-video top-k."""
+    def timeline(self, path: str, window_s: float | str, stride_s: float | str, topk: int = 5) -> Prediction:
+        """Top-1 per window of `window_s` every `stride_s` (seconds, or frames as '16f'), plus the whole-video top-k."""
         pred = self.predict([path], topk)[0]
         if pred.error:
             return pred
-        reader = open_video(path)
-        fps = reader.fps if reader.fps > 0 else 25.0
-        win = max(1, int(round(window_s * fps)))
-        step = max(1, int(round(stride_s * fps)))
-        starts = list(range(0, max(reader.num_frames - win, 0) + 1, step))
-        pred.windows = []
-        for chunk in range(0, len(starts), 16):
-            batch = starts[chunk:chunk + 16]
-            views = [self._views_of(reader, s, min(s + win, reader.num_frames)) for s in batch]
-            for s, p in zip(batch, self._probs(torch.cat(views), [len(v) for v in views])):
-                label, prob = self._top(p, 1)[0]
-                pred.windows.append(WindowPrediction(round(s / fps, 3), round(min(s + win, reader.num_frames) / fps, 3),
-                                                     label, prob))
+        pred.windows = [WindowPrediction(start, end, *self._top(probs, 1)[0]) for start, end, probs in
+                        sliding_windows(open_video(path), window_s, stride_s, self._views_of, self._probs)]
         return pred
+
+
+def score_files(paths: Iterable[str], views_of: Callable[[Any], torch.Tensor],
+                probs: Callable[[torch.Tensor, list[int]], list[Any]], batch_videos: int) -> list[tuple[str, Any, str | None]]:
+    """(path, scores, error) of every file in order: each file's test views by `views_of(reader)`, scored
+    `batch_videos` files at a time by `probs(views, counts)` (a Predictor's or a MultiTaskPredictor's); a file that
+    cannot be decoded gets its one-line error and no scores, and the others still run."""
+    results: list[tuple[str, Any, str | None]] = []
+    pending: list[tuple[int, torch.Tensor]] = []
+
+    def flush() -> None:
+        if pending:
+            scores = probs(torch.cat([v for _, v in pending]), [len(v) for _, v in pending])
+            for (at, _), score in zip(pending, scores):
+                results[at] = (results[at][0], score, None)
+            pending.clear()
+
+    for path in paths:
+        results.append((str(path), None, None))
+        try:
+            pending.append((len(results) - 1, views_of(open_video(path))))
+        except VideoDecodeError as err:
+            results[-1] = (str(path), None, str(err))
+            continue
+        if len(pending) >= batch_videos:
+            flush()
+    flush()
+    return results
+
+
+def sliding_windows(reader: Any, window: float | str, stride: float | str,
+                    views_of: Callable[[Any, int, int], torch.Tensor],
+                    probs: Callable[[torch.Tensor, list[int]], list[Any]], batch: int = 16):
+    """(start s, end s, scores) of every window of an opened video: its test views by `views_of(reader, start, end)`,
+    scored `batch` windows at a time by `probs(views, counts)` (a Predictor's or a MultiTaskPredictor's)."""
+    fps = reader.fps if reader.fps > 0 else 25.0
+    win = span_frames(window, fps)
+    starts = window_starts(reader.num_frames, win, span_frames(stride, fps)).tolist()
+    for chunk in range(0, len(starts), batch):
+        part = starts[chunk:chunk + batch]
+        views = [views_of(reader, s, min(s + win, reader.num_frames)) for s in part]
+        for s, scores in zip(part, probs(torch.cat(views), [len(v) for v in views])):
+            yield round(s / fps, 3), round(min(s + win, reader.num_frames) / fps, 3), scores
+
+
+def locate_model(checkpoint: str | None, backbone: str | None, adapters: str | None) -> tuple[str, str | None, dict]:
+    """(adapter directory, backbone file, adapter config) of a training run directory or an adapter directory; the
+    backbone is the one given, else the run's configured one when its method keeps the backbone frozen."""
+    run = Path(checkpoint) if checkpoint and (Path(checkpoint) / "config.yaml").exists() else None
+    adapters = str(run / "adapters") if run else (checkpoint or adapters)
+    if not adapters:
+        raise CheckpointError("give --checkpoint (a run directory or adapter directory) or --backbone and --adapters")
+    info = read_adapter_config(adapters)
+    if not info.get("build_args"):
+        raise CheckpointError(f"{adapters}: adapter config lacks build_args; cannot rebuild the model")
+    if run and backbone is None and method_spec(info.get("method", "full")).frozen_backbone:
+        from video_adapt.config import load_config
+        backbone = load_config(run / "config.yaml").model.pretrained
+    return adapters, backbone, info
 
 
 def expand_inputs(inputs: Sequence[str]) -> list[str]:

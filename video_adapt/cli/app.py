@@ -5,6 +5,9 @@ for a long video, a timeline of the top class per window.
     video-adapt app --checkpoint runs/ssv2_adaptformer_8f   # any training run directory
     video-adapt app --backbone videomae_b.pth --adapters runs/x/adapters --port 8080
     video-adapt app --checkpoint exports/x --runtime onnx    # an export directory (video-adapt export)
+    video-adapt app --backbone videomae_b.pth --adapters actions=runs/a scenes=runs/b   # several tasks, side by side
+
+The page has a tab for video files and one for the webcam (live: a label every stride, as infer --stream).
 
 The page is served on http://127.0.0.1:PORT, reachable from this machine only. --share-on-network binds to
 0.0.0.0 instead, so anyone who can reach this machine on PORT can use the page (and upload files to it).
@@ -27,7 +30,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", help=f"training run or export directory (default: {DEMO_RUN}, if it exists)")
     parser.add_argument("--backbone", help="pretrained backbone the adapters were trained on")
-    parser.add_argument("--adapters", help="adapter directory written by training (adapters/ or best/)")
+    parser.add_argument("--adapters", nargs="+", metavar="[TASK=]DIR",
+                        help="adapter directory written by training (adapters/ or best/); several tasks on one "
+                             "backbone as TASK=DIR TASK=DIR (adapter or run directories)")
     parser.add_argument("--port", type=int, default=7860)
     parser.add_argument("--share-on-network", action="store_true",
                         help="listen on every network interface (0.0.0.0), not only 127.0.0.1: anyone who can reach "
@@ -43,21 +48,31 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     from video_adapt.app import build_app, launch
     from video_adapt.inference import Predictor
+    from video_adapt.serving import load_tasks, parse_tasks
+    tasks, extra = parse_tasks(args.adapters or [])
+    if extra:
+        raise ConfigError(f"--adapters {extra[0]}: give one adapter directory, or several as TASK=DIR")
     checkpoint = args.checkpoint
     if not checkpoint and not args.adapters:
         if not DEMO_RUN.exists():
             raise ConfigError(f"no model given and {DEMO_RUN} does not exist: train it with `{DEMO_COMMAND}` "
                               f"(or the whole `video-adapt demo`), or pass --checkpoint RUN_DIR")
         checkpoint = str(DEMO_RUN)
-    for given in (checkpoint, args.backbone, args.adapters):
+    for given in (checkpoint, args.backbone, *(tasks.values() if tasks else args.adapters or [])):
         if given and not Path(given).exists():
             raise CheckpointError(f"{given}: no such file or directory")
-    predictor = Predictor.load(checkpoint, args.backbone, args.adapters, args.device, args.crops,
-                               runtime=args.runtime, precision=args.precision)
-    page = build_app(predictor, title=f"video_adapt: {checkpoint or args.adapters}", max_mb=args.max_mb,
-                     window_s=args.window, stride_s=args.stride)
+    if tasks:
+        predictor = load_tasks(tasks, checkpoint=args.checkpoint, backbone=args.backbone, device=args.device,
+                               crops=args.crops, runtime=args.runtime, precision=args.precision)
+        shown = ", ".join(tasks)
+    else:
+        predictor = Predictor.load(checkpoint, args.backbone, args.adapters[0] if args.adapters else None,
+                                   args.device, args.crops, runtime=args.runtime, precision=args.precision)
+        shown = checkpoint or args.adapters[0]
+    page = build_app(predictor, title=f"video_adapt: {shown}", max_mb=args.max_mb, window_s=args.window,
+                     stride_s=args.stride)
     host = "0.0.0.0" if args.share_on_network else "127.0.0.1"
-    print(f"serving {checkpoint or args.adapters} on http://{host}:{args.port} (Ctrl+C stops)", flush=True)
+    print(f"serving {shown} on http://{host}:{args.port} (Ctrl+C stops)", flush=True)
     launch(page, args.port, args.share_on_network)
     return 0
 

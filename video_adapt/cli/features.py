@@ -1,11 +1,11 @@
 """Window features of your video files from a frozen backbone (or a tuned model): one .npy per video of shape
 (windows, dim) plus index.csv / index.json, the layout temporal action localization tools read.
 
-    video-adapt features videos/ --backbone videomae_b.pth --out feats/ --window 32 --stride 16
+    video-adapt features videos/ --backbone videomae_b.pth --out feats/ --window 32f --stride 16f
     video-adapt features videos/ --backbone videomae_b.pth --adapters runs/x/adapters --out feats/
     video-adapt features clip.mp4 --backbone videomae_b.pth --out feats/ --layer 6 --pool tokens --window 2s
 
---window / --stride: frames (32 or 32f) or seconds (2s); default one clip's span (frames x frame stride), stride =
+--window / --stride: frames (32f) or seconds (2 or 2s), as for video-adapt infer; default one clip's span (frames x frame stride), stride =
 window. From each window the model's frames are sampled by its test rule (dense, every --frame-stride frames).
 A rerun into the same folder skips the videos already done and retries the failed ones; an unreadable file is named
 on stderr, listed as failed in the index, and the others go on. Exit code 0 when any video has features.
@@ -25,7 +25,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--backbone", help="pretrained backbone file (official, Hugging Face or our own layout)")
     parser.add_argument("--adapters", help="a tuned method's weights on the backbone: adapter directory or run directory")
     parser.add_argument("--out", required=True, help="output folder (<video_id>.npy, index.csv, index.json)")
-    parser.add_argument("--window", help="window length: frames (32) or seconds (2s); default frames x frame stride")
+    parser.add_argument("--window", help="window length: frames (32f) or seconds (2, 2s); default frames x frame stride")
     parser.add_argument("--stride", help="between window starts: frames or seconds (default: --window)")
     parser.add_argument("--layer", type=int, default=-1, help="the block whose output is taken (-1 = the last)")
     parser.add_argument("--pool", choices=["fc_norm", "mean", "tokens"],

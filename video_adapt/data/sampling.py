@@ -14,8 +14,9 @@ Training (one clip per call, drawn afresh from the whole video):
 Testing (every view of a video):
 - `dense_test_clips`  T-DENSE: S evenly spaced windows of T consecutive frames of the stride-r subsequence;
 - `ssv2_test_clips`   T-SSV2: segment starts and segment centres (VideoMAE's 2 test clips for SSv2).
-Sliding windows (features for temporal localization, timelines):
-- `window_starts`  the first frame of every window of W frames, one every S frames.
+Windows of a long video or a live stream (features, timelines, streams; each window then gets a test view):
+- `window_starts`  the first frame of every window of W frames, one every S frames;
+- `parse_span` / `span_frames`  a window or stride as seconds ('2', '0.5s') or frames ('16f').
 """
 from __future__ import annotations
 
@@ -139,6 +140,32 @@ def eval_clip_indices(rule: str, num_frames: int, t: int, stride: int, num_clips
         return ssv2_test_clips(num_frames, t, num_clips)
     raise ValueError(f"unknown test sampling rule {rule!r}; use one of {', '.join(TEST_RULES)}")
 
+
+# ---------------------------------------------------------------------------- windows of a long video or a stream
+def span_frames(span: float | str, fps: float) -> int:
+    """A window or stride in frames: seconds (a number or '2s') at `fps`, or a frame count ('16f'); at least 1."""
+    text = str(span).strip().lower()
+    if text.endswith("f"):
+        return max(1, int(text[:-1]))
+    return max(1, int(round(float(text.removesuffix("s")) * fps)))
+
+
+def parse_span(text: str) -> float | str:
+    """Check a --window / --stride value: seconds ('2', '0.5s') or frames ('16f'), positive."""
+    value = str(text).strip().lower()
+    try:
+        number = float(value[:-1]) if value.endswith(("f", "s")) else float(value)
+    except ValueError:
+        raise ValueError(f"{text!r}: give seconds (2, 0.5s) or frames (16f)") from None
+    if number <= 0 or (value.endswith("f") and not number.is_integer()):
+        raise ValueError(f"{text!r}: must be a positive number of seconds or a whole number of frames")
+    return value if value.endswith("f") else float(value.removesuffix("s"))
+
+
+def span_text(span: float | str) -> str:
+    """A --window / --stride value for people: '2 s' or '16 frames'."""
+    text = str(span)
+    return f"{text[:-1]} frames" if text.endswith("f") else f"{float(text):g} s"
 
 
 def window_starts(num_frames: int, window: int, stride: int) -> np.ndarray:

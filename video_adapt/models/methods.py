@@ -35,11 +35,20 @@ class MethodSpec:
     merges: bool = True  # its trained weights fold into a plain backbone (full, linear, BitFit, LoRA merged)
     merge: str | None = None  # the function in video_adapt.models.tuning that folds its modules into the backbone
     paper_size: dict[str, Any] = field(default_factory=dict)  # its options as its paper sizes it (ViT-B)
+    # serving several tasks on one backbone (video_adapt.models.multitask): its modules act on each clip's tokens
+    # alone, so clips of different tasks share one forward; VPT's prompts change the token count and BitFit's biases
+    # every layer, so their clips run task by task
+    mixes: bool = True
 
     @property
     def frozen_backbone(self) -> bool:
         """Most of the backbone keeps its pretrained weights, so a run without them trains on noise."""
         return self.backbone_trains != "all"
+
+    @property
+    def plain_forward(self) -> bool:
+        """Its backbone forward is the pretrained one (linear probing): one forward per clip serves all such tasks."""
+        return self.attach is None and self.backbone_trains == "none"
 
     @property
     def saves_backbone(self) -> bool:
@@ -58,7 +67,7 @@ REGISTRY: dict[str, MethodSpec] = {spec.name: spec for spec in (
                merges=False, paper_size=dict(bottleneck=64, adapter_scale=0.1, adapter_position="parallel")),
     MethodSpec("vpt", "VPT",
                "learnable prompt tokens before every block (deep) or the first (shallow) (Jia et al. 2022)", "none",
-               attach="attach_vpt", options=("vpt_tokens", "vpt_mode"), merges=False,
+               attach="attach_vpt", options=("vpt_tokens", "vpt_mode"), merges=False, mixes=False,
                paper_size=dict(vpt_tokens=1, vpt_mode="deep")),
     MethodSpec("linear", "linear probing", "a frozen backbone: only fc_norm and the head train", "none"),
     MethodSpec("full", "full fine-tuning", "every weight trains", "all"),
@@ -66,7 +75,7 @@ REGISTRY: dict[str, MethodSpec] = {spec.name: spec for spec in (
                attach="attach_lora", merge="merge_lora", options=("lora_rank", "lora_alpha", "lora_targets", "lora_dropout", *LAYER_OPTION),
                paper_size=dict(lora_rank=8, lora_alpha=8.0, lora_targets=["qkv"], lora_dropout=0.0)),
     MethodSpec("bitfit", "BitFit", "every bias of the backbone trains, nothing is added (Ben Zaken et al. 2022)",
-               "biases"),
+               "biases", mixes=False),
     MethodSpec("st_adapter", "ST-Adapter",
                "a bottleneck with a depthwise 3-D convolution over the token grid before attention (Pan et al. 2022)",
                "none", attach="attach_st_adapter", options=("bottleneck", "st_kernel", "st_position", *LAYER_OPTION),
