@@ -186,9 +186,9 @@ def synthetic_examples(folder: Path, class_names: list[str], size: int) -> list[
 
 
 def _write_atomic(path: Path, frames: np.ndarray, write_video) -> None:
-    tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")
-    write_video(str(tmp), frames, fps=8)  # 16 frames = 2 s: the default window
-    os.replace(tmp, path)
+    from video_adapt.files import atomic_path
+    with atomic_path(path) as tmp:  # the temporary keeps the .mp4 suffix the encoder picks its container by
+        write_video(str(tmp), frames, fps=8)  # 16 frames = 2 s: the default window
 
 
 class WebcamSession:
