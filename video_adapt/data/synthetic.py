@@ -13,7 +13,9 @@ import math
 import os
 import sys
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
+from typing import Callable
 
 import cv2
 import numpy as np
@@ -40,14 +42,14 @@ class SyntheticSpec:
     texture: float = 12.0  # background texture contrast
 
 
-def _smooth_texture(rng: np.random.Generator, size: int, contrast: float) -> np.ndarray:
+def smooth_texture(rng: np.random.Generator, size: int, contrast: float) -> np.ndarray:
     coarse = rng.normal(0, 1, (max(size // 8, 2), max(size // 8, 2), 3)).astype(np.float32)
     tex = cv2.resize(coarse, (size, size), interpolation=cv2.INTER_CUBIC)
     base = rng.uniform(70, 180, 3).astype(np.float32)
     return base + contrast * tex
 
 
-def _polygon(rng: np.random.Generator) -> np.ndarray:
+def polygon(rng: np.random.Generator) -> np.ndarray:
     """An irregular, clearly asymmetric polygon around the origin, radius about 1 (rotation is visible)."""
     n = int(rng.integers(3, 6))
     angles = rng.uniform(0, 2 * math.pi) + 2 * math.pi * (np.arange(n) + rng.uniform(-0.2, 0.2, n)) / n
@@ -56,7 +58,7 @@ def _polygon(rng: np.random.Generator) -> np.ndarray:
     return np.stack([np.cos(angles) * radii, np.sin(angles) * radii], 1)
 
 
-def _draw(canvas: np.ndarray, shape: np.ndarray, centre: tuple[float, float], radius: float, angle: float,
+def draw_shape(canvas: np.ndarray, shape: np.ndarray, centre: tuple[float, float], radius: float, angle: float,
           colour: np.ndarray) -> None:
     c, s = math.cos(angle), math.sin(angle)
     pts = shape @ np.array([[c, s], [-s, c]]) * radius + np.asarray(centre)
@@ -99,29 +101,45 @@ def generate_clip(label: int, rng: np.random.Generator, spec: SyntheticSpec = Sy
         raise ValueError(f"label {label} out of range 0..{len(CLASSES) - 1}")
     size, frames = spec.size, spec.frames
     t = np.linspace(0, 1, frames)
-    background = _smooth_texture(rng, size, spec.texture)
-    actor = _polygon(rng)
+    background = smooth_texture(rng, size, spec.texture)
+    actor = polygon(rng)
     actor_colour = rng.uniform(0, 255, 3)
     actor_colour[rng.integers(0, 3)] = rng.choice([20.0, 235.0])  # saturated, stands out of the background
     ax, ay, ar, aa, av = _actor_track(label, rng, size, t)
-    distractors = []
-    for _ in range(spec.distractors):
-        start = rng.uniform(0, size, 2)
-        velocity = rng.normal(0, size * 0.15, 2)
-        distractors.append((_polygon(rng), start, velocity, size * rng.uniform(0.05, 0.08),
-                            rng.uniform(0, 2 * math.pi), rng.normal(0, 3), rng.uniform(60, 200, 3)))
+    distractors = drifting_distractors(rng, size, spec.distractors)
     video = np.empty((frames, size, size, 3), np.uint8)
     for i in range(frames):
         canvas = background.copy()
-        for shape, start, velocity, radius, angle, spin, colour in distractors:
-            centre = (start + velocity * t[i]) % size
-            _draw(canvas, shape, tuple(centre), radius, angle + spin * t[i], colour)
+        draw_distractors(canvas, distractors, size, t[i])
         if av[i]:
-            _draw(canvas, actor, (ax[i], ay[i]), ar[i], aa[i], actor_colour)
-        if spec.noise > 0:
-            canvas = canvas + rng.normal(0, spec.noise, canvas.shape)
-        video[i] = np.clip(canvas, 0, 255).astype(np.uint8)
+            draw_shape(canvas, actor, (ax[i], ay[i]), ar[i], aa[i], actor_colour)
+        video[i] = add_noise(canvas, rng, spec.noise)
     return video
+
+
+def drifting_distractors(rng: np.random.Generator, size: int, count: int) -> list[tuple]:
+    """`count` small polygons that drift and spin at random, wrapping around the frame edges."""
+    distractors = []
+    for _ in range(count):
+        start = rng.uniform(0, size, 2)
+        velocity = rng.normal(0, size * 0.15, 2)
+        distractors.append((polygon(rng), start, velocity, size * rng.uniform(0.05, 0.08),
+                            rng.uniform(0, 2 * math.pi), rng.normal(0, 3), rng.uniform(60, 200, 3)))
+    return distractors
+
+
+def draw_distractors(canvas: np.ndarray, distractors: list[tuple], size: int, t: float) -> None:
+    """Draw `drifting_distractors` at time t in [0, 1]."""
+    for shape, start, velocity, radius, angle, spin, colour in distractors:
+        centre = (start + velocity * t) % size
+        draw_shape(canvas, shape, tuple(centre), radius, angle + spin * t, colour)
+
+
+def add_noise(canvas: np.ndarray, rng: np.random.Generator, noise: float) -> np.ndarray:
+    """A float frame with per-pixel Gaussian noise (std `noise` grey levels) as uint8; the camera's sensor noise."""
+    if noise > 0:
+        canvas = canvas + rng.normal(0, noise, canvas.shape)
+    return np.clip(canvas, 0, 255).astype(np.uint8)
 
 
 def write_video(path: str, frames: np.ndarray, fps: int = 12, codec: str = "libx264", bit_rate: int | None = None) -> None:
@@ -152,26 +170,26 @@ def write_video(path: str, frames: np.ndarray, fps: int = 12, codec: str = "libx
             container.mux(packet)
 
 
-def write_dataset(out: Path, spec: SyntheticSpec, train_per_class: int, val_per_class: int, seed: int,
-                  progress: bool = True) -> dict[str, list[VideoEntry]]:
-    """Write (or complete) the videos and list files; an existing video is kept, so reruns resume."""
-    classes = list(CLASSES[:spec.num_classes])
-    splits = {"train": train_per_class, "val": val_per_class}
+def write_videos(out: Path, classes: list[str], clip: Callable[[int, np.random.Generator], np.ndarray],
+                 per_class: dict[str, int], seed: int, progress: bool = True) -> dict[str, list[VideoEntry]]:
+    """Write (or complete) `out/videos/<split>/<class>/*.mp4` and the list files `out/<split>.csv` and
+    `out/classes.txt`; video i of class `label` in split number s is `clip(label, default_rng((seed, s, label, i)))`.
+    An existing video is kept, so reruns resume."""
     lists: dict[str, list[VideoEntry]] = {}
-    total = spec.num_classes * (train_per_class + val_per_class)
+    total = len(classes) * sum(per_class.values())
     bar = tqdm(total=total, desc="generating", unit="video", disable=not progress, file=sys.stderr)
-    for s, (split, per_class) in enumerate(splits.items()):
+    for s, (split, count) in enumerate(per_class.items()):
         entries = []
         for label, name in enumerate(classes):
             folder = out / "videos" / split / name.replace(" ", "_")
             folder.mkdir(parents=True, exist_ok=True)
-            for i in range(per_class):
+            for i in range(count):
                 vid = f"{split}_{label:02d}_{i:05d}"
                 path = folder / f"{vid}.mp4"
                 if not path.exists():
                     rng = np.random.default_rng((seed, s, label, i))
                     tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp.mp4")  # shard jobs may race here
-                    write_video(str(tmp), generate_clip(label, rng, spec))
+                    write_video(str(tmp), clip(label, rng))
                     tmp.replace(path)
                 entries.append(VideoEntry(vid, str(path), label))
                 bar.update(1)
@@ -183,16 +201,32 @@ def write_dataset(out: Path, spec: SyntheticSpec, train_per_class: int, val_per_
     return lists
 
 
+def make_video_store(out: Path, classes: list[str], clip: Callable[[int, np.random.Generator], np.ndarray],
+                     train_per_class: int, val_per_class: int, seed: int = 0, *, workers: int = 1,
+                     shard: tuple[int, int] | None = None, shard_size: int = 2000, source: str,
+                     progress: bool = True) -> PrepReport:
+    """The videos and list files of a generated task (`write_videos`) and their frame store `out/store` (or its part
+    `out/store/part-I-of-N` under `shard`); both resume if interrupted. Returns the preparation's `PrepReport`."""
+    from video_adapt.data.prepare import PrepOptions, SplitSpec, part_name, prepare_store
+    lists = write_videos(out, classes, clip, {"train": train_per_class, "val": val_per_class}, seed, progress)
+    store = out / "store" / part_name(*shard) if shard else out / "store"
+    return prepare_store(store, classes, [SplitSpec("train", lists["train"]), SplitSpec("val", lists["val"])],
+                         PrepOptions(short_side=0, shard_size=shard_size), source=source, flip=False,
+                         workers=workers, progress=progress, dataset="synthetic", shard=shard)
+
+
+def write_dataset(out: Path, spec: SyntheticSpec, train_per_class: int, val_per_class: int, seed: int,
+                  progress: bool = True) -> dict[str, list[VideoEntry]]:
+    """The embedded benchmark's videos and list files (`write_videos` of `generate_clip`)."""
+    return write_videos(out, list(CLASSES[:spec.num_classes]), partial(generate_clip, spec=spec),
+                        {"train": train_per_class, "val": val_per_class}, seed, progress)
+
+
 def make_synthetic_store(out: Path, spec: SyntheticSpec, train_per_class: int, val_per_class: int, seed: int = 0, *,
                          workers: int = 1, shard: tuple[int, int] | None = None, shard_size: int = 2000,
                          source: str | None = None, progress: bool = True) -> PrepReport:
-    """The videos and list files (`write_dataset`) and their frame store `out/store` (or its part `out/store/
-    part-I-of-N` under `shard`); both resume if interrupted. Returns the preparation's `PrepReport`."""
-    from video_adapt.data.prepare import PrepOptions, SplitSpec, part_name, prepare_store
-    lists = write_dataset(out, spec, train_per_class, val_per_class, seed, progress)
-    store = out / "store" / part_name(*shard) if shard else out / "store"
-    return prepare_store(store, list(CLASSES[:spec.num_classes]),
-                         [SplitSpec("train", lists["train"]), SplitSpec("val", lists["val"])],
-                         PrepOptions(short_side=0, shard_size=shard_size), source=source or f"synthetic {spec}",
-                         flip=False, workers=workers, progress=progress, dataset="synthetic",
-                         shard=shard)
+    """The embedded benchmark's videos and frame store (`make_video_store` of `generate_clip`)."""
+    return make_video_store(out, list(CLASSES[:spec.num_classes]), partial(generate_clip, spec=spec), train_per_class,
+                            val_per_class, seed, workers=workers, shard=shard, shard_size=shard_size,
+                            source=source or f"synthetic {spec}", progress=progress)
+
