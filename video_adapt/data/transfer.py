@@ -60,27 +60,33 @@ def _saturated_colour(rng: np.random.Generator) -> np.ndarray:
 
 
 # ------------------------------------------------------------------------------------------------------- motion
+def motion_path(base: int, rng: np.random.Generator, s: int, t: np.ndarray, radius: float):
+    """Centre x, y at times t in [0, 1] of base motion 0 (circling clockwise: y points down), 1 (bouncing, dying
+    down) or 2 (speeding up) for an object of `radius` in an s x s frame."""
+    if base == 0:  # one turn around a centre near the middle
+        centre = s / 2 + rng.uniform(-2, 2, 2)
+        orbit, phase = s * rng.uniform(0.2, 0.25), rng.uniform(0, 2 * math.pi)
+        return centre[0] + orbit * np.cos(phase + 2 * math.pi * t), centre[1] + orbit * np.sin(phase + 2 * math.pi * t)
+    if base == 1:  # two bounces on the floor, heights dying down by a factor 2.5-4, drifting sideways
+        floor = s - radius - 1
+        height = s * rng.uniform(0.5, 0.65) * np.exp(-rng.uniform(math.log(2.5), math.log(4)) * t)
+        y = floor - height * np.abs(np.sin(math.pi * (2 * t + rng.uniform(0, 0.5))))
+        return s / 2 + rng.uniform(-3, 3) + rng.choice([-1, 1]) * s * rng.uniform(0.15, 0.3) * (t - 0.5), y
+    # speeding up from rest in any direction (position ~ t^2): only the speed profile tells it
+    heading = rng.uniform(0, 2 * math.pi)
+    direction = np.array([math.cos(heading), math.sin(heading)])
+    travel = s * rng.uniform(0.45, 0.6)
+    start = s / 2 - direction * travel / 2 + rng.uniform(-2, 2, 2)
+    return start[0] + direction[0] * travel * t ** 2, start[1] + direction[1] * travel * t ** 2
+
+
 def _motion(base: int, rng: np.random.Generator, spec: TransferSpec, t: np.ndarray) -> np.ndarray:
     """One polygon on the benchmark's background with a drifting distractor, moving along a new kind of path."""
     s = spec.size
     background = smooth_texture(rng, s, 12.0)
     shape, colour = polygon(rng), _saturated_colour(rng)
     radius, angle = s * rng.uniform(0.12, 0.15), rng.uniform(0, 2 * math.pi)
-    if base == 0:  # circling clockwise (y points down), one turn around a centre near the middle
-        centre = s / 2 + rng.uniform(-2, 2, 2)
-        orbit, phase = s * rng.uniform(0.2, 0.25), rng.uniform(0, 2 * math.pi)
-        x, y = centre[0] + orbit * np.cos(phase + 2 * math.pi * t), centre[1] + orbit * np.sin(phase + 2 * math.pi * t)
-    elif base == 1:  # bouncing on the floor, two bounces, heights dying down by a factor 2.5-4, drifting sideways
-        floor = s - radius - 1
-        height = s * rng.uniform(0.5, 0.65) * np.exp(-rng.uniform(math.log(2.5), math.log(4)) * t)
-        y = floor - height * np.abs(np.sin(math.pi * (2 * t + rng.uniform(0, 0.5))))
-        x = s / 2 + rng.uniform(-3, 3) + rng.choice([-1, 1]) * s * rng.uniform(0.15, 0.3) * (t - 0.5)
-    else:  # speeding up from rest in any direction (position ~ t^2): only the speed profile tells it
-        heading = rng.uniform(0, 2 * math.pi)
-        direction = np.array([math.cos(heading), math.sin(heading)])
-        travel = s * rng.uniform(0.45, 0.6)
-        start = s / 2 - direction * travel / 2 + rng.uniform(-2, 2, 2)
-        x, y = start[0] + direction[0] * travel * t ** 2, start[1] + direction[1] * travel * t ** 2
+    x, y = motion_path(base, rng, s, t, radius)
     distractors = drifting_distractors(rng, s, 1)
     video = np.empty((len(t), s, s, 3), np.float32)
     for i in range(len(t)):
