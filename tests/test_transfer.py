@@ -73,6 +73,14 @@ def _centroid(frame: np.ndarray, background: np.ndarray) -> np.ndarray:
     return np.array([xs.mean(), ys.mean()])
 
 
+def test_appearance_fill_drifts_inside_a_still_outline_on_a_still_ground():
+    for seed in range(3):
+        clip = generate_clip("appearance", 2, np.random.default_rng(seed), TransferSpec(noise=0.0)).astype(float)
+        change = np.abs(clip - clip[0]).sum(-1).max(0)  # each pixel's largest change over the clip
+        assert change[:4].max() == change[-4:].max() == change[:, :4].max() == change[:, -4:].max() == 0
+        assert np.median(change[13:19, 13:19]) > 20
+
+
 def test_motion_paths_circle_clockwise_bounce_lower_and_speed_up():
     t = np.linspace(0, 1, 161)
     for seed in range(4):

@@ -91,9 +91,12 @@ def suite_table(rows: list[dict[str, Any]], backbone: str, control: str) -> str:
     lines = [f"| family | frames | {rows[0]['variant'] if rows else 'variant'} on {backbone} | {control} | "
              "difference | SE |", "|---|---|---|---|---|---|"]
     for r in rows:
-        lines.append(f"| {r['family']} | {r['frames']} | {r['top1_mean']:.1f} ± {r['top1_std']:.1f} | "
-                     f"{r['control_mean']:.1f} ± {r['control_std']:.1f} | {r['difference']:+.1f} | "
-                     f"{r['difference_se']:.1f} |")
+        if r["seeds"] > 1:
+            cells = [f"{r['top1_mean']:.1f} ± {r['top1_std']:.1f}", f"{r['control_mean']:.1f} ± {r['control_std']:.1f}",
+                     f"{r['difference']:+.1f}", f"{r['difference_se']:.1f}"]
+        else:  # one seed: no spread, no standard error
+            cells = [f"{r['top1_mean']:.1f}", f"{r['control_mean']:.1f}", f"{r['difference']:+.1f}", ""]
+        lines.append(f"| {r['family']} | {r['frames']} | " + " | ".join(cells) + " |")
     seeds = sorted({r["seeds"] for r in rows})
     lines.append(f"\ntop-1 (%) of the final multi-view test, mean ± std over {', '.join(map(str, seeds))} seed(s); "
                  "difference: backbone - control, SE: its standard error")

@@ -2,8 +2,8 @@
 
 Each family is a different way of leaving the embedded benchmark's generator (video_adapt.data.synthetic):
 - `motion`: other paths of one object (circling, bouncing that dies down, speeding up);
-- `appearance`: other object kinds and textures (glyphs, blobs and rings, filled with stripes, checks or noise, on
-  1/f-noise, striped or checked backgrounds), sliding diagonally or fading;
+- `appearance`: other object kinds and textures (glyphs, blobs and rings, flat or filled with stripes, checks or 1/f
+  noise, on such grounds), turning in place, their fill drifting inside a still outline, or fading;
 - `interaction`: two objects moving relative to each other (closing in, meeting, orbiting each other);
 - `camera`: a moving camera over a large scene (zooming, rolling, and an object whose motion in the scene is the
   class while the camera pans at random).
@@ -111,18 +111,21 @@ def pink_noise(rng: np.random.Generator, size: int, exponent: float = 1.0) -> np
     return ((field - field.mean()) / (field.std() + 1e-8)).astype(np.float32)
 
 
-def _pattern(rng: np.random.Generator, size: int) -> np.ndarray:
-    """A (size, size) field in [-1, 1]: stripes at any angle, checks, or 1/f noise."""
+def _pattern(rng: np.random.Generator, height: int, width: int | None = None) -> np.ndarray:
+    """A (height, width) field in [-1, 1]: stripes (across the rows, at up to 45 degrees from upright), checks, or
+    1/f noise."""
+    width = width or height
     kind = int(rng.integers(0, 3))
-    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
+    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
     if kind == 0:
-        a, period = rng.uniform(0, math.pi), rng.uniform(4, 8)
+        a, period = rng.uniform(-math.pi / 4, math.pi / 4), rng.uniform(4, 8)
         return np.sin(2 * math.pi * (xx * math.cos(a) + yy * math.sin(a)) / period + rng.uniform(0, 2 * math.pi))
     if kind == 1:
         cell = rng.uniform(3, 6)
         ox, oy = rng.uniform(0, 2 * cell, 2)
         return np.where((np.floor((xx + ox) / cell) + np.floor((yy + oy) / cell)) % 2 == 0, 1.0, -1.0).astype(np.float32)
-    return np.clip(pink_noise(rng, size) / 2, -1, 1)
+    side = max(height, width)
+    return np.clip(pink_noise(rng, side)[:height, :width] / 2, -1, 1)
 
 
 def _two_colours(rng: np.random.Generator, field: np.ndarray, contrast: float) -> np.ndarray:
@@ -132,10 +135,11 @@ def _two_colours(rng: np.random.Generator, field: np.ndarray, contrast: float) -
     return (base + contrast * field[..., None] * direction).astype(np.float32)
 
 
-def _object_mask(rng: np.random.Generator, box: int) -> np.ndarray:
-    """An antialiased (box, box) alpha mask in [0, 1]: a glyph, a blob or a ring, drawn at 4x and reduced."""
+def _object_mask(rng: np.random.Generator, box: int, kinds: tuple[int, ...] = (0, 1, 2)) -> np.ndarray:
+    """An antialiased (box, box) alpha mask in [0, 1], drawn at 4x and reduced: a glyph (kind 0), a blob (1) or a
+    ring (2), one of `kinds`."""
     big = np.zeros((4 * box, 4 * box), np.uint8)
-    kind, c = int(rng.integers(0, 3)), 2 * box
+    kind, c = int(rng.choice(kinds)), 2 * box
     if kind == 0:
         text = GLYPHS[int(rng.integers(0, len(GLYPHS)))]
         scale, thickness = 4 * box / 30, max(int(round(4 * box / 6)), 1)
@@ -153,11 +157,13 @@ def _object_mask(rng: np.random.Generator, box: int) -> np.ndarray:
 
 
 def _paste(canvas: np.ndarray, patch: np.ndarray, alpha: np.ndarray, centre: tuple[float, float],
-           opacity: float = 1.0) -> None:
-    """Blend `patch` (h, w, 3) with `alpha` (h, w) onto `canvas` centred at a sub-pixel position."""
+           opacity: float = 1.0, angle: float = 0.0) -> None:
+    """Blend `patch` (h, w, 3) with `alpha` (h, w) onto `canvas`, turned by `angle` (radians, clockwise on screen)
+    about its middle and centred at a sub-pixel position."""
     s = canvas.shape[0]
     h, w = alpha.shape
-    m = np.float32([[1, 0, centre[0] - (w - 1) / 2], [0, 1, centre[1] - (h - 1) / 2]])
+    m = cv2.getRotationMatrix2D(((w - 1) / 2, (h - 1) / 2), -math.degrees(angle), 1.0)
+    m[:, 2] += np.array(centre) - np.array([(w - 1) / 2, (h - 1) / 2])
     a = cv2.warpAffine(alpha, m, (s, s), flags=cv2.INTER_LINEAR, borderValue=0)[..., None] * opacity
     p = cv2.warpAffine(patch, m, (s, s), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
     canvas *= 1 - a
@@ -165,28 +171,29 @@ def _paste(canvas: np.ndarray, patch: np.ndarray, alpha: np.ndarray, centre: tup
 
 
 def _appearance(base: int, rng: np.random.Generator, spec: TransferSpec, t: np.ndarray) -> np.ndarray:
-    """A textured glyph, blob or ring over a textured background, sliding along a diagonal or fading in."""
+    """A glyph, blob or ring, flat or filled with stripes, checks or 1/f noise, over such a ground, standing near the
+    middle: turning clockwise (base 0; glyphs and blobs), its fill drifting right inside the still outline (1; blobs
+    with a textured fill), or fading in (2)."""
     s = spec.size
     background = _two_colours(rng, _pattern(rng, s), rng.uniform(15, 30))
-    box = int(round(s * rng.uniform(0.4, 0.5)))
-    alpha = _object_mask(rng, box)
-    field = _pattern(rng, box) if rng.random() < 0.75 else np.zeros((box, box), np.float32)
-    patch = _two_colours(rng, field, rng.uniform(40, 70))
-    patch += (_saturated_colour(rng) - patch.mean((0, 1)))  # a saturated mean colour, textured around it
-    patch = np.clip(patch, 0, 255)
+    box = int(round(s * rng.uniform(0.45, 0.55)))
+    alpha = _object_mask(rng, box, ((0, 1), (1,), (0, 1, 2))[base])  # a ring shows no turn, a blob the most fill
+    drift = s * rng.uniform(0.15, 0.25) if base == 1 else 0.0  # the fill moves, the outline stays
+    if base == 1 or rng.random() < 0.75:  # textured, strongly enough to show through the ground's texture
+        fill = _two_colours(rng, _pattern(rng, box, box + int(math.ceil(drift)) + 1), rng.uniform(60, 90))
+    else:  # flat and saturated, as the benchmark's actor
+        fill = np.broadcast_to(_saturated_colour(rng).astype(np.float32), (box, box + 1, 3)).copy()
     centre = s / 2 + rng.uniform(-2, 2, 2)
-    opacity = np.ones_like(t)
-    if base in (0, 1):  # sliding down-right (base 0) or down-left (base 1) across the middle
-        travel = s * rng.uniform(0.45, 0.55)
-        sign = 1 if base == 0 else -1
-        x, y = centre[0] + sign * travel * (t - 0.5), centre[1] + travel * (t - 0.5)
-    else:  # fading in where it stands
-        x, y = np.full_like(t, centre[0]), np.full_like(t, centre[1])
-        opacity = t
+    turn = math.radians(rng.uniform(90, 150)) if base == 0 else 0.0
+    angle0 = rng.uniform(0, 2 * math.pi) if base == 0 else 0.0
+    opacity = t if base == 2 else np.ones_like(t)
     video = np.empty((len(t), s, s, 3), np.float32)
     for i in range(len(t)):
+        shift = np.float32([[1, 0, drift * (1 - t[i])], [0, 1, 0]])  # the window slides left over the fill
+        patch = cv2.warpAffine(fill, shift, (box, box), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                               borderMode=cv2.BORDER_REFLECT)
         canvas = background.copy()
-        _paste(canvas, patch, alpha, (x[i], y[i]), float(opacity[i]))
+        _paste(canvas, patch, alpha, (centre[0], centre[1]), float(opacity[i]), angle0 + turn * t[i])
         video[i] = canvas
     return video
 
@@ -279,9 +286,10 @@ FAMILIES: dict[str, Family] = {f.name: f for f in (
     Family("motion", ("circling clockwise", "circling counter-clockwise", "bouncing, dying down",
                       "bouncing, building up", "speeding up", "slowing down"), _motion,
            "other paths of one object: circling, bouncing, speeding up or slowing down in any direction"),
-    Family("appearance", ("glyph sliding down-right", "glyph sliding up-left", "glyph sliding down-left",
-                          "glyph sliding up-right", "glyph fading in", "glyph fading out"), _appearance,
-           "glyphs, blobs and rings filled with stripes, checks or 1/f noise, on such backgrounds"),
+    Family("appearance", ("figure turning clockwise", "figure turning counter-clockwise", "fill drifting right",
+                          "fill drifting left", "figure fading in", "figure fading out"), _appearance,
+           "glyphs, blobs and rings, flat or filled with stripes, checks or 1/f noise, on such grounds: turning, "
+           "their fill drifting inside the still outline, fading"),
     Family("interaction", ("closing in", "pulling away", "meeting", "parting", "orbiting each other clockwise",
                            "orbiting each other counter-clockwise"), _interaction,
            "two objects: one catching up with the other, meeting head-on, orbiting each other"),
