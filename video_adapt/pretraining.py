@@ -46,6 +46,9 @@ def _model_names() -> list[str]:
     return list(PRESETS)
 
 
+CORPORA = ("benchmark", "broad")  # the synthetic corpora (`corpus_video`)
+
+
 @dataclass
 class PretrainConfig:
     model: str = option("vit_base_patch16_224", choices=_model_names)
@@ -70,6 +73,8 @@ class PretrainConfig:
     synthetic_clips: int = option(6000, ge=1)
     synthetic_size: int = option(32, ge=1)
     synthetic_video_frames: int = option(16, ge=1)
+    synthetic_corpus: str = option("benchmark", choices=CORPORA)  # broad: half benchmark videos, half random scenes
+    synthetic_cache: bool = False  # generate the videos once and keep them in memory (much faster on a CPU)
     num_workers: int = option(0, ge=0)
     out_dir: str = "runs/pretrain"
     device: str = option("auto", choices=("auto", "cpu", "cuda"))
@@ -80,15 +85,37 @@ def load_pretrain_config(path: str | Path | None = None, overrides: list[str] | 
     return from_dict(PretrainConfig, read_config_values(path, overrides))
 
 
+def corpus_video(corpus: str, index: int, seed: int, size: int, frames: int) -> np.ndarray:
+    """Video `index` of a synthetic corpus, a fixed function of (corpus, seed, index): 'benchmark' is the embedded
+    benchmark's generator (a class drawn at random); 'broad' is half that, half random scenes
+    (video_adapt.data.scenes)."""
+    spec = SyntheticSpec(size=size, frames=frames)
+    if corpus == "broad" and np.random.default_rng((seed, 9, index)).random() < 0.5:
+        from video_adapt.data.scenes import SceneSpec, generate_scene
+        return generate_scene(np.random.default_rng((seed, 10, index)), SceneSpec(size=size, frames=frames))
+    return generate_clip(int(np.random.default_rng((seed, 7, index)).integers(0, len(CLASSES))),
+                         np.random.default_rng((seed, 8, index)), spec)
+
+
 class SyntheticClips(Dataset):
-    """`count` unlabelled videos of the synthetic task, each a fixed function of (seed, index); every epoch draws a
-    fresh S-TSN clip and multi-scale crop from it, as the official pretraining data pipeline does."""
+    """`count` unlabelled videos of a synthetic corpus (`corpus_video`), each a fixed function of (seed, index);
+    every epoch draws a fresh S-TSN clip and multi-scale crop from it, as the official pretraining data pipeline
+    does. With `cache`, every video is generated once, up front, and kept in memory (count x frames x size^2 x 3
+    bytes): generating a video costs more than a training step spends on it."""
 
     def __init__(self, count: int, num_frames: int, size: int, video_frames: int = 16, seed: int = 0,
-                 stride: int = 2):
+                 stride: int = 2, *, corpus: str = "benchmark", cache: bool = False, progress: bool = False):
         self.count, self.num_frames, self.seed, self.stride = count, num_frames, seed, stride
-        self.spec = SyntheticSpec(size=size, frames=video_frames)
+        self.size, self.video_frames, self.corpus = size, video_frames, corpus
         self.epoch = 0
+        self.videos = None
+        if cache:
+            self.videos = np.empty((count, video_frames, size, size, 3), np.uint8)
+            for i in tqdm(range(count), desc="generating", unit="video", disable=not progress, leave=False):
+                self.videos[i] = self._generate(i)
+
+    def _generate(self, i: int) -> np.ndarray:
+        return corpus_video(self.corpus, i, self.seed, self.size, self.video_frames)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -97,12 +124,11 @@ class SyntheticClips(Dataset):
         return self.count
 
     def __getitem__(self, i: int) -> torch.Tensor:
-        video = generate_clip(int(np.random.default_rng((self.seed, 7, i)).integers(0, len(CLASSES))),
-                              np.random.default_rng((self.seed, 8, i)), self.spec)
+        video = self.videos[i] if self.videos is not None else self._generate(i)
         rng = np.random.default_rng((self.seed, self.epoch, i))
         clip = to_tensor_clip(video[tsn_indices(len(video), self.num_frames, self.stride, rng)])
-        box = msc_box(*clip.shape[-2:], rng, size=self.spec.size)
-        return crop_resize(clip, box, self.spec.size, antialias=True)
+        box = msc_box(*clip.shape[-2:], rng, size=self.size)
+        return crop_resize(clip, box, self.size, antialias=True)
 
 
 class StoreClips(Dataset):
@@ -155,7 +181,7 @@ def pretrain(cfg: PretrainConfig, resume: bool = True, progress: bool = True) ->
         raise ConfigError(f"pretraining config does not build a model: {err}") from None
     data = StoreClips(cfg.store, cfg.num_frames, cfg.img_size, cfg.sampling_rate, cfg.seed) if cfg.store else \
         SyntheticClips(cfg.synthetic_clips, cfg.num_frames, cfg.synthetic_size, cfg.synthetic_video_frames, cfg.seed,
-                       cfg.sampling_rate)
+                       cfg.sampling_rate, corpus=cfg.synthetic_corpus, cache=cfg.synthetic_cache, progress=progress)
     generator = torch.Generator().manual_seed(cfg.seed)
     loader = DataLoader(data, batch_size=cfg.batch_size, shuffle=True, drop_last=True, num_workers=cfg.num_workers,
                         generator=generator)

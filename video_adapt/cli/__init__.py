@@ -24,6 +24,7 @@ COMMANDS = {
     "tsne": ("video_adapt.cli.tsne", "t-SNE maps and separability of trained runs' features"),
     "pretrain": ("video_adapt.cli.pretrain", "VideoMAE masked-autoencoder pretraining"),
     "demo": ("video_adapt.cli.demo", "the embedded benchmark, end to end"),
+    "transfer": ("video_adapt.cli.transfer", "a backbone against a random frozen one on unseen task families"),
     "params": ("video_adapt.cli.params", "parameter counts per tuning method"),
     "configs": ("video_adapt.cli.configs", "list the shipped configs, or print one"),
     "app": ("video_adapt.cli.app", "a web page for trying a trained model"),

@@ -13,8 +13,9 @@ import math
 import os
 import sys
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Iterator, Sequence
 
 import cv2
 import numpy as np
@@ -53,14 +54,14 @@ class SyntheticSpec:
         return self.max_actions > 1
 
 
-def _smooth_texture(rng: np.random.Generator, size: int, contrast: float) -> np.ndarray:
+def smooth_texture(rng: np.random.Generator, size: int, contrast: float) -> np.ndarray:
     coarse = rng.normal(0, 1, (max(size // 8, 2), max(size // 8, 2), 3)).astype(np.float32)
     tex = cv2.resize(coarse, (size, size), interpolation=cv2.INTER_CUBIC)
     base = rng.uniform(70, 180, 3).astype(np.float32)
     return base + contrast * tex
 
 
-def _polygon(rng: np.random.Generator) -> np.ndarray:
+def polygon(rng: np.random.Generator) -> np.ndarray:
     """An irregular, clearly asymmetric polygon around the origin, radius about 1 (rotation is visible)."""
     n = int(rng.integers(3, 6))
     angles = rng.uniform(0, 2 * math.pi) + 2 * math.pi * (np.arange(n) + rng.uniform(-0.2, 0.2, n)) / n
@@ -69,7 +70,7 @@ def _polygon(rng: np.random.Generator) -> np.ndarray:
     return np.stack([np.cos(angles) * radii, np.sin(angles) * radii], 1)
 
 
-def _draw(canvas: np.ndarray, shape: np.ndarray, centre: tuple[float, float], radius: float, angle: float,
+def draw_shape(canvas: np.ndarray, shape: np.ndarray, centre: tuple[float, float], radius: float, angle: float,
           colour: np.ndarray) -> None:
     c, s = math.cos(angle), math.sin(angle)
     pts = shape @ np.array([[c, s], [-s, c]]) * radius + np.asarray(centre)
@@ -128,32 +129,48 @@ def _render(labels: list[int], rng: np.random.Generator, spec: SyntheticSpec) ->
             raise ValueError(f"label {label} out of range 0..{len(CLASSES) - 1}")
     size, frames = spec.size, spec.frames
     t = np.linspace(0, 1, frames)
-    background = _smooth_texture(rng, size, spec.texture)
+    background = smooth_texture(rng, size, spec.texture)
     actors = []
     for label in labels:
-        shape = _polygon(rng)
+        shape = polygon(rng)
         colour = rng.uniform(0, 255, 3)
         colour[rng.integers(0, 3)] = rng.choice([20.0, 235.0])  # saturated, stands out of the background
         actors.append((shape, colour, _actor_track(label, rng, size, t)))
-    distractors = []
-    for _ in range(spec.distractors):
-        start = rng.uniform(0, size, 2)
-        velocity = rng.normal(0, size * 0.15, 2)
-        distractors.append((_polygon(rng), start, velocity, size * rng.uniform(0.05, 0.08),
-                            rng.uniform(0, 2 * math.pi), rng.normal(0, 3), rng.uniform(60, 200, 3)))
+    distractors = drifting_distractors(rng, size, spec.distractors)
     video = np.empty((frames, size, size, 3), np.uint8)
     for i in range(frames):
         canvas = background.copy()
-        for shape, start, velocity, radius, angle, spin, colour in distractors:
-            centre = (start + velocity * t[i]) % size
-            _draw(canvas, shape, tuple(centre), radius, angle + spin * t[i], colour)
+        draw_distractors(canvas, distractors, size, t[i])
         for shape, colour, (ax, ay, ar, aa, av) in actors:
             if av[i]:
-                _draw(canvas, shape, (ax[i], ay[i]), ar[i], aa[i], colour)
-        if spec.noise > 0:
-            canvas = canvas + rng.normal(0, spec.noise, canvas.shape)
-        video[i] = np.clip(canvas, 0, 255).astype(np.uint8)
+                draw_shape(canvas, shape, (ax[i], ay[i]), ar[i], aa[i], colour)
+        video[i] = add_noise(canvas, rng, spec.noise)
     return video
+
+
+def drifting_distractors(rng: np.random.Generator, size: int, count: int) -> list[tuple]:
+    """`count` small polygons that drift and spin at random, wrapping around the frame edges."""
+    distractors = []
+    for _ in range(count):
+        start = rng.uniform(0, size, 2)
+        velocity = rng.normal(0, size * 0.15, 2)
+        distractors.append((polygon(rng), start, velocity, size * rng.uniform(0.05, 0.08),
+                            rng.uniform(0, 2 * math.pi), rng.normal(0, 3), rng.uniform(60, 200, 3)))
+    return distractors
+
+
+def draw_distractors(canvas: np.ndarray, distractors: list[tuple], size: int, t: float) -> None:
+    """Draw `drifting_distractors` at time t in [0, 1]."""
+    for shape, start, velocity, radius, angle, spin, colour in distractors:
+        centre = (start + velocity * t) % size
+        draw_shape(canvas, shape, tuple(centre), radius, angle + spin * t, colour)
+
+
+def add_noise(canvas: np.ndarray, rng: np.random.Generator, noise: float) -> np.ndarray:
+    """A float frame with per-pixel Gaussian noise (std `noise` grey levels) as uint8; the camera's sensor noise."""
+    if noise > 0:
+        canvas = canvas + rng.normal(0, noise, canvas.shape)
+    return np.clip(canvas, 0, 255).astype(np.uint8)
 
 
 def write_video(path: str, frames: np.ndarray, fps: int = 12, codec: str = "libx264", bit_rate: int | None = None) -> None:
@@ -184,19 +201,51 @@ def write_video(path: str, frames: np.ndarray, fps: int = 12, codec: str = "libx
             container.mux(packet)
 
 
-def write_dataset(out: Path, spec: SyntheticSpec, train_per_class: int, val_per_class: int, seed: int,
-                  progress: bool = True) -> dict[str, list[VideoEntry]]:
-    """Write (or complete) the videos and list files; an existing video is kept, so reruns resume. A multi-label
-    task (`spec.max_actions` > 1) has the same number of videos, `videos/<split>/<id>.mp4`, listed with their label
-    sets (`path l1 l2 ...`)."""
-    classes = list(CLASSES[:spec.num_classes])
-    splits = {"train": train_per_class, "val": val_per_class}
+VideoPlan = Callable[[str, int, int], Iterator[tuple[str, Path, "int | tuple[int, ...]", Callable[[], np.ndarray]]]]
+"""plan(split, split_number, per_class) -> (id, path under the split's folder, label or label set, draw) per video"""
+
+
+def class_folders(classes: Sequence[str], clip: Callable[[int, np.random.Generator], np.ndarray],
+                  seed: int) -> VideoPlan:
+    """The plan of a single-label task: `per_class` videos of each class in a folder named for it; video i of class
+    `label` in split number s is `clip(label, default_rng((seed, s, label, i)))`."""
+    def plan(split: str, s: int, per_class: int):
+        for label, name in enumerate(classes):
+            for i in range(per_class):
+                vid = f"{split}_{label:02d}_{i:05d}"
+                yield (vid, Path(name.replace(" ", "_")) / f"{vid}.mp4", label,
+                       partial(clip, label, np.random.default_rng((seed, s, label, i))))
+    return plan
+
+
+def _multilabel_plan(spec: SyntheticSpec, seed: int) -> VideoPlan:
+    """The plan of the generated multi-label task: one folder of videos with 1..max_actions actions each (label sets
+    drawn in order from their own generator)."""
+    def plan(split: str, s: int, per_class: int):
+        sets = np.random.default_rng((seed, s, MULTILABEL_STREAM))
+        for i in range(per_class * spec.num_classes):
+            k = int(sets.integers(1, spec.max_actions + 1))
+            labels = tuple(sorted(int(c) for c in sets.choice(spec.num_classes, k, replace=False)))
+            vid = f"{split}_{i:05d}"
+            yield (vid, Path(f"{vid}.mp4"), labels, partial(
+                generate_multilabel_clip, labels, np.random.default_rng((seed, s, MULTILABEL_STREAM, i)), spec))
+    return plan
+
+
+MULTILABEL_STREAM = 99  # seeds the multi-label task's draws apart from the single-label clips'
+
+
+def write_videos(out: Path, classes: Sequence[str], plan: VideoPlan, per_class: dict[str, int],
+                 progress: bool = True) -> dict[str, list[VideoEntry]]:
+    """Write (or complete) the videos of `plan` under `out/videos/<split>/` and the list files `out/<split>.csv`
+    (`path label` or `path l1 l2 ...`) and `out/classes.txt`. An existing video is kept, so reruns resume."""
     lists: dict[str, list[VideoEntry]] = {}
-    total = spec.num_classes * (train_per_class + val_per_class)
-    bar = tqdm(total=total, desc="generating", unit="video", disable=not progress, file=sys.stderr)
-    for s, (split, per_class) in enumerate(splits.items()):
+    bar = tqdm(total=len(classes) * sum(per_class.values()), desc="generating", unit="video", disable=not progress,
+               file=sys.stderr)
+    for s, (split, count) in enumerate(per_class.items()):
         entries = []
-        for vid, path, label, draw in _split_videos(out / "videos" / split, split, s, per_class, spec, seed):
+        for vid, relative, label, draw in plan(split, s, count):
+            path = out / "videos" / split / relative
             if not path.exists():
                 path.parent.mkdir(parents=True, exist_ok=True)
                 tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp.mp4")  # shard jobs may race here
@@ -212,40 +261,37 @@ def write_dataset(out: Path, spec: SyntheticSpec, train_per_class: int, val_per_
     return lists
 
 
-def _split_videos(folder: Path, split: str, s: int, per_class: int, spec: SyntheticSpec, seed: int):
-    """(id, path, label, draw) of every video of a split: class folders of one action each, or for a multi-label task
-    one folder of videos with 1..max_actions actions each (sets drawn in order from their own generator)."""
-    if not spec.multilabel:
-        for label, name in enumerate(CLASSES[:spec.num_classes]):
-            for i in range(per_class):
-                vid = f"{split}_{label:02d}_{i:05d}"
-                yield (vid, folder / name.replace(" ", "_") / f"{vid}.mp4", label,
-                       lambda label=label, i=i: generate_clip(label, np.random.default_rng((seed, s, label, i)), spec))
-        return
-    sets = np.random.default_rng((seed, s, MULTILABEL_STREAM))
-    for i in range(per_class * spec.num_classes):
-        k = int(sets.integers(1, spec.max_actions + 1))
-        labels = tuple(sorted(int(c) for c in sets.choice(spec.num_classes, k, replace=False)))
-        vid = f"{split}_{i:05d}"
-        yield (vid, folder / f"{vid}.mp4", labels, lambda labels=labels, i=i: generate_multilabel_clip(
-            labels, np.random.default_rng((seed, s, MULTILABEL_STREAM, i)), spec))
+def make_video_store(out: Path, classes: Sequence[str], plan: VideoPlan, train_per_class: int, val_per_class: int, *,
+                     workers: int = 1, shard: tuple[int, int] | None = None, shard_size: int = 2000, source: str,
+                     multilabel: bool = False, progress: bool = True) -> PrepReport:
+    """The videos and list files of a generated task (`write_videos`) and their frame store `out/store` (or its part
+    `out/store/part-I-of-N` under `shard`); both resume if interrupted. Returns the preparation's `PrepReport`."""
+    from video_adapt.data.prepare import PrepOptions, SplitSpec, part_name, prepare_store
+    lists = write_videos(out, classes, plan, {"train": train_per_class, "val": val_per_class}, progress)
+    store = out / "store" / part_name(*shard) if shard else out / "store"
+    return prepare_store(store, list(classes), [SplitSpec("train", lists["train"]), SplitSpec("val", lists["val"])],
+                         PrepOptions(short_side=0, shard_size=shard_size), source=source, flip=False,
+                         workers=workers, progress=progress, dataset="synthetic", shard=shard, multilabel=multilabel)
 
 
-MULTILABEL_STREAM = 99  # seeds the multi-label task's draws apart from the single-label clips'
+def _benchmark_plan(spec: SyntheticSpec, seed: int) -> VideoPlan:
+    return (_multilabel_plan(spec, seed) if spec.multilabel
+            else class_folders(CLASSES[:spec.num_classes], partial(generate_clip, spec=spec), seed))
+
+
+def write_dataset(out: Path, spec: SyntheticSpec, train_per_class: int, val_per_class: int, seed: int,
+                  progress: bool = True) -> dict[str, list[VideoEntry]]:
+    """The embedded benchmark's videos and list files (`write_videos`). A multi-label task (`spec.max_actions` > 1)
+    has the same number of videos, `videos/<split>/<id>.mp4`, listed with their label sets (`path l1 l2 ...`)."""
+    return write_videos(out, CLASSES[:spec.num_classes], _benchmark_plan(spec, seed),
+                        {"train": train_per_class, "val": val_per_class}, progress)
 
 
 def make_synthetic_store(out: Path, spec: SyntheticSpec, train_per_class: int, val_per_class: int, seed: int = 0, *,
                          workers: int = 1, shard: tuple[int, int] | None = None, shard_size: int = 2000,
                          source: str | None = None, progress: bool = True) -> PrepReport:
-    """The videos and list files (`write_dataset`) and their frame store `out/store` (or its part `out/store/
-    part-I-of-N` under `shard`); both resume if interrupted. Returns the preparation's `PrepReport`."""
-    from video_adapt.data.prepare import PrepOptions, SplitSpec, part_name, prepare_store
-    lists = write_dataset(out, spec, train_per_class, val_per_class, seed, progress)
-    store = out / "store" / part_name(*shard) if shard else out / "store"
-    return prepare_store(store, list(CLASSES[:spec.num_classes]),
-                         [SplitSpec("train", lists["train"]), SplitSpec("val", lists["val"])],
-                         PrepOptions(short_side=0, shard_size=shard_size),
-                         source=source or f"synthetic {spec}" + (f" max_actions={spec.max_actions}" if spec.multilabel
-                                                                  else ""),
-                         flip=False, workers=workers, progress=progress, dataset="synthetic",
-                         shard=shard, multilabel=spec.multilabel)
+    """The embedded benchmark's videos and frame store (`make_video_store`)."""
+    default_source = f"synthetic {spec}" + (f" max_actions={spec.max_actions}" if spec.multilabel else "")
+    return make_video_store(out, CLASSES[:spec.num_classes], _benchmark_plan(spec, seed), train_per_class,
+                            val_per_class, workers=workers, shard=shard, shard_size=shard_size,
+                            source=source or default_source, multilabel=spec.multilabel, progress=progress)
