@@ -114,7 +114,8 @@ def _saved_storages(model: nn.Module, clips: torch.Tensor, amp: torch.dtype | No
         with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
             loss = _loss(model, clips, labels, amp)
         total = sum(storage.nbytes() for storage in kept.values())
-        del loss, kept  # the graph held the storages while they were counted
+        del loss  # the graph held the storages while they were counted
+        kept.clear()
         return total, per_unit
     finally:
         for hook in hooks:
