@@ -317,3 +317,19 @@ def test_summary_counts_each_runs_step_memory_and_its_own_peak(synthetic_store, 
     assert full["step_memory_bytes"] > summary["step_memory_bytes"]  # gradients and moments of every weight
     from video_adapt.models.memory import _status_bytes
     assert summary["peak_memory_bytes"] <= _status_bytes("VmRSS") + before // 2  # not the 64 MiB ballast's peak
+
+
+def test_metrics_csv_keeps_one_header_when_evaluated_epochs_add_columns(tmp_path):
+    """Under train.eval_every > 1 the first rows have no val_* columns: the file is rewritten under the union of the
+    columns (earlier rows' new cells empty), and a later row without them leaves them empty."""
+    import csv
+
+    from video_adapt.engine.runlog import RunLog
+    log = RunLog(tmp_path, enabled=True)
+    log.epoch_row({"epoch": 0, "train_loss": 2.0})
+    log.epoch_row({"epoch": 1, "train_loss": 1.5, "val_top1": 40.0})
+    log.epoch_row({"epoch": 2, "train_loss": 1.2})
+    log.close()
+    with (tmp_path / "metrics.csv").open(newline="") as f:
+        rows = list(csv.reader(f))
+    assert rows == [["epoch", "train_loss", "val_top1"], ["0", "2.0", ""], ["1", "1.5", "40.0"], ["2", "1.2", ""]]

@@ -16,7 +16,7 @@ from video_adapt.errors import ConfigError
 
 
 @torch.inference_mode()
-def extract_features(model: nn.Module, loader: Iterable, device: torch.device) -> tuple[np.ndarray, np.ndarray]:
+def view_averaged_features(model: nn.Module, loader: Iterable, device: torch.device) -> tuple[np.ndarray, np.ndarray]:
     """Pooled, normed features (what the head sees) averaged over each video's views; and the labels."""
     from video_adapt.data.transforms import normalize_clips
     model.eval()
@@ -79,7 +79,7 @@ def tsne_runs(runs: dict[str, str | Path], out: Path, *, split: str | None = Non
             raise ConfigError(f"{run}: a multi-label run; t-SNE maps colour each video by its one class")
         loader = eval_loader(cfg, split or cfg.data.test_split or cfg.data.val_split, device, crops=crops,
                              batch_size=32, workers=0)
-        feats, labels = extract_features(model.to(device), loader, device)
+        feats, labels = view_averaged_features(model.to(device), loader, device)
         scores = separability(feats, labels)
         maps[name] = (tsne_2d(feats), labels, scores)
         numbers[name] = {**scores, "videos": len(labels)}

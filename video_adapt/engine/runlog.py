@@ -5,6 +5,8 @@ import csv
 from pathlib import Path
 from typing import Any
 
+from video_adapt.files import write_csv_atomic
+
 
 class RunLog:
     """CSV + TensorBoard scalars on rank 0; nothing on the other ranks."""
@@ -26,15 +28,26 @@ class RunLog:
                 self.writer.add_scalar(key, value, step)
 
     def epoch_row(self, row: dict[str, Any]) -> None:
-        """Append a row (a log grows line by line; a killed run leaves its finished epochs)."""
+        """Append a row (a log grows line by line; a killed run leaves its finished epochs). A row with columns the
+        file lacks (the first evaluated epoch under `train.eval_every` > 1) rewrites the file, atomically, under the
+        union of the columns, the earlier rows' new cells empty; a row without some column leaves that cell empty."""
         if not self.enabled:
             return
-        new = not self.csv_path.exists()
+        columns: list[str] = []
+        if self.csv_path.exists():
+            with self.csv_path.open(newline="") as f:
+                columns = next(csv.reader(f), [])
+        missing = [key for key in row if key not in columns]
+        if missing:
+            rows = []
+            if columns:
+                with self.csv_path.open(newline="") as f:
+                    rows = list(csv.DictReader(f))
+            columns += missing
+            write_csv_atomic(self.csv_path, columns, [[old.get(k, "") for k in columns] for old in [*rows, row]])
+            return
         with self.csv_path.open("a", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=list(row))
-            if new:
-                writer.writeheader()
-            writer.writerow(row)
+            csv.DictWriter(f, fieldnames=columns, restval="").writerow(row)
 
     def close(self) -> None:
         if self.writer is not None:
