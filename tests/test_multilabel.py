@@ -253,3 +253,25 @@ def test_linear_probe_on_cached_features_trains_a_multilabel_task(multilabel_run
     sets = [line.split()[1:] for line in (data / "val.csv").read_text().splitlines()]
     chance = 100 * np.mean([[str(c) in s for c in range(4)] for s in sets])
     assert summary["final_map"] > chance + 20 and summary["monitor_map"] > chance + 20
+
+
+@pytest.mark.slow
+def test_a_multilabel_run_exports_with_map_and_a_sigmoid_hugging_face_config(multilabel_run, tmp_path, capsys):
+    """--evaluate reports mAP for every runtime (top-1 is undefined for label sets), int8 included, and the Hugging
+    Face directory says multi-label, so its pipeline scores each class with a sigmoid as `video-adapt infer` does."""
+    pytest.importorskip("onnxruntime")
+    transformers = pytest.importorskip("transformers")
+    from video_adapt.cli.export import main
+    from video_adapt.export.manifest import read_manifest
+    _, run = multilabel_run
+    out = tmp_path / "export"
+    assert main([str(run), "--format", "onnx", "hf", "--int8", "--evaluate", "--out", str(out)]) == 0
+    summary = json.loads((run / "summary.json").read_text())
+    accuracy = read_manifest(out)["accuracy"]
+    assert set(accuracy) == {"torch eager fp32", "onnx fp32", "onnx int8"}
+    assert accuracy["torch eager fp32"]["mAP"] == pytest.approx(summary["final_map"])
+    assert accuracy["onnx fp32"]["mAP"] == pytest.approx(summary["final_map"], abs=1e-3)
+    assert all("top1" not in a and np.isfinite(a["mAP"]) for a in accuracy.values())
+    assert f"onnx int8: mAP {accuracy['onnx int8']['mAP']:.2f} on 16 videos" in capsys.readouterr().out
+    config = transformers.AutoConfig.from_pretrained(str(out))
+    assert config.problem_type == "multi_label_classification"

@@ -45,8 +45,8 @@ class ExportResult:
             out.append(check.line(name) if check else name)
             out += [f"  {f}" for f in files]
         for name, acc in self.accuracy.items():
-            out.append(f"{name}: top-1 {acc['top1']:.2f}, top-5 {acc['top5']:.2f} on {acc['videos']} videos of "
-                       f"split {acc['split']}")
+            scores = f"mAP {acc['mAP']:.2f}" if "mAP" in acc else f"top-1 {acc['top1']:.2f}, top-5 {acc['top5']:.2f}"
+            out.append(f"{name}: {scores} on {acc['videos']} videos of split {acc['split']}")
         return out
 
 

@@ -63,7 +63,9 @@ def _folded_state(model: nn.Module) -> dict[str, torch.Tensor]:
     return state
 
 
-def hf_config(model: nn.Module, class_names: list[str], num_frames: int) -> Any:
+def hf_config(model: nn.Module, class_names: list[str], num_frames: int, multilabel: bool = False) -> Any:
+    """VideoMAEConfig of `model`; a multi-label model says so (`problem_type`), so Hugging Face's pipeline scores each
+    class with its own sigmoid, as `video-adapt infer` does, and its loss is BCE."""
     transformers = import_optional("transformers")
     c = model.cfg
     return transformers.VideoMAEConfig(
@@ -72,10 +74,11 @@ def hf_config(model: nn.Module, class_names: list[str], num_frames: int) -> Any:
         num_attention_heads=c.num_heads, intermediate_size=int(c.embed_dim * c.mlp_ratio), hidden_act="gelu",
         layer_norm_eps=c.norm_eps, qv_bias=c.qkv_bias, use_mean_pooling=c.use_mean_pooling,
         id2label=dict(enumerate(class_names)), label2id={n: i for i, n in enumerate(class_names)},
-        architectures=["VideoMAEForVideoClassification"])
+        architectures=["VideoMAEForVideoClassification"],
+        problem_type="multi_label_classification" if multilabel else "single_label_classification")
 
 
-def hf_model(model: nn.Module, class_names: list[str], num_frames: int) -> nn.Module:
+def hf_model(model: nn.Module, class_names: list[str], num_frames: int, multilabel: bool = False) -> nn.Module:
     """`VideoMAEForVideoClassification` holding `model`'s function (method permitting); every tensor placed."""
     method = getattr(getattr(model, "tuning", None), "method", "full")
     reason = refusal(method)
@@ -88,7 +91,8 @@ def hf_model(model: nn.Module, class_names: list[str], num_frames: int) -> nn.Mo
         raise ExportError("the model has no classification head; Hugging Face's video classifier needs one")
     model = merge_tuning(copy.deepcopy(model))  # LoRA folds into its Linear layers
     transformers = import_optional("transformers")
-    target = transformers.VideoMAEForVideoClassification(hf_config(model, class_names, num_frames)).eval()
+    target = transformers.VideoMAEForVideoClassification(hf_config(model, class_names, num_frames,
+                                                                                multilabel)).eval()
     state = to_hf_keys(_folded_state(model))
     missing, unexpected = target.load_state_dict(state, strict=False)
     if missing or unexpected:  # a mapping that left a tensor out would otherwise ship a random weight
@@ -124,7 +128,7 @@ def _no_progress_bars():
 def write_hf(model: nn.Module, class_names: list[str], data: dict[str, Any], num_frames: int,
              folder: Path) -> list[Path]:
     """config.json, model.safetensors and preprocessor_config.json in `folder`; returns them."""
-    target = hf_model(model, class_names, num_frames)
+    target = hf_model(model, class_names, num_frames, bool(data.get("multilabel")))
     with _no_progress_bars():
         target.save_pretrained(str(folder))
     image_processor(data, model.cfg.img_size).save_pretrained(str(folder))

@@ -34,8 +34,9 @@ def quantize_int8(onnx_path: Path, out_path: Path) -> list[Path]:
 
 def benchmark_accuracy(run_dir: str | Path, models: dict[str, Callable[[torch.Tensor], torch.Tensor]],
                        split: str | None = None, progress: bool = True) -> dict[str, dict]:
-    """Top-1 / top-5 of each named model (eager module or export session) on the run's test split, with the run's
-    test views and view averaging: the numbers `video-adapt test` reports for the eager model."""
+    """Top-1 / top-5 (mAP for a multi-label task) of each named model (eager module or export session) on the run's
+    test split, with the run's test views and view averaging: the numbers `video-adapt test` reports for the eager
+    model."""
     from video_adapt.engine.evaluation import multi_view_test
     from video_adapt.engine.runs import run_config
     cfg = run_config(run_dir)
@@ -44,6 +45,7 @@ def benchmark_accuracy(run_dir: str | Path, models: dict[str, Callable[[torch.Te
     for name, model in models.items():
         result, _ = multi_view_test(model, cfg, split, torch.device("cpu"), None, batch_size=None, workers=0,
                                     progress=progress)
-        out[name] = {"top1": result.top1, "top5": result.top5, "videos": result.num_videos, "split": split}
+        scores = {"mAP": result.mean_ap} if result.multilabel else {"top1": result.top1, "top5": result.top5}
+        out[name] = {**scores, "videos": result.num_videos, "split": split}
     return out
 
