@@ -54,6 +54,19 @@ def test_odd_sizes_greyscale_and_single_frame(tmp_path):
     assert open_video(one).num_frames == 1
 
 
+@pytest.mark.parametrize("size", [(36, 48), (18, 24)])
+def test_a_size_decord_opens_but_cannot_batch_is_read_by_the_next_backend(tmp_path, size):
+    """decord 0.6 opens these sizes and returns their single frames with 4 channels, but every batch read fails: the
+    file must go to PyAV at open, not fail at the first read."""
+    h, w = size
+    path = make_video(tmp_path / "v.mp4", n=12, h=h, w=w)
+    reader = open_video(path)
+    frames = reader.read([0, 5, 11])
+    assert frames.shape == (3, h, w, 3)
+    expected = frame_pattern(12, h, w)[[0, 5, 11]].mean(axis=(1, 2, 3))
+    assert np.allclose(frames.mean(axis=(1, 2, 3)), expected, atol=4)
+
+
 def test_out_of_range_index_is_an_error(tmp_path):
     reader = open_video(make_video(tmp_path / "v.mp4", n=6))
     with pytest.raises(VideoDecodeError, match="out of range"):

@@ -81,7 +81,9 @@ def _open_decord(path: str) -> VideoReader:
     n = len(vr)
     if n < 1:
         raise VideoDecodeError(f"{path}: no decodable frames")
-    first = vr[0].asnumpy()
+    # get_batch, the call every read makes, not vr[0]: for some frame sizes (36 x 48, 18 x 24) decord 0.6 returns a
+    # 4-channel frame alone but fails on any batch, and a file it cannot read must go to the next backend here
+    first = vr.get_batch([0]).asnumpy()[0]
 
     def read(idx: np.ndarray) -> np.ndarray:
         return np.stack([_to_rgb(f) for f in vr.get_batch(idx.tolist()).asnumpy()]) if len(idx) else \
