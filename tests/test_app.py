@@ -92,6 +92,24 @@ def test_classify_file_shows_predict_and_a_timeline_only_for_long_videos(predict
     assert len(long.timeline.axes[0].patches) == 5  # windows at 0, 1, 2, 3, 4 s
 
 
+def test_classify_file_of_a_multilabel_model_lists_the_classes_at_or_above_the_threshold(predictor, videos):
+    """A multi-label model's page names every class at or above the threshold (`video-adapt app --threshold`), as
+    `video-adapt infer` does, not a top class."""
+    from dataclasses import replace
+
+    from video_adapt.serving import MultiTaskPredictor
+    multi = Predictor(predictor.model, predictor.class_names, replace(predictor.protocol, multilabel=True), "cpu")
+    probs = dict(multi.predict([str(videos["short"])], topk=len(multi.class_names))[0].top)
+    threshold = sorted(probs.values())[-2]  # exactly two classes at or above it
+    MultiTaskPredictor.single(multi).set_threshold(threshold)
+    page = classify_file(multi, str(videos["short"]), 2.0, 1.0, 10**7)
+    above = sorted(probs, key=probs.get, reverse=True)[:2]
+    assert page.ok and f"classes at or above {threshold:.0%}: **{above[0]}**" in page.message
+    assert f"**{above[1]}**" in page.message and "top class" not in page.message
+    MultiTaskPredictor.single(multi).set_threshold(1.0)
+    assert "classes at or above 100%: none" in classify_file(multi, str(videos["short"]), 2.0, 1.0, 10**7).message
+
+
 @pytest.mark.slow
 def test_classify_file_turns_a_bad_file_into_one_line_naming_it(predictor, videos, tmp_path):
     for path in (videos["bad"], make_broken(tmp_path)["garbage"], make_broken(tmp_path)["truncated"]):

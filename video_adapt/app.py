@@ -27,7 +27,7 @@ import torch
 from matplotlib.figure import Figure
 
 from video_adapt.data.decode import open_video
-from video_adapt.inference import Predictor, WindowPrediction
+from video_adapt.inference import Prediction, Predictor, WindowPrediction
 from video_adapt.serving import MultiTaskPredictor
 
 UPLOAD_SUFFIXES = (".mp4", ".webm", ".avi", ".mkv")
@@ -135,7 +135,7 @@ def classify_file(predictor: Predictor | MultiTaskPredictor, path: str | None, w
             return PageResult(f"**Could not classify** {_for_people(result.error, path)}", ok=False)
         reader = open_video(path)
         duration = reader.num_frames / (reader.fps if reader.fps > 0 else 25.0)
-        best = "; ".join(f"{task + ': ' if task else ''}top class **{p.top[0][0]}** ({p.top[0][1]:.0%})"
+        best = "; ".join(f"{task + ': ' if task else ''}{_found(p, tasks.tasks[task].threshold)}"
                          for task, p in result.tasks.items())
         message = f"**{name}**: {best}; {duration:.1f} s, {reader.num_frames} frames."
         figure = None
@@ -152,6 +152,14 @@ def classify_file(predictor: Predictor | MultiTaskPredictor, path: str | None, w
         traceback.print_exc(file=sys.stderr)
         first = _for_people((str(err).splitlines() or [type(err).__name__])[0], path)
         return PageResult(f"**Could not classify** {first if name in first else f'{name}: {first}'}", ok=False)
+
+
+def _found(prediction: Prediction, threshold: float) -> str:
+    """What the page says a file shows: the top class, or a multi-label model's classes at or above the threshold."""
+    if prediction.labels is None:
+        return f"top class **{prediction.top[0][0]}** ({prediction.top[0][1]:.0%})"
+    found = ", ".join(f"**{label}** ({p:.0%})" for label, p in prediction.labels) or "none"
+    return f"classes at or above {threshold:.0%}: {found}"
 
 
 def _for_people(error: str, path: str) -> str:
@@ -259,6 +267,9 @@ def build_app(predictor: Predictor | MultiTaskPredictor, title: str = "video_ada
         about = f"{len(names)} tasks on one backbone ({about})"
     else:
         about = f"{len(first.class_names)} classes"
+    multilabel = [name or "the model" for name in names if tasks.tasks[name].protocol.multilabel]
+    if multilabel:
+        about += f" · multi-label ({', '.join(multilabel)}): classes at or above {first.threshold:.0%} are listed"
     with gr.Blocks(title=f"{title}: try the model", analytics_enabled=False) as page:
         gr.Markdown(f"## {title}\n{about} · test views: {tasks.protocol.views_text()} · device: {tasks.device} · "
                     f"runtime: {first.runtime}", elem_id="about")

@@ -112,6 +112,11 @@ class MultiTaskPredictor:
     def names(self) -> list[str]:
         return list(self.tasks)
 
+    def set_threshold(self, threshold: float) -> None:
+        """Every multi-label task lists the classes at or above `threshold` (single-label tasks ignore it)."""
+        for task in self.tasks.values():
+            task.threshold = threshold
+
     @classmethod
     def load(cls, task_dirs: dict[str, str], backbone: str | None = None, device: str = "auto",
              crops: int | None = None, force: bool = False) -> "MultiTaskPredictor":

@@ -40,6 +40,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-mb", type=float, default=200, help="largest upload accepted, in MB")
     parser.add_argument("--window", type=float, default=2.0, help="timeline window in seconds (settable on the page)")
     parser.add_argument("--stride", type=float, default=1.0, help="timeline stride in seconds (settable on the page)")
+    parser.add_argument("--threshold", type=float, default=0.5,
+                        help="multi-label models: the page lists the classes at or above this probability")
     parser.add_argument("--crops", type=int, default=None, help="spatial crops per clip (default: as trained)")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     parser.add_argument("--runtime", default="torch",
@@ -48,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     from video_adapt.app import build_app, launch
     from video_adapt.inference import Predictor
-    from video_adapt.serving import load_tasks, parse_tasks
+    from video_adapt.serving import MultiTaskPredictor, load_tasks, parse_tasks
     tasks, extra = parse_tasks(args.adapters or [])
     if extra:
         raise ConfigError(f"--adapters {extra[0]}: give one adapter directory, or several as TASK=DIR")
@@ -69,6 +71,7 @@ def main(argv: list[str] | None = None) -> int:
         predictor = Predictor.load(checkpoint, args.backbone, args.adapters[0] if args.adapters else None,
                                    args.device, args.crops, runtime=args.runtime, precision=args.precision)
         shown = checkpoint or args.adapters[0]
+    (predictor if tasks else MultiTaskPredictor.single(predictor)).set_threshold(args.threshold)
     page = build_app(predictor, title=f"video_adapt: {shown}", max_mb=args.max_mb, window_s=args.window,
                      stride_s=args.stride)
     host = "0.0.0.0" if args.share_on_network else "127.0.0.1"

@@ -90,8 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     if tasks:
         predictor = load_tasks(tasks, checkpoint=args.checkpoint, backbone=args.backbone, device=args.device,
                                crops=args.crops, runtime=args.runtime, precision=args.precision, force=args.force)
-        for task in predictor.tasks.values():
-            task.threshold = args.threshold
+        predictor.set_threshold(args.threshold)
     else:
         predictor = Predictor.load(args.checkpoint, args.backbone, args.adapters[0] if args.adapters else None,
                                    args.device, args.crops, args.force, runtime=args.runtime,
