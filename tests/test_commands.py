@@ -141,7 +141,7 @@ def test_video_adapt_command_lists_and_dispatches():
     unknown = subprocess.run([sys.executable, "-m", "video_adapt", "trian"], cwd=ROOT, capture_output=True, text=True)
     assert unknown.returncode == 2 and unknown.stderr.strip() == ("error: unknown command 'trian'; one of: train, "
                                                                   "test, infer, features, export, compare, ablate, tsne, "
-                                                                  "pretrain, demo, params, configs, app, prep")
+                                                                  "pretrain, demo, transfer, params, configs, app, prep")
 
 
 HELP_PROBE = """
