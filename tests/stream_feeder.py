@@ -6,7 +6,9 @@
 
 Each packet (frame) is written when its time comes, measured from the first one (`--speed` scales the clock), and
 flushed at once. `--out` appends to a file instead of stdout, in `--segments` parts with `--pause` seconds between
-them: a file that grows while it is read. A reader that goes away ends the feeder quietly.
+them: a file that grows while it is read. `--hold` keeps the stream open that many seconds after the last frame, as
+a camera that stopped moving would, so the reader cannot see the stream end. A reader that goes away ends the feeder
+quietly.
 """
 from __future__ import annotations
 
@@ -42,6 +44,7 @@ def main() -> int:
     parser.add_argument("--out", help="append to this file instead of writing to stdout")
     parser.add_argument("--segments", type=int, default=1)
     parser.add_argument("--pause", type=float, default=0.0, help="seconds between segments")
+    parser.add_argument("--hold", type=float, default=0.0, help="seconds the stream stays open after the last frame")
     args = parser.parse_args()
     sink = open(args.out, "ab") if args.out else sys.stdout.buffer
     source = av.open(args.video)
@@ -74,6 +77,7 @@ def main() -> int:
                 out.mux(item)
         if out is not None:
             out.close()
+        time.sleep(args.hold)
     except BrokenPipeError:  # the reader stopped (Ctrl-C): nothing more to do
         return 0
     finally:

@@ -212,16 +212,19 @@ def test_a_pipe_fed_at_real_time_gives_the_offline_windows(adapters, backbone, v
 
 @pytest.mark.slow
 def test_raw_frames_on_stdin_and_ctrl_c_ends_with_the_summary(adapters, backbone, video, offline, tmp_path):
-    """Bare rgb24 frames at real-time rate; Ctrl-C after the first windows ends cleanly with the summary."""
+    """Bare rgb24 frames at real-time rate; Ctrl-C after the first windows ends cleanly with the summary. The feeder
+    holds the pipe open after its last frame, so however slow the model, the stream cannot end before the Ctrl-C."""
     proc = _start_stream(["--stream", "-", "--raw", "32x32:rgb24", "--fps", str(FPS), "--backbone", str(backbone),
                           "--adapters", adapters["af"], "--window", "1", "--stride", "4f", "--json",
                           str(tmp_path / "r.json")])
-    feeder = subprocess.Popen([sys.executable, str(FEEDER), str(video), "--raw", "--speed", "0.5"], stdout=proc.stdin)
+    feeder = subprocess.Popen([sys.executable, str(FEEDER), str(video), "--raw", "--speed", "0.5", "--hold", "120"],
+                              stdout=proc.stdin)
     first = proc.stdout.readline()  # 16 frames at 8 fps: the first window after 2 s
     assert first.startswith("t=1.0s  ") and first.split("  ")[1] == f"{offline.windows[0].label} " \
         f"({offline.windows[0].prob:.2f})"
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=60)
+    feeder.kill()  # still holding the pipe open
     feeder.wait(timeout=60)
     assert proc.returncode == 0 and "Traceback" not in err, err[-800:]
     assert "(interrupted)" in out
