@@ -72,16 +72,26 @@ def parse_tasks(items: Sequence[str]) -> tuple[dict[str, str] | None, list[str]]
     return tasks, rest
 
 
-def load_tasks(tasks: dict[str, str], *, checkpoint: str | None, backbone: str | None, device: str,
-               crops: int | None, runtime: str, precision: str, force: bool = False) -> "MultiTaskPredictor":
-    """What `--adapters TASK=DIR ...` loads in the commands (infer, app); one line for what only a single model does."""
+def load_served(tasks: dict[str, str] | None, *, checkpoint: str | None, backbone: str | None, adapters: str | None,
+                device: str, crops: int | None, runtime: str, precision: str, force: bool = False,
+                threshold: float = 0.5) -> "Predictor | MultiTaskPredictor":
+    """What the commands (infer, app) serve: one model (`Predictor.load`), or several tasks on one backbone
+    (`--adapters TASK=DIR ...`, one line for what only a single model does); multi-label tasks list the classes at or
+    above `threshold`."""
+    if not tasks:
+        predictor = Predictor.load(checkpoint, backbone, adapters, device, crops, force, runtime=runtime,
+                                   precision=precision)
+        predictor.threshold = threshold
+        return predictor
     if checkpoint:
         raise ConfigError(f"--checkpoint {checkpoint} with several --adapters: name the run as one of them "
                           "(TASK=RUN_DIR)")
     if runtime != "torch" or precision != "fp32":
         raise ConfigError(f"--runtime {runtime} --precision {precision}: several tasks run on the torch runtime in "
                           "fp32 (an export holds one task)")
-    return MultiTaskPredictor.load(tasks, backbone, device, crops, force)
+    served = MultiTaskPredictor.load(tasks, backbone, device, crops, force)
+    served.set_threshold(threshold)
+    return served
 
 
 def _view_differences(a: DataProtocol, b: DataProtocol) -> list[str]:

@@ -49,8 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--precision", default="fp32", help="fp32; int8 (onnx); bf16 (openvino)")
     args = parser.parse_args(argv)
     from video_adapt.app import build_app, launch
-    from video_adapt.inference import Predictor
-    from video_adapt.serving import MultiTaskPredictor, load_tasks, parse_tasks
+    from video_adapt.serving import load_served, parse_tasks
     tasks, extra = parse_tasks(args.adapters or [])
     if extra:
         raise ConfigError(f"--adapters {extra[0]}: give one adapter directory, or several as TASK=DIR")
@@ -63,15 +62,11 @@ def main(argv: list[str] | None = None) -> int:
     for given in (checkpoint, args.backbone, *(tasks.values() if tasks else args.adapters or [])):
         if given and not Path(given).exists():
             raise CheckpointError(f"{given}: no such file or directory")
-    if tasks:
-        predictor = load_tasks(tasks, checkpoint=args.checkpoint, backbone=args.backbone, device=args.device,
-                               crops=args.crops, runtime=args.runtime, precision=args.precision)
-        shown = ", ".join(tasks)
-    else:
-        predictor = Predictor.load(checkpoint, args.backbone, args.adapters[0] if args.adapters else None,
-                                   args.device, args.crops, runtime=args.runtime, precision=args.precision)
-        shown = checkpoint or args.adapters[0]
-    (predictor if tasks else MultiTaskPredictor.single(predictor)).set_threshold(args.threshold)
+    predictor = load_served(tasks, checkpoint=checkpoint, backbone=args.backbone,
+                            adapters=args.adapters[0] if args.adapters else None, device=args.device,
+                            crops=args.crops, runtime=args.runtime, precision=args.precision,
+                            threshold=args.threshold)
+    shown = ", ".join(tasks) if tasks else checkpoint or args.adapters[0]
     page = build_app(predictor, title=f"video_adapt: {shown}", max_mb=args.max_mb, window_s=args.window,
                      stride_s=args.stride)
     host = "0.0.0.0" if args.share_on_network else "127.0.0.1"

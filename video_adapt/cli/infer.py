@@ -74,8 +74,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="fp32; int8 (onnx, an export written with --int8); bf16 (openvino)")
     args = parser.parse_args(argv)
     from video_adapt.files import write_json_atomic
-    from video_adapt.inference import Predictor, expand_inputs, segments
-    from video_adapt.serving import load_tasks, parse_tasks
+    from video_adapt.inference import expand_inputs, segments
+    from video_adapt.serving import load_served, parse_tasks
     if args.runtime not in RUNTIMES:
         raise ConfigError(f"--runtime {args.runtime}: unknown runtime; one of {', '.join(RUNTIMES)}")
     tasks, more_inputs = parse_tasks(args.adapters or [])
@@ -87,15 +87,10 @@ def main(argv: list[str] | None = None) -> int:
         raise ConfigError("give video files or folders to classify, or --stream SOURCE")
     if args.stream is None and (args.raw or args.jsonl):
         raise ConfigError(f"{'--raw' if args.raw else '--jsonl'} is for --stream")
-    if tasks:
-        predictor = load_tasks(tasks, checkpoint=args.checkpoint, backbone=args.backbone, device=args.device,
-                               crops=args.crops, runtime=args.runtime, precision=args.precision, force=args.force)
-        predictor.set_threshold(args.threshold)
-    else:
-        predictor = Predictor.load(args.checkpoint, args.backbone, args.adapters[0] if args.adapters else None,
-                                   args.device, args.crops, args.force, runtime=args.runtime,
-                                   precision=args.precision)
-        predictor.threshold = args.threshold
+    predictor = load_served(tasks, checkpoint=args.checkpoint, backbone=args.backbone,
+                            adapters=args.adapters[0] if args.adapters else None, device=args.device,
+                            crops=args.crops, runtime=args.runtime, precision=args.precision, force=args.force,
+                            threshold=args.threshold)
     if args.stream is not None:
         return _stream(args, predictor)
     paths = expand_inputs(args.inputs)
