@@ -18,7 +18,7 @@ from video_adapt.data.scenes import (
     render_scene,
 )
 from video_adapt.data.synthetic import polygon
-from video_adapt.data.transfer import FAMILIES, TransferSpec, generate_clip, motion_path, pink_noise
+from video_adapt.data.transfer import FAMILIES, TransferSpec, family_clip, motion_path, pink_noise
 from video_adapt.errors import ConfigError
 from video_adapt.experiments import Cell
 from video_adapt.transfer_suite import backbone_key, difference, load_suite, prepare_family, suite_rows, suite_table
@@ -33,8 +33,8 @@ def test_paired_classes_are_the_same_frames_played_backwards(name):
     assert len(classes) == 6 and len(set(classes)) == 6
     for seed in (0, 1):
         for base in range(3):
-            forward = generate_clip(name, 2 * base, np.random.default_rng(seed))
-            backward = generate_clip(name, 2 * base + 1, np.random.default_rng(seed))
+            forward = family_clip(name, 2 * base, np.random.default_rng(seed))
+            backward = family_clip(name, 2 * base + 1, np.random.default_rng(seed))
             assert forward.shape == (16, 32, 32, 3) and forward.dtype == np.uint8
             assert np.array_equal(backward, forward[::-1])
             # ... and order does decide: a clip is far from its own reversal (not a symmetric motion)
@@ -42,14 +42,14 @@ def test_paired_classes_are_the_same_frames_played_backwards(name):
 
 
 def test_clips_are_fixed_by_the_random_stream_and_labels_are_checked():
-    a = generate_clip("camera", 2, np.random.default_rng(4), TransferSpec(size=24, frames=8))
+    a = family_clip("camera", 2, np.random.default_rng(4), TransferSpec(size=24, frames=8))
     assert a.shape == (8, 24, 24, 3)
-    assert np.array_equal(a, generate_clip("camera", 2, np.random.default_rng(4), TransferSpec(size=24, frames=8)))
-    assert not np.array_equal(a, generate_clip("camera", 2, np.random.default_rng(5), TransferSpec(size=24, frames=8)))
+    assert np.array_equal(a, family_clip("camera", 2, np.random.default_rng(4), TransferSpec(size=24, frames=8)))
+    assert not np.array_equal(a, family_clip("camera", 2, np.random.default_rng(5), TransferSpec(size=24, frames=8)))
     with pytest.raises(ValueError, match="out of range 0..5"):
-        generate_clip("motion", 6, np.random.default_rng(0))
+        family_clip("motion", 6, np.random.default_rng(0))
     with pytest.raises(ConfigError, match="unknown transfer family 'nope'; one of: motion, appearance"):
-        generate_clip("nope", 0, np.random.default_rng(0))
+        family_clip("nope", 0, np.random.default_rng(0))
 
 
 def _shift(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -61,7 +61,7 @@ def _shift(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 def test_camera_zooming_in_magnifies_the_scene():
     spec = TransferSpec(noise=0.0)
     for seed in range(4):
-        zoom = generate_clip("camera", 0, np.random.default_rng(seed), spec).astype(np.float32)
+        zoom = family_clip("camera", 0, np.random.default_rng(seed), spec).astype(np.float32)
         # the last frame is the first one's middle (1.6-2x smaller) blown up: far closer than the first frame itself
         middle = cv2.resize(zoom[0][7:25, 7:25], (32, 32), interpolation=cv2.INTER_LINEAR)
         assert np.abs(middle - zoom[-1]).mean() < 0.5 * np.abs(zoom[0] - zoom[-1]).mean()
@@ -75,7 +75,7 @@ def _centroid(frame: np.ndarray, background: np.ndarray) -> np.ndarray:
 
 def test_appearance_fill_drifts_inside_a_still_outline_on_a_still_ground():
     for seed in range(3):
-        clip = generate_clip("appearance", 2, np.random.default_rng(seed), TransferSpec(noise=0.0)).astype(float)
+        clip = family_clip("appearance", 2, np.random.default_rng(seed), TransferSpec(noise=0.0)).astype(float)
         change = np.abs(clip - clip[0]).sum(-1).max(0)  # each pixel's largest change over the clip
         assert change[:4].max() == change[-4:].max() == change[:, :4].max() == change[:, -4:].max() == 0
         assert np.median(change[13:19, 13:19]) > 20
@@ -148,10 +148,9 @@ def test_random_scenes_are_fixed_by_the_random_stream_and_vary():
 
 def test_broad_corpus_is_half_benchmark_half_scenes_and_the_cache_gives_the_same_clips():
     import torch
-    from video_adapt.data.synthetic import CLASSES, SyntheticSpec
-    from video_adapt.data.synthetic import generate_clip as benchmark_clip
+    from video_adapt.data.synthetic import CLASSES, SyntheticSpec, generate_clip
     from video_adapt.pretraining import SyntheticClips, corpus_video
-    benchmark = [int(np.array_equal(corpus_video("broad", i, 0, 32, 16), benchmark_clip(
+    benchmark = [int(np.array_equal(corpus_video("broad", i, 0, 32, 16), generate_clip(
         int(np.random.default_rng((0, 7, i)).integers(0, len(CLASSES))), np.random.default_rng((0, 8, i)),
         SyntheticSpec(size=32)))) for i in range(60)]
     assert 20 <= sum(benchmark) <= 40

@@ -54,10 +54,10 @@ def backbone_key(pretrained: str | None) -> str:
 def prepare_family(out: Path, name: str, data: dict[str, Any], progress: bool = True) -> Path:
     """Generate family `name`'s videos and prepare their frame store under `out` (both resume); returns the store."""
     from video_adapt.data.synthetic import class_folders, make_video_store
-    from video_adapt.data.transfer import TransferSpec, family, generate_clip
+    from video_adapt.data.transfer import TransferSpec, family, family_clip
     spec = TransferSpec(size=data["size"], frames=data["video_frames"])
     classes = family(name).classes
-    report = make_video_store(out, classes, class_folders(classes, partial(generate_clip, name, spec=spec),
+    report = make_video_store(out, classes, class_folders(classes, partial(family_clip, name, spec=spec),
                                                           data["seed"]),
                               data["train_per_class"], data["val_per_class"], shard_size=5000,
                               source=f"video_adapt transfer suite, family {name}", progress=progress)
@@ -66,10 +66,9 @@ def prepare_family(out: Path, name: str, data: dict[str, Any], progress: bool = 
 
 
 def difference(cell: Cell, control: Cell) -> tuple[float, float]:
-    """Mean difference of top-1 (points) and its standard error from the two cells' seeds."""
-    var = (cell.top1_std ** 2 / cell.n if cell.n > 1 else 0.0) + \
-        (control.top1_std ** 2 / control.n if control.n > 1 else 0.0)
-    return cell.top1_mean - control.top1_mean, math.sqrt(var)
+    """Mean difference of top-1 (points) and its standard error from the two cells' seeds (a single seed adds no
+    spread)."""
+    return cell.top1_mean - control.top1_mean, math.hypot(*(c.sem if c.n > 1 else 0.0 for c in (cell, control)))
 
 
 def suite_rows(cells: dict[str, list[Cell]], control: str) -> list[dict[str, Any]]:

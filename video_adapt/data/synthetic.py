@@ -70,6 +70,13 @@ def polygon(rng: np.random.Generator) -> np.ndarray:
     return np.stack([np.cos(angles) * radii, np.sin(angles) * radii], 1)
 
 
+def saturated_colour(rng: np.random.Generator) -> np.ndarray:
+    """A random RGB colour with one channel pushed to 20 or 235: an actor that stands out of the background."""
+    colour = rng.uniform(0, 255, 3)
+    colour[rng.integers(0, 3)] = rng.choice([20.0, 235.0])
+    return colour
+
+
 def draw_shape(canvas: np.ndarray, shape: np.ndarray, centre: tuple[float, float], radius: float, angle: float,
           colour: np.ndarray) -> None:
     c, s = math.cos(angle), math.sin(angle)
@@ -133,9 +140,7 @@ def _render(labels: list[int], rng: np.random.Generator, spec: SyntheticSpec) ->
     actors = []
     for label in labels:
         shape = polygon(rng)
-        colour = rng.uniform(0, 255, 3)
-        colour[rng.integers(0, 3)] = rng.choice([20.0, 235.0])  # saturated, stands out of the background
-        actors.append((shape, colour, _actor_track(label, rng, size, t)))
+        actors.append((shape, saturated_colour(rng), _actor_track(label, rng, size, t)))
     distractors = drifting_distractors(rng, size, spec.distractors)
     video = np.empty((frames, size, size, 3), np.uint8)
     for i in range(frames):

@@ -9,7 +9,7 @@ Each family is a different way of leaving the embedded benchmark's generator (vi
   class while the camera pans at random).
 
 Every family has three base motions and six classes in pairs: class 2k + 1 is class 2k played backwards. Drawn from
-the same random stream, the two are the same frames in reverse order (`generate_clip`), so the frames of paired
+the same random stream, the two are the same frames in reverse order (`family_clip`), so the frames of paired
 classes have the same distribution: a model that ignores frame order can at best tell the pair, 50% of a family.
 """
 from __future__ import annotations
@@ -27,6 +27,7 @@ from video_adapt.data.synthetic import (
     draw_shape,
     drifting_distractors,
     polygon,
+    saturated_colour,
     smooth_texture,
 )
 
@@ -51,12 +52,6 @@ class Family:
     classes: tuple[str, ...]
     render: Render
     about: str
-
-
-def _saturated_colour(rng: np.random.Generator) -> np.ndarray:
-    colour = rng.uniform(0, 255, 3)
-    colour[rng.integers(0, 3)] = rng.choice([20.0, 235.0])  # stands out of the background, as the benchmark's actor
-    return colour
 
 
 # ------------------------------------------------------------------------------------------------------- motion
@@ -84,7 +79,7 @@ def _motion(base: int, rng: np.random.Generator, spec: TransferSpec, t: np.ndarr
     """One polygon on the benchmark's background with a drifting distractor, moving along a new kind of path."""
     s = spec.size
     background = smooth_texture(rng, s, 12.0)
-    shape, colour = polygon(rng), _saturated_colour(rng)
+    shape, colour = polygon(rng), saturated_colour(rng)
     radius, angle = s * rng.uniform(0.12, 0.15), rng.uniform(0, 2 * math.pi)
     x, y = motion_path(base, rng, s, t, radius)
     distractors = drifting_distractors(rng, s, 1)
@@ -182,7 +177,7 @@ def _appearance(base: int, rng: np.random.Generator, spec: TransferSpec, t: np.n
     if base == 1 or rng.random() < 0.75:  # textured, strongly enough to show through the ground's texture
         fill = _two_colours(rng, _pattern(rng, box, box + int(math.ceil(drift)) + 1), rng.uniform(60, 90))
     else:  # flat and saturated, as the benchmark's actor
-        fill = np.broadcast_to(_saturated_colour(rng).astype(np.float32), (box, box + 1, 3)).copy()
+        fill = np.broadcast_to(saturated_colour(rng).astype(np.float32), (box, box + 1, 3)).copy()
     centre = s / 2 + rng.uniform(-2, 2, 2)
     turn = math.radians(rng.uniform(90, 150)) if base == 0 else 0.0
     angle0 = rng.uniform(0, 2 * math.pi) if base == 0 else 0.0
@@ -204,7 +199,7 @@ def _interaction(base: int, rng: np.random.Generator, spec: TransferSpec, t: np.
     s = spec.size
     background = smooth_texture(rng, s, 12.0)
     shapes = [polygon(rng), polygon(rng)]
-    colours = [_saturated_colour(rng), _saturated_colour(rng)]
+    colours = [saturated_colour(rng), saturated_colour(rng)]
     radii = s * rng.uniform(0.09, 0.12, 2)
     angles = rng.uniform(0, 2 * math.pi, 2)
     heading = rng.uniform(0, 2 * math.pi)
@@ -259,7 +254,7 @@ def _camera(base: int, rng: np.random.Generator, spec: TransferSpec, t: np.ndarr
         pan = velocity[:, None] * (t - 0.5)
         walk = 2 * s * rng.uniform(0.35, 0.5)
         start = centre + rng.uniform(-s / 4, s / 4, 2) - np.array([walk / 2, 0])
-        walker = (polygon(rng), _saturated_colour(rng), 2 * s * rng.uniform(0.1, 0.13), rng.uniform(0, 2 * math.pi),
+        walker = (polygon(rng), saturated_colour(rng), 2 * s * rng.uniform(0.1, 0.13), rng.uniform(0, 2 * math.pi),
                   start[:, None] + np.array([walk, 0])[:, None] * t)
     else:  # rolling clockwise by 60-90 degrees about the view's centre
         turn = math.radians(rng.uniform(60, 90))
@@ -308,7 +303,7 @@ def family(name: str) -> Family:
     return FAMILIES[name]
 
 
-def generate_clip(name: str, label: int, rng: np.random.Generator, spec: TransferSpec = TransferSpec()) -> np.ndarray:
+def family_clip(name: str, label: int, rng: np.random.Generator, spec: TransferSpec = TransferSpec()) -> np.ndarray:
     """One clip of class `label` of family `name` as uint8 (T, H, W, 3) RGB, fully determined by `rng`; an odd
     label is its even partner's clip played backwards."""
     fam = family(name)
