@@ -178,9 +178,12 @@ def test_sources_that_cannot_be_opened_are_one_line(tmp_path, adapters, backbone
 
 
 def _start_stream(args: list[str], stdin=subprocess.PIPE) -> subprocess.Popen:
-    """`video-adapt infer --stream ...`, returned once it says it waits for its source (the model is loaded)."""
+    """`video-adapt infer --stream ...`, returned once it says it waits for its source (the model is loaded). It starts
+    with Ctrl-C's default action even when this test runs with SIGINT ignored (a background job of a non-interactive
+    shell ignores it, and a child inherits that: Python then installs no KeyboardInterrupt handler)."""
     proc = subprocess.Popen([sys.executable, "-m", "video_adapt", "infer", *args], cwd=ROOT, stdin=stdin,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     line = proc.stderr.readline()
     assert line.startswith("waiting for"), line + proc.stderr.read()[-800:]
     return proc
